@@ -1,0 +1,69 @@
+# NovaCron's everyday commands. `make help` lists them.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+.DEFAULT_GOAL := help
+
+CONTROLLER_GEN := go tool controller-gen
+GO_TEST_FLAGS ?= -count=1
+# Packages whose tests need no API server.
+UNIT_PKGS := $$(go list ./... | grep -v /test/)
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: deps
+deps: ## Check (and on Debian as root, install) the C build dependencies.
+	@hack/deps.sh
+
+.PHONY: generate
+generate: ## Generate deepcopy code for the API types.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+.PHONY: manifests
+manifests: ## Generate CRDs (manifests/crd/bases) and RBAC (manifests/rbac).
+	$(CONTROLLER_GEN) crd rbac:roleName=novacron-manager paths=./api/... \
+		output:crd:artifacts:config=manifests/crd/bases output:rbac:artifacts:config=manifests/rbac
+
+.PHONY: verify-generated
+verify-generated: generate manifests ## Fail when checked-in generated files are stale.
+	@if [ -n "$$(git status --porcelain -- api/v1alpha1/zz_generated.deepcopy.go manifests/crd manifests/rbac)" ]; then \
+		echo "Generated files are stale; run 'make generate manifests' and commit:"; \
+		git status --porcelain -- api/v1alpha1/zz_generated.deepcopy.go manifests/crd manifests/rbac; exit 1; fi
+	@echo "generated files are up to date"
+
+.PHONY: fmt
+fmt: ## gofmt and go vet.
+	gofmt -l -w $$(git ls-files '*.go')
+	go vet ./...
+
+.PHONY: envtest
+envtest: ## Build kube-apiserver, etcd and kubectl from the module proxy into bin/k8s/.
+	@hack/envtest.sh >/dev/null
+
+##@ Test
+
+.PHONY: test
+test: deps ## Run all unit and envtest integration tests (does its own set-up).
+	@assets=$$(hack/envtest.sh); \
+	echo "KUBEBUILDER_ASSETS=$$assets go test ./..."; \
+	KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-unit
+test-unit: deps ## Run the tests that need no API server.
+	go test $(GO_TEST_FLAGS) $(UNIT_PKGS)
+
+.PHONY: test-integration
+test-integration: deps ## Run the envtest integration tests only.
+	@assets=$$(hack/envtest.sh); KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./test/...
+
+##@ Build
+
+.PHONY: build
+build: deps ## Build every binary into bin/.
+	go build -o bin/ ./cmd/...
