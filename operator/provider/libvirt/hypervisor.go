@@ -1,0 +1,317 @@
+package libvirt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	golibvirt "libvirt.org/go/libvirt"
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/novacron/operator/operator/provider"
+)
+
+// hypervisor is one connection's view of a host.
+type hypervisor struct {
+	uri  string
+	conn *golibvirt.Connect
+	pool *Connector
+}
+
+var _ provider.Hypervisor = (*hypervisor)(nil)
+
+// wrap names the host in an error, maps libvirt's not-found codes to
+// provider.ErrNotFound and a broken connection to provider.ErrUnreachable
+// (forgetting the connection so the next call reconnects).
+func (h *hypervisor) wrap(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	switch errCode(err) {
+	case golibvirt.ERR_NO_DOMAIN, golibvirt.ERR_NO_STORAGE_VOL:
+		return fmt.Errorf("%s on %s: %w: %v", what, h.uri, provider.ErrNotFound, err)
+	}
+	if isConnectionError(err) {
+		h.pool.drop(h.uri, h.conn)
+		return fmt.Errorf("%s on %s: %w: %v", what, h.uri, provider.ErrUnreachable, err)
+	}
+	return fmt.Errorf("%s on %s: %w", what, h.uri, err)
+}
+
+func (h *hypervisor) Info(ctx context.Context) (provider.HostInfo, error) {
+	info, err := callValue(ctx, func() (provider.HostInfo, error) {
+		ni, err := h.conn.GetNodeInfo()
+		if err != nil {
+			return provider.HostInfo{}, err
+		}
+		out := provider.HostInfo{CPUs: int32(ni.Cpus), MemoryBytes: int64(ni.Memory) * 1024, CPUModel: ni.Model, NUMANodes: int32(ni.Nodes)}
+		if v, err := h.conn.GetVersion(); err == nil {
+			out.Version = fmt.Sprintf("%d.%d.%d", v/1000000, v/1000%1000, v%1000)
+		}
+		return out, nil
+	})
+	return info, h.wrap(err, "reading host info")
+}
+
+func (h *hypervisor) storagePool(name string) (*golibvirt.StoragePool, error) {
+	p, err := h.conn.LookupStoragePoolByName(name)
+	if err != nil {
+		if errCode(err) == golibvirt.ERR_NO_STORAGE_POOL {
+			return nil, fmt.Errorf("storage pool %q does not exist on the hypervisor; create it or set the Hypervisor's spec.storagePool", name)
+		}
+		return nil, err
+	}
+	return p, nil
+}
+
+func (h *hypervisor) VolumePath(ctx context.Context, pool, name string) (string, error) {
+	path, err := callValue(ctx, func() (string, error) {
+		p, err := h.storagePool(pool)
+		if err != nil {
+			return "", err
+		}
+		defer p.Free()
+		v, err := p.LookupStorageVolByName(name)
+		if err != nil {
+			return "", err
+		}
+		defer v.Free()
+		return v.GetPath()
+	})
+	return path, h.wrap(err, fmt.Sprintf("looking up volume %s/%s", pool, name))
+}
+
+func (h *hypervisor) EnsureVolume(ctx context.Context, vol provider.Volume) (string, error) {
+	path, err := callValue(ctx, func() (string, error) {
+		p, err := h.storagePool(vol.Pool)
+		if err != nil {
+			return "", err
+		}
+		defer p.Free()
+		if v, err := p.LookupStorageVolByName(vol.Name); err == nil {
+			defer v.Free()
+			return v.GetPath()
+		}
+		x := libvirtxml.StorageVolume{
+			Name:     vol.Name,
+			Capacity: &libvirtxml.StorageVolumeSize{Unit: "bytes", Value: uint64(vol.CapacityBytes)},
+			Target:   &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: vol.Format}},
+		}
+		if vol.BackingVolume != "" {
+			b, err := p.LookupStorageVolByName(vol.BackingVolume)
+			if err != nil {
+				return "", fmt.Errorf("image volume %q is not in storage pool %q: %w", vol.BackingVolume, vol.Pool, err)
+			}
+			defer b.Free()
+			bpath, err := b.GetPath()
+			if err != nil {
+				return "", err
+			}
+			x.BackingStore = &libvirtxml.StorageVolumeBackingStore{Path: bpath, Format: &libvirtxml.StorageVolumeTargetFormat{Type: vol.BackingFormat}}
+		}
+		doc, err := x.Marshal()
+		if err != nil {
+			return "", err
+		}
+		v, err := p.StorageVolCreateXML(doc, 0)
+		if err != nil {
+			return "", err
+		}
+		defer v.Free()
+		return v.GetPath()
+	})
+	return path, h.wrap(err, fmt.Sprintf("creating volume %s/%s", vol.Pool, vol.Name))
+}
+
+func (h *hypervisor) DeleteVolume(ctx context.Context, pool, name string) error {
+	err := call(ctx, func() error {
+		p, err := h.storagePool(pool)
+		if err != nil {
+			return err
+		}
+		defer p.Free()
+		v, err := p.LookupStorageVolByName(name)
+		if err != nil {
+			if errCode(err) == golibvirt.ERR_NO_STORAGE_VOL {
+				return nil
+			}
+			return err
+		}
+		defer v.Free()
+		return v.Delete(0)
+	})
+	return h.wrap(err, fmt.Sprintf("deleting volume %s/%s", pool, name))
+}
+
+func (h *hypervisor) Define(ctx context.Context, d provider.Domain) error {
+	err := call(ctx, func() error {
+		doc, err := domainXML(h.domainType(), d)
+		if err != nil {
+			return err
+		}
+		dom, err := h.conn.DomainDefineXML(doc)
+		if err != nil {
+			return err
+		}
+		return dom.Free()
+	})
+	return h.wrap(err, "defining domain "+d.Name)
+}
+
+// domainType is the libvirt domain type the host runs: "test" for the test
+// driver, "kvm" where the host has it, otherwise "qemu" (TCG emulation).
+func (h *hypervisor) domainType() string {
+	uri, err := h.conn.GetURI()
+	if err == nil && len(uri) >= 5 && uri[:5] == "test:" {
+		return "test"
+	}
+	caps, err := h.conn.GetCapabilities()
+	if err == nil {
+		var c libvirtxml.Caps
+		if c.Unmarshal(caps) == nil {
+			for _, g := range c.Guests {
+				for _, dom := range g.Arch.Domains {
+					if dom.Type == "kvm" {
+						return "kvm"
+					}
+				}
+			}
+		}
+	}
+	return "qemu"
+}
+
+func (h *hypervisor) withDomain(ctx context.Context, name, what string, f func(*golibvirt.Domain) error) error {
+	err := call(ctx, func() error {
+		dom, err := h.conn.LookupDomainByName(name)
+		if err != nil {
+			return err
+		}
+		defer dom.Free()
+		return f(dom)
+	})
+	return h.wrap(err, what+" domain "+name)
+}
+
+func (h *hypervisor) Start(ctx context.Context, name string) error {
+	return h.withDomain(ctx, name, "starting", func(dom *golibvirt.Domain) error {
+		if active, err := dom.IsActive(); err != nil || active {
+			return err
+		}
+		return dom.Create()
+	})
+}
+
+func (h *hypervisor) Shutdown(ctx context.Context, name string, grace time.Duration) error {
+	err := h.withDomain(ctx, name, "shutting down", func(dom *golibvirt.Domain) error {
+		if active, err := dom.IsActive(); err != nil || !active {
+			return err
+		}
+		return dom.Shutdown()
+	})
+	if err != nil {
+		return err
+	}
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, err := h.State(ctx, name)
+		if err != nil {
+			return err
+		}
+		if st == provider.StateShutoff || st == provider.StateCrashed {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			// The guest ignored ACPI: force it off, as a power cut would.
+			return h.withDomain(ctx, name, "forcing off", func(dom *golibvirt.Domain) error {
+				if err := dom.Destroy(); err != nil && errCode(err) != golibvirt.ERR_OPERATION_INVALID {
+					return err
+				}
+				return nil
+			})
+		case <-tick.C:
+		}
+	}
+}
+
+func (h *hypervisor) Undefine(ctx context.Context, name string) error {
+	err := h.withDomain(ctx, name, "undefining", func(dom *golibvirt.Domain) error {
+		if active, err := dom.IsActive(); err != nil {
+			return err
+		} else if active {
+			if err := dom.Destroy(); err != nil {
+				return err
+			}
+		}
+		return dom.UndefineFlags(golibvirt.DOMAIN_UNDEFINE_MANAGED_SAVE | golibvirt.DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+	})
+	if errors.Is(err, provider.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+func (h *hypervisor) State(ctx context.Context, name string) (provider.DomainState, error) {
+	var st provider.DomainState
+	err := h.withDomain(ctx, name, "reading state of", func(dom *golibvirt.Domain) error {
+		s, _, err := dom.GetState()
+		if err != nil {
+			return err
+		}
+		st = mapState(s)
+		return nil
+	})
+	return st, err
+}
+
+func mapState(s golibvirt.DomainState) provider.DomainState {
+	switch s {
+	case golibvirt.DOMAIN_RUNNING:
+		return provider.StateRunning
+	case golibvirt.DOMAIN_PAUSED, golibvirt.DOMAIN_PMSUSPENDED, golibvirt.DOMAIN_BLOCKED:
+		return provider.StatePaused
+	case golibvirt.DOMAIN_SHUTDOWN:
+		return provider.StateShutdown
+	case golibvirt.DOMAIN_SHUTOFF:
+		return provider.StateShutoff
+	case golibvirt.DOMAIN_CRASHED:
+		return provider.StateCrashed
+	}
+	return provider.StateOther
+}
+
+func (h *hypervisor) Stats(ctx context.Context, name string) (provider.Stats, error) {
+	var out provider.Stats
+	err := h.withDomain(ctx, name, "reading stats of", func(dom *golibvirt.Domain) error {
+		info, err := dom.GetInfo()
+		if err != nil {
+			return err
+		}
+		out.CPUTime = time.Duration(info.CpuTime)
+		out.MemoryUsedBytes = int64(info.Memory) * 1024
+		// A guest with a balloon driver reports what it really uses.
+		if stats, err := dom.MemoryStats(uint32(golibvirt.DOMAIN_MEMORY_STAT_NR), 0); err == nil {
+			var avail, unused uint64
+			for _, s := range stats {
+				switch golibvirt.DomainMemoryStatTags(s.Tag) {
+				case golibvirt.DOMAIN_MEMORY_STAT_AVAILABLE:
+					avail = s.Val
+				case golibvirt.DOMAIN_MEMORY_STAT_UNUSED:
+					unused = s.Val
+				}
+			}
+			if avail > 0 && unused <= avail {
+				out.MemoryUsedBytes = int64(avail-unused) * 1024
+			}
+		}
+		return nil
+	})
+	return out, err
+}

@@ -1,0 +1,172 @@
+package libvirt
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	golibvirt "libvirt.org/go/libvirt"
+
+	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/test/simnode"
+)
+
+func newNode(t *testing.T, name string) string {
+	t.Helper()
+	uri, err := simnode.Write(t.TempDir(), simnode.Node{Name: name, CPUs: 8, MemoryBytes: 32 << 30, Images: []string{"base.qcow2"}})
+	require.NoError(t, err)
+	return uri
+}
+
+func testDomain(name string) provider.Domain {
+	return provider.Domain{Name: name, UUID: "6a1b8a3e-0c52-4b2e-9d7c-111111111111", VCPUs: 2, MemoryBytes: 512 << 20,
+		NICs: []provider.NIC{{MAC: "52:54:00:00:00:01", Network: "default"}}, SerialLogPath: "/tmp/serial.log"}
+}
+
+func TestDomainLifecycle(t *testing.T) {
+	ctx := context.Background()
+	c := NewConnector()
+	t.Cleanup(c.Close)
+	h, err := c.Hypervisor(ctx, newNode(t, "n1"))
+	require.NoError(t, err)
+
+	info, err := h.Info(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int32(8), info.CPUs)
+	assert.Equal(t, int64(32<<30), info.MemoryBytes)
+
+	path, err := h.EnsureVolume(ctx, provider.Volume{Pool: "default", Name: "vm-root.qcow2", CapacityBytes: 10 << 30, Format: "qcow2", BackingVolume: "base.qcow2", BackingFormat: "qcow2"})
+	require.NoError(t, err)
+	again, err := h.EnsureVolume(ctx, provider.Volume{Pool: "default", Name: "vm-root.qcow2", CapacityBytes: 10 << 30, Format: "qcow2", BackingVolume: "base.qcow2", BackingFormat: "qcow2"})
+	require.NoError(t, err)
+	assert.Equal(t, path, again, "EnsureVolume is idempotent")
+
+	_, err = h.State(ctx, "vm")
+	assert.ErrorIs(t, err, provider.ErrNotFound)
+
+	d := testDomain("vm")
+	d.Disks = []provider.Disk{{Path: path, Format: "qcow2"}}
+	require.NoError(t, h.Define(ctx, d))
+	require.NoError(t, h.Define(ctx, d), "defining again updates the definition")
+	st, err := h.State(ctx, "vm")
+	require.NoError(t, err)
+	assert.Equal(t, provider.StateShutoff, st)
+
+	require.NoError(t, h.Start(ctx, "vm"))
+	require.NoError(t, h.Start(ctx, "vm"), "starting a running domain is not an error")
+	st, _ = h.State(ctx, "vm")
+	assert.Equal(t, provider.StateRunning, st)
+
+	stats, err := h.Stats(ctx, "vm")
+	require.NoError(t, err)
+	assert.Equal(t, int64(512<<20), stats.MemoryUsedBytes)
+
+	require.NoError(t, h.Shutdown(ctx, "vm", 5*time.Second))
+	st, _ = h.State(ctx, "vm")
+	assert.Equal(t, provider.StateShutoff, st)
+	require.NoError(t, h.Shutdown(ctx, "vm", time.Second), "stopping a stopped domain is not an error")
+
+	require.NoError(t, h.Undefine(ctx, "vm"))
+	require.NoError(t, h.Undefine(ctx, "vm"), "undefining a missing domain is not an error")
+	_, err = h.State(ctx, "vm")
+	assert.ErrorIs(t, err, provider.ErrNotFound)
+
+	require.NoError(t, h.DeleteVolume(ctx, "default", "vm-root.qcow2"))
+	require.NoError(t, h.DeleteVolume(ctx, "default", "vm-root.qcow2"))
+	_, err = h.VolumePath(ctx, "default", "vm-root.qcow2")
+	assert.ErrorIs(t, err, provider.ErrNotFound)
+}
+
+func TestMissingImageAndPoolAreClearErrors(t *testing.T) {
+	ctx := context.Background()
+	c := NewConnector()
+	t.Cleanup(c.Close)
+	h, err := c.Hypervisor(ctx, newNode(t, "n1"))
+	require.NoError(t, err)
+	_, err = h.EnsureVolume(ctx, provider.Volume{Pool: "default", Name: "x.qcow2", CapacityBytes: 1 << 30, Format: "qcow2", BackingVolume: "nope.qcow2", BackingFormat: "qcow2"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `image volume "nope.qcow2" is not in storage pool "default"`)
+	_, err = h.EnsureVolume(ctx, provider.Volume{Pool: "fast", Name: "x.qcow2", CapacityBytes: 1 << 30, Format: "qcow2"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `storage pool "fast" does not exist`)
+}
+
+// Each simulated node is its own host: a domain on one is not on the other,
+// and callers of the same URI share one connection (and so one host).
+func TestNodesAreSeparateAndConnectionsShared(t *testing.T) {
+	ctx := context.Background()
+	c := NewConnector()
+	t.Cleanup(c.Close)
+	u1, u2 := newNode(t, "n1"), newNode(t, "n2")
+	h1, err := c.Hypervisor(ctx, u1)
+	require.NoError(t, err)
+	h2, err := c.Hypervisor(ctx, u2)
+	require.NoError(t, err)
+	require.NoError(t, h1.Define(ctx, testDomain("only-on-1")))
+	_, err = h2.State(ctx, "only-on-1")
+	assert.ErrorIs(t, err, provider.ErrNotFound)
+	h1again, err := c.Hypervisor(ctx, u1)
+	require.NoError(t, err)
+	_, err = h1again.State(ctx, "only-on-1")
+	assert.NoError(t, err)
+}
+
+func TestUnreachableBacksOffThenReconnects(t *testing.T) {
+	ctx := context.Background()
+	c := NewConnector()
+	c.MinBackoff = 20 * time.Millisecond
+	t.Cleanup(c.Close)
+	uri := newNode(t, "n1")
+	var down atomic.Bool
+	var dials atomic.Int32
+	c.Dial = func(u string) (*golibvirt.Connect, error) {
+		dials.Add(1)
+		if down.Load() {
+			return nil, errors.New("connection refused")
+		}
+		return golibvirt.NewConnect(u)
+	}
+	down.Store(true)
+	_, err := c.Hypervisor(ctx, uri)
+	require.ErrorIs(t, err, provider.ErrUnreachable)
+	assert.Contains(t, err.Error(), "connection refused")
+	_, err = c.Hypervisor(ctx, uri)
+	require.ErrorIs(t, err, provider.ErrUnreachable)
+	assert.True(t, strings.Contains(err.Error(), "next try in"), err.Error())
+	assert.Equal(t, int32(1), dials.Load(), "no dial during the backoff")
+
+	down.Store(false)
+	require.Eventually(t, func() bool {
+		_, err := c.Hypervisor(ctx, uri)
+		return err == nil
+	}, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, int32(2), dials.Load())
+}
+
+func TestDomainXML(t *testing.T) {
+	d := testDomain("vm")
+	d.Disks = []provider.Disk{{Path: "/p/root.qcow2", Format: "qcow2"}, {Path: "/p/cidata.iso", Format: "raw", CDROM: true}}
+	d.NICs = append(d.NICs, provider.NIC{MAC: "52:54:00:00:00:02", PCIAddress: "0000:5e:02.1"})
+	d.HostDevices = []string{"0000:3b:00.0"}
+	doc, err := domainXML("kvm", d)
+	require.NoError(t, err)
+	for _, want := range []string{
+		`<domain type="kvm">`, `<vcpu>2</vcpu>`, `<memory unit="KiB">524288</memory>`, `<acpi></acpi>`,
+		`<source file="/p/root.qcow2"></source>`, `<target dev="vda" bus="virtio"></target>`,
+		`<disk type="file" device="cdrom">`, `<readonly></readonly>`,
+		`<interface type="network">`, `<mac address="52:54:00:00:00:01"></mac>`,
+		`<interface type="hostdev" managed="yes">`, `<address type="pci" domain="0x0000" bus="0x5e" slot="0x02" function="0x1">`,
+		`<hostdev mode="subsystem" type="pci" managed="yes">`, `bus="0x3b"`,
+		`<serial type="file">`,
+	} {
+		assert.Contains(t, doc, want)
+	}
+	d.HostDevices = []string{"3b:00"}
+	_, err = domainXML("kvm", d)
+	assert.ErrorContains(t, err, `PCI address "3b:00" is not of the form`)
+}

@@ -1,0 +1,130 @@
+// Package provider is the operator's view of a node hypervisor: what the VM
+// controller (and later migration and snapshots) asks of it, independent of the
+// hypervisor API behind it. The libvirt implementation is in ./libvirt.
+package provider
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when a domain or volume does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrUnreachable is returned (wrapped) when the hypervisor cannot be reached.
+// Callers must not assume anything about the domains on it.
+var ErrUnreachable = errors.New("hypervisor unreachable")
+
+// Connector hands out the Hypervisor for a URI, sharing one connection per URI.
+type Connector interface {
+	Hypervisor(ctx context.Context, uri string) (Hypervisor, error)
+}
+
+// Hypervisor is one node's hypervisor. Every method is idempotent: calling it
+// again after a crash, with the same arguments, converges on the same state.
+type Hypervisor interface {
+	// Info describes the host.
+	Info(ctx context.Context) (HostInfo, error)
+
+	// EnsureVolume creates the volume in the pool unless it exists, and returns
+	// its path on the host.
+	EnsureVolume(ctx context.Context, v Volume) (string, error)
+	// DeleteVolume removes the volume; a missing one is not an error.
+	DeleteVolume(ctx context.Context, pool, name string) error
+	// VolumePath returns the path of an existing volume, or ErrNotFound.
+	VolumePath(ctx context.Context, pool, name string) (string, error)
+
+	// Define creates the domain, or updates its persistent definition.
+	Define(ctx context.Context, d Domain) error
+	// Start boots a defined domain; starting a running one is not an error.
+	Start(ctx context.Context, name string) error
+	// Shutdown asks the guest to power off (ACPI) and waits up to grace for it,
+	// then forces it off. A domain already off is not an error.
+	Shutdown(ctx context.Context, name string, grace time.Duration) error
+	// Undefine forces the domain off and removes its definition; a missing
+	// domain is not an error.
+	Undefine(ctx context.Context, name string) error
+	// State reports the domain's state, or ErrNotFound.
+	State(ctx context.Context, name string) (DomainState, error)
+	// Stats reports the domain's resource use.
+	Stats(ctx context.Context, name string) (Stats, error)
+}
+
+// DomainState is a domain's run state.
+type DomainState string
+
+// The states a domain can be in.
+const (
+	StateRunning  DomainState = "Running"
+	StatePaused   DomainState = "Paused"
+	StateShutdown DomainState = "ShuttingDown"
+	StateShutoff  DomainState = "Shutoff"
+	StateCrashed  DomainState = "Crashed"
+	StateOther    DomainState = "Other"
+)
+
+// HostInfo describes a hypervisor host.
+type HostInfo struct {
+	CPUs        int32
+	MemoryBytes int64
+	CPUModel    string
+	NUMANodes   int32
+	Version     string
+}
+
+// Volume is a disk volume in a storage pool.
+type Volume struct {
+	Pool          string
+	Name          string
+	CapacityBytes int64
+	// Format of the volume, qcow2 or raw.
+	Format string
+	// BackingVolume, when set, makes the volume a copy-on-write overlay of that
+	// volume in the same pool (the VM's image).
+	BackingVolume string
+	BackingFormat string
+}
+
+// Domain is the hypervisor-neutral definition of a VM.
+type Domain struct {
+	Name string
+	// UUID is the VM object's UID, so one VM can only ever be one domain.
+	UUID        string
+	VCPUs       int32
+	MemoryBytes int64
+	Disks       []Disk
+	NICs        []NIC
+	// HostDevices are PCI addresses passed through whole (GPUs).
+	HostDevices []string
+	// SerialLogPath receives the guest's serial console.
+	SerialLogPath string
+	// Description is shown by the hypervisor's tools (virsh dominfo).
+	Description string
+}
+
+// Disk is a disk or CD-ROM of a domain.
+type Disk struct {
+	Path     string
+	Format   string
+	CDROM    bool
+	ReadOnly bool
+}
+
+// NIC is a network interface of a domain.
+type NIC struct {
+	MAC string
+	// Network is the hypervisor network a virtio NIC attaches to.
+	Network string
+	// PCIAddress, when set, passes an SR-IOV VF through instead.
+	PCIAddress string
+}
+
+// Stats is a domain's resource use.
+type Stats struct {
+	// CPUTime is the total CPU time the domain has used.
+	CPUTime time.Duration
+	// MemoryUsedBytes is the guest's memory in use, or its size when the guest
+	// does not report it.
+	MemoryUsedBytes int64
+}
