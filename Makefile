@@ -27,7 +27,7 @@ generate: ## Generate deepcopy code for the API types.
 
 .PHONY: manifests
 manifests: ## Generate CRDs (manifests/crd/bases) and RBAC (manifests/rbac).
-	$(CONTROLLER_GEN) crd rbac:roleName=novacron-manager paths=./api/... \
+	$(CONTROLLER_GEN) crd rbac:roleName=novacron-manager paths=./api/... paths=./operator/... \
 		output:crd:artifacts:config=manifests/crd/bases output:rbac:artifacts:config=manifests/rbac
 
 .PHONY: verify-generated

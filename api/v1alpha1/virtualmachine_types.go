@@ -112,7 +112,7 @@ type VMResources struct {
 	Memory resource.Quantity `json:"memory"`
 
 	// Disk is the size of the root disk created from the image, such as 50Gi.
-	// Defaults to the image's own size.
+	// Defaults to 10Gi.
 	// +optional
 	Disk *resource.Quantity `json:"disk,omitempty"`
 }

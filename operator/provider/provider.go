@@ -45,6 +45,8 @@ type Hypervisor interface {
 	// Undefine forces the domain off and removes its definition; a missing
 	// domain is not an error.
 	Undefine(ctx context.Context, name string) error
+	// Domains lists the names of the domains defined on the host.
+	Domains(ctx context.Context) ([]string, error)
 	// State reports the domain's state, or ErrNotFound.
 	State(ctx context.Context, name string) (DomainState, error)
 	// Stats reports the domain's resource use.

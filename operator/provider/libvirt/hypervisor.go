@@ -258,6 +258,24 @@ func (h *hypervisor) Undefine(ctx context.Context, name string) error {
 	return err
 }
 
+func (h *hypervisor) Domains(ctx context.Context) ([]string, error) {
+	names, err := callValue(ctx, func() ([]string, error) {
+		doms, err := h.conn.ListAllDomains(0)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]string, 0, len(doms))
+		for i := range doms {
+			if n, err := doms[i].GetName(); err == nil {
+				out = append(out, n)
+			}
+			_ = doms[i].Free()
+		}
+		return out, nil
+	})
+	return names, h.wrap(err, "listing domains")
+}
+
 func (h *hypervisor) State(ctx context.Context, name string) (provider.DomainState, error) {
 	var st provider.DomainState
 	err := h.withDomain(ctx, name, "reading state of", func(dom *golibvirt.Domain) error {

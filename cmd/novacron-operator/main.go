@@ -1,0 +1,48 @@
+// Command novacron-operator runs NovaCron's controllers. It only parses flags
+// and wires; the operator itself is in operator/.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/novacron/operator/operator/manager"
+	"github.com/novacron/operator/operator/provider/libvirt"
+)
+
+func main() {
+	opts := manager.DefaultOptions()
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		opts.Namespace = ns
+	}
+	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", opts.MetricsAddr, "address /metrics is served on; 0 turns it off")
+	flag.StringVar(&opts.ProbeAddr, "health-probe-bind-address", opts.ProbeAddr, "address /healthz and /readyz are served on")
+	flag.BoolVar(&opts.LeaderElection, "leader-elect", opts.LeaderElection, "elect a leader so only one replica acts at a time")
+	flag.StringVar(&opts.Namespace, "namespace", opts.Namespace, "the operator's namespace (image catalog, leader lease); defaults to $POD_NAMESPACE")
+	flag.StringVar(&opts.Launcher.Image, "launcher-image", opts.Launcher.Image, "image of the launcher pods that reserve VM capacity")
+	flag.Float64Var(&opts.Launcher.CPUAllocationRatio, "cpu-allocation-ratio", opts.Launcher.CPUAllocationRatio, "vCPUs per requested CPU in launcher pods (CPU overcommit)")
+	flag.Float64Var(&opts.Launcher.MemoryOvercommitRatio, "memory-overcommit-ratio", opts.Launcher.MemoryOvercommitRatio, "guest memory per requested byte in launcher pods")
+	flag.DurationVar(&opts.StopGracePeriod, "stop-grace-period", opts.StopGracePeriod, "how long a guest gets to power off before it is forced off")
+	flag.StringVar(&opts.SerialLogDir, "serial-log-dir", opts.SerialLogDir, "folder on each node where guest serial consoles are logged")
+	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", opts.MaxConcurrentReconciles, "VMs reconciled in parallel")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	hypervisors := libvirt.NewConnector()
+	defer hypervisors.Close()
+	mgr, err := manager.New(ctrl.GetConfigOrDie(), opts, hypervisors)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

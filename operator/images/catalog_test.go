@@ -1,0 +1,35 @@
+package images
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseAndResolve(t *testing.T) {
+	c, err := Parse(map[string]string{
+		"ubuntu-22.04-lts": "volume: ubuntu-22.04.qcow2\nosFamily: linux\n",
+		"cirros":           "volume: cirros.raw\nformat: raw\n",
+	})
+	require.NoError(t, err)
+	img, err := c.Resolve("marketplace://ubuntu-22.04-lts")
+	require.NoError(t, err)
+	assert.Equal(t, Image{Volume: "ubuntu-22.04.qcow2", Format: "qcow2", OSFamily: "linux"}, img)
+
+	_, err = c.Resolve("marketplace://windows-11")
+	assert.EqualError(t, err, `image "windows-11" is not in the image catalog (ConfigMap novacron-image-catalog); known images: cirros, ubuntu-22.04-lts`)
+	_, err = c.Resolve("https://example.com/x.qcow2")
+	assert.ErrorContains(t, err, "only marketplace:// images are supported so far")
+}
+
+func TestParseRejectsBadEntries(t *testing.T) {
+	for doc, want := range map[string]string{
+		"format: qcow2\n":           `entry "x": volume is required`,
+		"volume: a\nformat: vmdk\n": `format "vmdk" is not qcow2 or raw`,
+		"volume: a\nsize: 10Gi\n":   `unknown field "size"`,
+	} {
+		_, err := Parse(map[string]string{"x": doc})
+		assert.ErrorContains(t, err, want)
+	}
+}

@@ -1,0 +1,133 @@
+// Package manager assembles the operator: a controller-runtime manager with
+// NovaCron's scheme, caches, metrics and controllers. cmd/novacron-operator
+// fills Options from flags; tests and `novacron dev` fill them directly.
+package manager
+
+import (
+	"fmt"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/metrics"
+	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/vm"
+)
+
+// Options configures the operator.
+type Options struct {
+	// MetricsAddr serves /metrics ("0" turns it off).
+	MetricsAddr string
+	// ProbeAddr serves /healthz and /readyz ("0" turns it off).
+	ProbeAddr string
+	// LeaderElection makes only one replica act at a time.
+	LeaderElection bool
+	// Namespace is the operator's own namespace (image catalog, leader lease).
+	Namespace string
+
+	Launcher vm.LauncherConfig
+	// StopGracePeriod is how long a guest gets after ACPI shutdown.
+	StopGracePeriod time.Duration
+	// SerialLogDir is where guests' serial consoles are written on each node.
+	SerialLogDir string
+	// MaxConcurrentReconciles per controller.
+	MaxConcurrentReconciles int
+	// StatsInterval is how often running VMs' usage metrics are refreshed.
+	StatsInterval time.Duration
+	// UnreachableRetry is how soon an unreachable hypervisor is tried again.
+	UnreachableRetry time.Duration
+}
+
+// DefaultOptions are the settings the operator runs with unless told otherwise.
+func DefaultOptions() Options {
+	return Options{
+		MetricsAddr:             ":8080",
+		ProbeAddr:               ":8081",
+		Namespace:               "novacron-system",
+		Launcher:                vm.LauncherConfig{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1},
+		StopGracePeriod:         2 * time.Minute,
+		SerialLogDir:            "/var/log/novacron",
+		MaxConcurrentReconciles: 4,
+		StatsInterval:           30 * time.Second,
+		UnreachableRetry:        10 * time.Second,
+	}
+}
+
+// Scheme returns the scheme the operator speaks.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(novacronv1.AddToScheme(s))
+	return s
+}
+
+// Leader election keeps its lease in the operator's namespace.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// New builds the manager with every controller registered.
+func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.Manager, error) {
+	// Cache only the pods and Jobs NovaCron made, not every pod in the cluster.
+	owned, err := labels.NewRequirement(novacronv1.LabelComponent, selection.Exists, nil)
+	if err != nil {
+		return nil, err
+	}
+	ownedSelector := labels.NewSelector().Add(*owned)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  Scheme(),
+		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress:  opts.ProbeAddr,
+		LeaderElection:          opts.LeaderElection,
+		LeaderElectionID:        "novacron-operator.novacron.io",
+		LeaderElectionNamespace: opts.Namespace,
+		// The dev command and tests may restart the operator within one process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:  {Label: ownedSelector},
+			&batchv1.Job{}: {Label: ownedSelector},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+	if err := metrics.Register(crmetrics.Registry, mgr.GetCache()); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	r := &vm.Reconciler{
+		Client:           mgr.GetClient(),
+		APIReader:        mgr.GetAPIReader(),
+		Recorder:         mgr.GetEventRecorder("novacron-operator"),
+		Hypervisors:      hypervisors,
+		Namespace:        opts.Namespace,
+		Launcher:         opts.Launcher,
+		StopGracePeriod:  opts.StopGracePeriod,
+		SerialLogDir:     opts.SerialLogDir,
+		StatsInterval:    opts.StatsInterval,
+		UnreachableRetry: opts.UnreachableRetry,
+	}
+	if err := r.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
+		return nil, fmt.Errorf("setting up the VirtualMachine controller: %w", err)
+	}
+	return mgr, nil
+}

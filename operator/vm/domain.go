@@ -1,0 +1,162 @@
+package vm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/images"
+	"github.com/novacron/operator/operator/provider"
+)
+
+// defaultDiskSize is a VM's root disk when resources.disk is not set.
+var defaultDiskSize = resource.MustParse("10Gi")
+
+// specError is a problem with the VM's spec (or with what it refers to) that
+// retrying cannot fix; the VM shows it and waits for a change.
+type specError struct {
+	reason string
+	err    error
+}
+
+func (e *specError) Error() string { return e.err.Error() }
+func (e *specError) Unwrap() error { return e.err }
+
+func specErrorf(reason, format string, args ...any) error {
+	return &specError{reason: reason, err: fmt.Errorf(format, args...)}
+}
+
+// DomainName is the hypervisor domain of a VM. Kubernetes names cannot hold
+// "_", so it cannot collide across namespaces.
+func DomainName(vm *novacronv1.VirtualMachine) string {
+	return vm.Namespace + "_" + vm.Name
+}
+
+// rootVolumeName is the VM's root disk volume in the node's storage pool.
+func rootVolumeName(vm *novacronv1.VirtualMachine) string {
+	return DomainName(vm) + "-root.qcow2"
+}
+
+// deviceAssignment reads the devices novacron-scheduler chose for the pod.
+func deviceAssignment(pod *corev1.Pod) (novacronv1.DeviceAssignment, error) {
+	var a novacronv1.DeviceAssignment
+	raw := pod.Annotations[novacronv1.AnnotationAssignedDevices]
+	if raw == "" {
+		return a, nil
+	}
+	if err := json.Unmarshal([]byte(raw), &a); err != nil {
+		return a, specErrorf("BadDeviceAssignment", "launcher pod %s: annotation %s is not valid: %v", pod.Name, novacronv1.AnnotationAssignedDevices, err)
+	}
+	return a, nil
+}
+
+// loadCatalog reads the image catalog ConfigMap.
+func (r *Reconciler) loadCatalog(ctx context.Context) (images.Catalog, error) {
+	var cm corev1.ConfigMap
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: images.ConfigMapName}, &cm); err != nil {
+		return nil, fmt.Errorf("reading image catalog %s/%s: %w", r.Namespace, images.ConfigMapName, err)
+	}
+	c, err := images.Parse(cm.Data)
+	if err != nil {
+		return nil, specErrorf("BadImageCatalog", "%v", err)
+	}
+	return c, nil
+}
+
+// buildDomain makes the VM's disks on the hypervisor and returns its domain.
+func (r *Reconciler) buildDomain(ctx context.Context, vm *novacronv1.VirtualMachine, pod *corev1.Pod, hvObj *novacronv1.Hypervisor, hv provider.Hypervisor) (provider.Domain, error) {
+	spec := &vm.Spec.Template.Spec
+	catalog, err := r.loadCatalog(ctx)
+	if err != nil {
+		return provider.Domain{}, err
+	}
+	img, err := catalog.Resolve(spec.Image.Source)
+	if err != nil {
+		return provider.Domain{}, specErrorf("ImageNotFound", "%v", err)
+	}
+	info, err := hv.Info(ctx)
+	if err != nil {
+		return provider.Domain{}, err
+	}
+	if spec.Resources.CPU > info.CPUs {
+		return provider.Domain{}, specErrorf("NodeTooSmall", "the VM asks for %d vCPUs but node %s has only %d CPUs; lower spec.template.spec.resources.cpu", spec.Resources.CPU, hvObj.Name, info.CPUs)
+	}
+	if spec.Resources.Memory.Value() > info.MemoryBytes {
+		return provider.Domain{}, specErrorf("NodeTooSmall", "the VM asks for %s of memory but node %s has only %s; lower spec.template.spec.resources.memory", spec.Resources.Memory.String(), hvObj.Name, resource.NewQuantity(info.MemoryBytes, resource.BinarySI).String())
+	}
+	assignment, err := deviceAssignment(pod)
+	if err != nil {
+		return provider.Domain{}, err
+	}
+
+	disk := defaultDiskSize
+	if spec.Resources.Disk != nil {
+		disk = *spec.Resources.Disk
+	}
+	pool := hvObj.Spec.StoragePool
+	if pool == "" {
+		pool = "default"
+	}
+	rootPath, err := hv.EnsureVolume(ctx, provider.Volume{
+		Pool: pool, Name: rootVolumeName(vm), CapacityBytes: disk.Value(), Format: "qcow2",
+		BackingVolume: img.Volume, BackingFormat: img.Format,
+	})
+	if err != nil {
+		if strings.Contains(err.Error(), "is not in storage pool") || strings.Contains(err.Error(), "does not exist on the hypervisor") {
+			return provider.Domain{}, specErrorf("ImageNotOnNode", "%v (node %s)", err, hvObj.Name)
+		}
+		return provider.Domain{}, err
+	}
+
+	d := provider.Domain{
+		Name:          DomainName(vm),
+		UUID:          string(vm.UID),
+		VCPUs:         spec.Resources.CPU,
+		MemoryBytes:   spec.Resources.Memory.Value(),
+		Disks:         []provider.Disk{{Path: rootPath, Format: "qcow2"}},
+		SerialLogPath: r.SerialLogDir + "/" + DomainName(vm) + ".log",
+		Description:   fmt.Sprintf("NovaCron VirtualMachine %s/%s", vm.Namespace, vm.Name),
+	}
+	for _, n := range spec.Networks {
+		nic := provider.NIC{MAC: stableMAC(string(vm.UID), n.Name), Network: n.Name}
+		if n.Type == novacronv1.NetworkTypeSRIOV {
+			vf, ok := assignment.VFs[n.Name]
+			if !ok {
+				return provider.Domain{}, specErrorf("DevicesNotAssigned", "sr-iov network %q has no VF assigned on node %s; the launcher pod must be placed by novacron-scheduler, which assigns VFs", n.Name, hvObj.Name)
+			}
+			nic.PCIAddress = vf
+		}
+		d.NICs = append(d.NICs, nic)
+	}
+	want := int32(0)
+	for _, dev := range spec.Devices {
+		want += dev.Count
+	}
+	if int32(len(assignment.GPUs)) != want {
+		return provider.Domain{}, specErrorf("DevicesNotAssigned", "the VM asks for %d GPUs but %d are assigned on node %s; the launcher pod must be placed by novacron-scheduler, which assigns devices", want, len(assignment.GPUs), hvObj.Name)
+	}
+	for _, g := range assignment.GPUs {
+		d.HostDevices = append(d.HostDevices, g.PCIAddress)
+	}
+	return d, nil
+}
+
+// observedInterfaces describes the VM's NICs for its status.
+func observedInterfaces(vm *novacronv1.VirtualMachine, assignment novacronv1.DeviceAssignment) []novacronv1.InterfaceStatus {
+	var out []novacronv1.InterfaceStatus
+	for _, n := range vm.Spec.Template.Spec.Networks {
+		s := novacronv1.InterfaceStatus{Name: n.Name, MAC: stableMAC(string(vm.UID), n.Name), PCIAddress: assignment.VFs[n.Name]}
+		if n.IPv4 != nil && n.IPv4.Method == novacronv1.IPv4Static {
+			ip, _, _ := strings.Cut(n.IPv4.Address, "/")
+			s.IPAddress, s.IPAddresses = ip, []string{ip}
+		}
+		out = append(out, s)
+	}
+	return out
+}

@@ -1,0 +1,196 @@
+// Package lifecycle tests the VM controller end to end on envtest (a real
+// kube-apiserver and etcd) with simulated hypervisor nodes (libvirt's test
+// driver, one in-memory host per node). Scheduling is simulated by binding
+// launcher pods through the API, as a scheduler would.
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/images"
+	"github.com/novacron/operator/operator/manager"
+	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/provider/libvirt"
+	"github.com/novacron/operator/test/simnode"
+	"github.com/novacron/operator/test/testenv"
+)
+
+var (
+	env       *testenv.Env
+	clientset *kubernetes.Clientset
+	// hypervisors is shared by every operator the tests start, as one process's
+	// connections would be: the simulated hosts live as long as it does.
+	hypervisors *flakyConnector
+	nodeURIs    = map[string]string{}
+	metricsAddr string
+)
+
+const imageVolume = "ubuntu-22.04.qcow2"
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.Level(zapLevel()))))
+	var err error
+	env, err = testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	clientset = kubernetes.NewForConfigOrDie(env.Config)
+
+	dir, err := os.MkdirTemp("", "novacron-nodes-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	if err := setUpCluster(ctx, dir); err != nil {
+		fmt.Fprintln(os.Stderr, "setting up:", err)
+		return 1
+	}
+	inner := libvirt.NewConnector()
+	defer inner.Close()
+	hypervisors = &flakyConnector{inner: inner}
+	return m.Run()
+}
+
+func zapLevel() int8 {
+	if os.Getenv("NOVACRON_TEST_VERBOSE") != "" {
+		return -1
+	}
+	return 2 // errors only
+}
+
+// setUpCluster creates the operator namespace, the image catalog and two nodes.
+func setUpCluster(ctx context.Context, dir string) error {
+	c := env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "novacron-system"}}); err != nil {
+		return err
+	}
+	if err := c.Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: images.ConfigMapName, Namespace: "novacron-system"},
+		Data:       map[string]string{"ubuntu-22.04-lts": "volume: " + imageVolume + "\n"},
+	}); err != nil {
+		return err
+	}
+	for _, name := range []string{"node-1", "node-2"} {
+		uri, err := simnode.Write(dir, simnode.Node{Name: name, CPUs: 16, MemoryBytes: 64 << 30, Images: []string{imageVolume}})
+		if err != nil {
+			return err
+		}
+		nodeURIs[name] = uri
+		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			return err
+		}
+		if err := c.Create(ctx, &novacronv1.Hypervisor{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec:       novacronv1.HypervisorSpec{URI: uri, StoragePool: "default"},
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startOperator runs the operator, as cmd/novacron-operator wires it, until
+// the returned stop function is called.
+func startOperator(t *testing.T) (stop func()) {
+	t.Helper()
+	opts := manager.DefaultOptions()
+	opts.MetricsAddr = freeAddr(t)
+	metricsAddr = opts.MetricsAddr
+	opts.ProbeAddr = "0"
+	opts.StopGracePeriod = 5 * time.Second
+	opts.StatsInterval = 500 * time.Millisecond
+	opts.UnreachableRetry = 200 * time.Millisecond
+	opts.SerialLogDir = t.TempDir()
+	mgr, err := manager.New(env.Config, opts, hypervisors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("operator stopped: %v", err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// flakyConnector lets a test take a node's hypervisor away and bring it back,
+// and make starts fail, without losing the simulated host's state.
+type flakyConnector struct {
+	inner     provider.Connector
+	down      sync.Map // uri -> bool
+	failStart atomic.Bool
+}
+
+func (f *flakyConnector) Hypervisor(ctx context.Context, uri string) (provider.Hypervisor, error) {
+	if v, ok := f.down.Load(uri); ok && v.(bool) {
+		return nil, fmt.Errorf("%w: %s: connection refused (simulated outage)", provider.ErrUnreachable, uri)
+	}
+	h, err := f.inner.Hypervisor(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	return &flakyHypervisor{Hypervisor: h, f: f}, nil
+}
+
+type flakyHypervisor struct {
+	provider.Hypervisor
+	f *flakyConnector
+}
+
+func (h *flakyHypervisor) Start(ctx context.Context, name string) error {
+	if h.f.failStart.Load() {
+		return errors.New("simulated crash before start")
+	}
+	return h.Hypervisor.Start(ctx, name)
+}
+
+// host is the simulated node's hypervisor as the operator sees it.
+func host(t *testing.T, node string) provider.Hypervisor {
+	t.Helper()
+	h, err := hypervisors.inner.Hypervisor(context.Background(), nodeURIs[node])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}

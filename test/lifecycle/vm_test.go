@@ -1,0 +1,529 @@
+package lifecycle
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/vm"
+)
+
+const (
+	ns      = "default"
+	timeout = 20 * time.Second
+	tick    = 20 * time.Millisecond
+)
+
+func newVM(name string) *novacronv1.VirtualMachine {
+	return &novacronv1.VirtualMachine{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: novacronv1.VirtualMachineSpec{
+			Running: ptr.To(true),
+			Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
+				Resources: novacronv1.VMResources{CPU: 2, Memory: resource.MustParse("4Gi"), Disk: ptr.To(resource.MustParse("50Gi"))},
+				Image:     novacronv1.ImageSource{Source: "marketplace://ubuntu-22.04-lts"},
+				Networks: []novacronv1.Network{{Name: "default", Type: novacronv1.NetworkTypeBridge,
+					IPv4: &novacronv1.IPv4Config{Method: novacronv1.IPv4Static, Address: "10.0.1.10/24", Gateway: "10.0.1.1"}}},
+			}},
+		},
+	}
+}
+
+func create(t *testing.T, v *novacronv1.VirtualMachine) {
+	t.Helper()
+	require.NoError(t, env.Client.Create(context.Background(), v))
+	t.Cleanup(func() { deleteAndWait(t, v.Name) })
+}
+
+func get(t *testing.T, name string) *novacronv1.VirtualMachine {
+	t.Helper()
+	v := &novacronv1.VirtualMachine{}
+	require.NoError(t, env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, v))
+	return v
+}
+
+// waitVM waits until the VM satisfies ok, and shows the VM when it does not.
+func waitVM(t *testing.T, name string, what string, ok func(*novacronv1.VirtualMachine) bool) *novacronv1.VirtualMachine {
+	t.Helper()
+	var last novacronv1.VirtualMachine
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &last); err == nil && ok(&last) {
+			return &last
+		}
+		time.Sleep(tick)
+	}
+	status, _ := json.MarshalIndent(last.Status, "", "  ")
+	t.Fatalf("VM %s: timed out waiting for %s; status:\n%s", name, what, status)
+	return nil
+}
+
+func phaseIs(p novacronv1.VMPhase) func(*novacronv1.VirtualMachine) bool {
+	return func(v *novacronv1.VirtualMachine) bool {
+		return v.Status.Phase == p && v.Status.ObservedGeneration == v.Generation
+	}
+}
+
+func launcherPod(t *testing.T, vmName string) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{}
+	require.Eventually(t, func() bool {
+		return env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: vm.LauncherPodName(vmName)}, pod) == nil && pod.DeletionTimestamp.IsZero()
+	}, timeout, tick, "launcher pod of %s never appeared", vmName)
+	return pod
+}
+
+// bind does what a scheduler does: record device choices, then bind the pod.
+func bind(t *testing.T, vmName, node string, devices *novacronv1.DeviceAssignment) *corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	pod := launcherPod(t, vmName)
+	if devices != nil {
+		raw, err := json.Marshal(devices)
+		require.NoError(t, err)
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, novacronv1.AnnotationAssignedDevices, string(raw))
+		require.NoError(t, env.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, []byte(patch))))
+	}
+	require.NoError(t, clientset.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: ns},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: node},
+	}, metav1.CreateOptions{}))
+	return pod
+}
+
+func domainState(t *testing.T, node, name string) provider.DomainState {
+	t.Helper()
+	st, err := host(t, node).State(context.Background(), name)
+	if err != nil {
+		require.ErrorIs(t, err, provider.ErrNotFound)
+		return ""
+	}
+	return st
+}
+
+func deleteAndWait(t *testing.T, name string) {
+	t.Helper()
+	ctx := context.Background()
+	v := &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	if err := env.Client.Delete(ctx, v); apierrors.IsNotFound(err) {
+		return
+	}
+	assert.Eventually(t, func() bool {
+		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(v), v))
+	}, timeout, tick, "VM %s was not deleted", name)
+}
+
+func patchRunning(t *testing.T, name string, running bool) {
+	t.Helper()
+	v := &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	require.NoError(t, env.Client.Patch(context.Background(), v, client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"spec":{"running":%t}}`, running))))
+}
+
+func eventReasons(t *testing.T, name string) []string {
+	t.Helper()
+	list, err := clientset.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+	require.NoError(t, err)
+	var out []string
+	for _, e := range list.Items {
+		out = append(out, e.Reason)
+	}
+	return out
+}
+
+func TestCreateRunsOnTheBoundNodeOnly(t *testing.T) {
+	startOperator(t)
+	ctx := context.Background()
+	start := time.Now()
+	v := newVM("create-run")
+	v.Spec.Template.Metadata.Labels = map[string]string{"app": "db"}
+	v.Spec.Template.Spec.NodeSelector = map[string]string{"node.novacron.io/type": "compute"}
+	v.Spec.Template.Spec.Devices = []novacronv1.Device{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Model: "tesla-t4", Count: 1}}
+	create(t, v)
+
+	pod := launcherPod(t, v.Name)
+	assert.Equal(t, novacronv1.DefaultSchedulerName, pod.Spec.SchedulerName)
+	assert.Equal(t, map[string]string{"node.novacron.io/type": "compute"}, pod.Spec.NodeSelector)
+	assert.Equal(t, "db", pod.Labels["app"])
+	assert.Equal(t, v.Name, pod.Labels[novacronv1.LabelVM])
+	require.Len(t, pod.OwnerReferences, 1)
+	assert.Equal(t, "VirtualMachine", pod.OwnerReferences[0].Kind)
+	req := pod.Spec.Containers[0].Resources.Requests
+	assert.Equal(t, "2", req.Cpu().String())
+	// 4Gi of guest memory plus the documented overhead: 128Mi + 8Mi per vCPU.
+	assert.Equal(t, int64(4<<30+128<<20+2*8<<20), req.Memory().Value())
+	gpu := req[corev1.ResourceName("devices.novacron.io/nvidia-tesla-t4")]
+	assert.Equal(t, int64(1), gpu.Value())
+	waitVM(t, v.Name, "phase Scheduling", phaseIs(novacronv1.VMScheduling))
+
+	bind(t, v.Name, "node-2", &novacronv1.DeviceAssignment{GPUs: []novacronv1.AssignedDevice{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Model: "tesla-t4", PCIAddress: "0000:3b:00.0"}}})
+	got := waitVM(t, v.Name, "phase Running", phaseIs(novacronv1.VMRunning))
+	t.Logf("create to Running (test driver, binding immediately): %s", time.Since(start).Round(time.Millisecond))
+
+	assert.Equal(t, "node-2", got.Status.NodeName)
+	assert.Equal(t, pod.Name, got.Status.LauncherPod)
+	assert.True(t, meta.IsStatusConditionTrue(got.Status.Conditions, novacronv1.ConditionReady))
+	assert.True(t, meta.IsStatusConditionTrue(got.Status.Conditions, novacronv1.VMConditionScheduled))
+	assert.True(t, meta.IsStatusConditionTrue(got.Status.Conditions, novacronv1.VMConditionHypervisorReachable))
+	require.Len(t, got.Status.Interfaces, 1)
+	assert.Equal(t, "10.0.1.10", got.Status.Interfaces[0].IPAddress)
+	assert.Regexp(t, `^52:54:00(:[0-9a-f]{2}){3}$`, got.Status.Interfaces[0].MAC)
+	require.Len(t, got.Status.Devices, 1)
+	assert.Equal(t, "0000:3b:00.0", got.Status.Devices[0].PCIAddress)
+
+	dom := vm.DomainName(got)
+	assert.Equal(t, provider.StateRunning, domainState(t, "node-2", dom))
+	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", dom), "the domain exists only on the bound node")
+	path, err := host(t, "node-2").VolumePath(ctx, "default", "default_create-run-root.qcow2")
+	require.NoError(t, err)
+	assert.NotEmpty(t, path)
+	assert.Subset(t, eventReasons(t, v.Name), []string{"LauncherPodCreated", "Scheduled", "Defined", "Started"})
+}
+
+func TestStopStartAndDelete(t *testing.T) {
+	startOperator(t)
+	ctx := context.Background()
+	v := newVM("stop-start")
+	create(t, v)
+	bind(t, v.Name, "node-1", nil)
+	running := waitVM(t, v.Name, "phase Running", phaseIs(novacronv1.VMRunning))
+	dom := vm.DomainName(running)
+	mac := running.Status.Interfaces[0].MAC
+
+	patchRunning(t, v.Name, false)
+	waitVM(t, v.Name, "phase Stopped", phaseIs(novacronv1.VMStopped))
+	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", dom), "stopped, not deleted")
+	assert.Eventually(t, func() bool {
+		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: vm.LauncherPodName(v.Name)}, &corev1.Pod{}))
+	}, timeout, tick, "a stopped VM's launcher pod is removed to free the node")
+
+	patchRunning(t, v.Name, true)
+	pod := launcherPod(t, v.Name)
+	// The VM's disks are on node-1: the new pod may only go there.
+	require.NotNil(t, pod.Spec.Affinity)
+	terms := pod.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	require.Len(t, terms, 1)
+	assert.Equal(t, []corev1.NodeSelectorRequirement{{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{"node-1"}}}, terms[0].MatchFields)
+	bind(t, v.Name, "node-1", nil)
+	again := waitVM(t, v.Name, "phase Running again", phaseIs(novacronv1.VMRunning))
+	assert.Equal(t, provider.StateRunning, domainState(t, "node-1", dom))
+	assert.Equal(t, mac, again.Status.Interfaces[0].MAC, "MAC addresses are stable across restarts")
+	assert.Subset(t, eventReasons(t, v.Name), []string{"Stopping", "Stopped", "Started"})
+
+	deleteAndWait(t, v.Name)
+	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", dom), "delete removes the domain")
+	_, err := host(t, "node-1").VolumePath(ctx, "default", "default_stop-start-root.qcow2")
+	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's disk")
+	assert.True(t, apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: vm.LauncherPodName(v.Name)}, &corev1.Pod{})))
+}
+
+func TestUnknownImageIsAClearErrorUntilFixed(t *testing.T) {
+	startOperator(t)
+	v := newVM("bad-image")
+	v.Spec.Template.Spec.Image.Source = "marketplace://windows-11"
+	create(t, v)
+	bind(t, v.Name, "node-1", nil)
+	failed := waitVM(t, v.Name, "phase Failed", phaseIs(novacronv1.VMFailed))
+	c := meta.FindStatusCondition(failed.Status.Conditions, novacronv1.ConditionReady)
+	require.NotNil(t, c)
+	assert.Equal(t, "ImageNotFound", c.Reason)
+	assert.Contains(t, c.Message, `image "windows-11" is not in the image catalog`)
+	assert.Contains(t, c.Message, "known images: ubuntu-22.04-lts")
+	assert.Contains(t, eventReasons(t, v.Name), "ImageNotFound")
+	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", vm.DomainName(failed)))
+
+	require.NoError(t, env.Client.Patch(context.Background(), failed, client.RawPatch(types.MergePatchType,
+		[]byte(`{"spec":{"template":{"spec":{"image":{"source":"marketplace://ubuntu-22.04-lts"}}}}}`))))
+	waitVM(t, v.Name, "phase Running after fixing the image", phaseIs(novacronv1.VMRunning))
+}
+
+func TestUnschedulableReasonShowsOnTheVM(t *testing.T) {
+	startOperator(t)
+	v := newVM("unschedulable")
+	create(t, v)
+	pod := launcherPod(t, v.Name)
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+		Message: "0/2 nodes are available: node-1: 0/2 tesla-t4 free, node-2: policy gpu-zones denies the node."}}
+	require.NoError(t, env.Client.Status().Update(context.Background(), pod))
+	got := waitVM(t, v.Name, "the scheduler's reason", func(v *novacronv1.VirtualMachine) bool {
+		c := meta.FindStatusCondition(v.Status.Conditions, novacronv1.VMConditionScheduled)
+		return c != nil && c.Reason == corev1.PodReasonUnschedulable
+	})
+	assert.Equal(t, novacronv1.VMScheduling, got.Status.Phase)
+	assert.Contains(t, meta.FindStatusCondition(got.Status.Conditions, novacronv1.VMConditionScheduled).Message, "node-1: 0/2 tesla-t4 free")
+	assert.Contains(t, eventReasons(t, v.Name), "Unschedulable")
+}
+
+// hookServer records the hook calls it gets and answers with status.
+type hookServer struct {
+	*httptest.Server
+	mu     sync.Mutex
+	calls  []novacronHookCall
+	status int
+}
+
+type novacronHookCall struct {
+	Body   map[string]any
+	Header http.Header
+}
+
+func newHookServer(t *testing.T, status int) *hookServer {
+	h := &hookServer{status: status}
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var m map[string]any
+		_ = json.Unmarshal(body, &m)
+		h.mu.Lock()
+		h.calls = append(h.calls, novacronHookCall{Body: m, Header: r.Header.Clone()})
+		code := h.status
+		h.mu.Unlock()
+		w.WriteHeader(code)
+		_, _ = w.Write([]byte("hook says " + http.StatusText(code)))
+	}))
+	t.Cleanup(h.Close)
+	return h
+}
+
+func (h *hookServer) hooks() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, c := range h.calls {
+		out = append(out, fmt.Sprint(c.Body["hook"]))
+	}
+	return out
+}
+
+func TestHTTPHooks(t *testing.T) {
+	startOperator(t)
+	srv := newHookServer(t, http.StatusOK)
+	v := newVM("http-hooks")
+	v.Spec.Template.Spec.Lifecycle = &novacronv1.Lifecycle{
+		PreStart: &novacronv1.LifecycleHook{HTTP: &novacronv1.HTTPHook{URL: srv.URL + "/pre-start", Headers: map[string]string{"X-Team": "platform"}}, TimeoutSeconds: 5, FailurePolicy: novacronv1.HookFail},
+		PreStop:  &novacronv1.LifecycleHook{HTTP: &novacronv1.HTTPHook{URL: srv.URL + "/pre-stop"}, TimeoutSeconds: 5, FailurePolicy: novacronv1.HookFail},
+	}
+	create(t, v)
+	bind(t, v.Name, "node-1", nil)
+	got := waitVM(t, v.Name, "phase Running", phaseIs(novacronv1.VMRunning))
+	require.Equal(t, []string{"preStart"}, srv.hooks())
+	srv.mu.Lock()
+	call := srv.calls[0]
+	srv.mu.Unlock()
+	assert.Equal(t, "platform", call.Header.Get("X-Team"))
+	assert.Equal(t, "http-hooks", call.Body["name"])
+	assert.Equal(t, ns, call.Body["namespace"])
+	assert.Equal(t, string(got.UID), call.Body["uid"])
+	assert.Equal(t, "node-1", call.Body["node"])
+
+	patchRunning(t, v.Name, false)
+	waitVM(t, v.Name, "phase Stopped", phaseIs(novacronv1.VMStopped))
+	assert.Equal(t, []string{"preStart", "preStop"}, srv.hooks())
+}
+
+func TestFailedPreStartKeepsTheVMStopped(t *testing.T) {
+	startOperator(t)
+	srv := newHookServer(t, http.StatusServiceUnavailable)
+	v := newVM("prestart-fails")
+	v.Spec.Template.Spec.Lifecycle = &novacronv1.Lifecycle{
+		PreStart: &novacronv1.LifecycleHook{HTTP: &novacronv1.HTTPHook{URL: srv.URL}, TimeoutSeconds: 5, Retries: 1, FailurePolicy: novacronv1.HookFail},
+	}
+	create(t, v)
+	bind(t, v.Name, "node-1", nil)
+	got := waitVM(t, v.Name, "the hook failure", func(v *novacronv1.VirtualMachine) bool {
+		return meta.IsStatusConditionFalse(v.Status.Conditions, novacronv1.VMConditionHooksSucceeded)
+	})
+	c := meta.FindStatusCondition(got.Status.Conditions, novacronv1.VMConditionHooksSucceeded)
+	assert.Equal(t, "PreStartHookFailed", c.Reason)
+	assert.Contains(t, c.Message, "preStart hook failed after 2 tries")
+	assert.Contains(t, c.Message, "503 Service Unavailable: hook says Service Unavailable")
+	assert.Equal(t, novacronv1.VMStopped, got.Status.Phase)
+	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", vm.DomainName(got)), "defined but never started")
+	assert.Contains(t, eventReasons(t, v.Name), "HookFailed")
+	// It is not retried in a loop: two tries, then it waits for a spec change.
+	assert.Len(t, srv.hooks(), 2)
+
+	// The same hook with failurePolicy Ignore lets the VM start.
+	require.NoError(t, env.Client.Patch(context.Background(), got, client.RawPatch(types.MergePatchType,
+		[]byte(`{"spec":{"template":{"spec":{"lifecycle":{"preStart":{"failurePolicy":"Ignore"}}}}}}`))))
+	waitVM(t, v.Name, "phase Running with the failure ignored", phaseIs(novacronv1.VMRunning))
+}
+
+func TestJobHook(t *testing.T) {
+	startOperator(t)
+	ctx := context.Background()
+	v := newVM("job-hook")
+	v.Spec.Template.Spec.Lifecycle = &novacronv1.Lifecycle{PreStart: &novacronv1.LifecycleHook{
+		Job: &novacronv1.JobHook{Template: novacronv1.JobTemplate{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "register", Image: "busybox", Command: []string{"sh", "-c", "echo registering"}}},
+		}}}}},
+		TimeoutSeconds: 60, FailurePolicy: novacronv1.HookFail,
+	}}
+	create(t, v)
+	bind(t, v.Name, "node-1", nil)
+
+	var job batchv1.Job
+	require.Eventually(t, func() bool {
+		var jobs batchv1.JobList
+		if env.Client.List(ctx, &jobs, client.InNamespace(ns), client.MatchingLabels{novacronv1.LabelVM: v.Name}) != nil || len(jobs.Items) != 1 {
+			return false
+		}
+		job = jobs.Items[0]
+		return true
+	}, timeout, tick, "the preStart Job was not created")
+	assert.Equal(t, corev1.RestartPolicyNever, job.Spec.Template.Spec.RestartPolicy)
+	waitVM(t, v.Name, "phase Starting while the Job runs", phaseIs(novacronv1.VMStarting))
+	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", vm.DomainName(get(t, v.Name))))
+
+	// Play the Job controller: the Job succeeds.
+	now := metav1.Now()
+	job.Status = batchv1.JobStatus{StartTime: &now, CompletionTime: &now, Succeeded: 1, Conditions: []batchv1.JobCondition{
+		{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now},
+		{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now},
+	}}
+	require.NoError(t, env.Client.Status().Update(ctx, &job))
+	waitVM(t, v.Name, "phase Running after the Job", phaseIs(novacronv1.VMRunning))
+}
+
+func TestFailedJobHookKeepsTheVMStopped(t *testing.T) {
+	startOperator(t)
+	ctx := context.Background()
+	v := newVM("job-hook-fails")
+	v.Spec.Template.Spec.Lifecycle = &novacronv1.Lifecycle{PreStart: &novacronv1.LifecycleHook{
+		Job: &novacronv1.JobHook{Template: novacronv1.JobTemplate{Spec: batchv1.JobSpec{Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "check", Image: "busybox", Command: []string{"false"}}},
+		}}}}},
+		FailurePolicy: novacronv1.HookFail,
+	}}
+	create(t, v)
+	bind(t, v.Name, "node-1", nil)
+	var job batchv1.Job
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("%s-prestart-%d", v.Name, get(t, v.Name).Generation)}, &job) == nil
+	}, timeout, tick)
+	now := metav1.Now()
+	job.Status = batchv1.JobStatus{StartTime: &now, Failed: 1, Conditions: []batchv1.JobCondition{
+		{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit", LastTransitionTime: now},
+		{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit", LastTransitionTime: now},
+	}}
+	require.NoError(t, env.Client.Status().Update(ctx, &job))
+	got := waitVM(t, v.Name, "the Job failure", func(v *novacronv1.VirtualMachine) bool {
+		return meta.IsStatusConditionFalse(v.Status.Conditions, novacronv1.VMConditionHooksSucceeded)
+	})
+	assert.Equal(t, novacronv1.VMStopped, got.Status.Phase)
+	assert.Contains(t, meta.FindStatusCondition(got.Status.Conditions, novacronv1.VMConditionHooksSucceeded).Message, "BackoffLimitExceeded")
+	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", vm.DomainName(got)))
+}
+
+func TestHypervisorUnreachableThenBack(t *testing.T) {
+	startOperator(t)
+	v := newVM("unreachable")
+	create(t, v)
+	bind(t, v.Name, "node-2", nil)
+	running := waitVM(t, v.Name, "phase Running", phaseIs(novacronv1.VMRunning))
+	dom := vm.DomainName(running)
+
+	hypervisors.down.Store(nodeURIs["node-2"], true)
+	t.Cleanup(func() { hypervisors.down.Store(nodeURIs["node-2"], false) })
+	unknown := waitVM(t, v.Name, "phase Unknown", phaseIs(novacronv1.VMUnknown))
+	c := meta.FindStatusCondition(unknown.Status.Conditions, novacronv1.VMConditionHypervisorReachable)
+	require.NotNil(t, c)
+	assert.Equal(t, metav1.ConditionFalse, c.Status)
+	assert.Contains(t, c.Message, "simulated outage")
+	assert.Contains(t, eventReasons(t, v.Name), "HypervisorUnreachable")
+
+	// While it is away the user stops the VM; when it is back the VM converges.
+	patchRunning(t, v.Name, false)
+	hypervisors.down.Store(nodeURIs["node-2"], false)
+	waitVM(t, v.Name, "phase Stopped after the hypervisor is back", phaseIs(novacronv1.VMStopped))
+	assert.Equal(t, provider.StateShutoff, domainState(t, "node-2", dom))
+	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", dom))
+}
+
+// An operator that dies between defining a domain and starting it leaves a
+// defined domain; the next one finds it and starts it, never a second one.
+func TestOperatorRestartConvergesToOneDomain(t *testing.T) {
+	ctx := context.Background()
+	hypervisors.failStart.Store(true)
+	t.Cleanup(func() { hypervisors.failStart.Store(false) })
+	stop := startOperator(t)
+	v := newVM("restart")
+	create(t, v)
+	bind(t, v.Name, "node-1", nil)
+	require.Eventually(t, func() bool {
+		return domainState(t, "node-1", vm.DomainName(get(t, v.Name))) == provider.StateShutoff
+	}, timeout, tick, "the first operator never defined the domain")
+	stop()
+
+	hypervisors.failStart.Store(false)
+	startOperator(t)
+	got := waitVM(t, v.Name, "phase Running under the second operator", phaseIs(novacronv1.VMRunning))
+	var found []string
+	for _, node := range []string{"node-1", "node-2"} {
+		names, err := host(t, node).Domains(ctx)
+		require.NoError(t, err)
+		for _, n := range names {
+			if n == vm.DomainName(got) {
+				found = append(found, node)
+			}
+		}
+	}
+	assert.Equal(t, []string{"node-1"}, found, "exactly one domain, on the bound node")
+	deleteAndWait(t, v.Name) // while an operator still runs
+}
+
+func TestMetricsAreScraped(t *testing.T) {
+	startOperator(t)
+	v := newVM("metrics")
+	create(t, v)
+	bind(t, v.Name, "node-1", nil)
+	waitVM(t, v.Name, "phase Running", phaseIs(novacronv1.VMRunning))
+
+	var body string
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var ours []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "novacron_") {
+				ours = append(ours, line)
+			}
+		}
+		body = strings.Join(ours, "\n")
+		return strings.Contains(body, `novacron_vm_memory_usage_bytes{name="metrics",namespace="default",node="node-1"}`) &&
+			strings.Contains(body, `novacron_vm_cpu_usage_cores{name="metrics",namespace="default",node="node-1"}`)
+	}, timeout, 100*time.Millisecond, "usage metrics never appeared")
+	for _, want := range []string{
+		`novacron_vm_total{phase="Running"}`,
+		`novacron_vm_total{phase="Stopped"}`,
+		`novacron_reconcile_total{controller="virtualmachine",result="success"}`,
+		`novacron_reconcile_duration_seconds_bucket{controller="virtualmachine"`,
+		`novacron_vm_memory_usage_bytes{name="metrics",namespace="default",node="node-1"} 4.294967296e+09`,
+	} {
+		assert.Contains(t, body, want)
+	}
+	assert.NotContains(t, body, `novacron_vm_total{phase="Running"} 0`)
+}
