@@ -24,6 +24,13 @@ type Image struct {
 	Format string `json:"format,omitempty"`
 	// OSFamily is informational (linux, windows).
 	OSFamily string `json:"osFamily,omitempty"`
+
+	// Kernel, Initrd and Cmdline boot the VM directly from a kernel (volumes in
+	// the same storage pool) instead of the disk's boot loader. For minimal
+	// appliance images and the hypervisor test lab.
+	Kernel  string `json:"kernel,omitempty"`
+	Initrd  string `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
 }
 
 // Catalog maps image names (marketplace://NAME) to images.
@@ -47,6 +54,9 @@ func Parse(data map[string]string) (Catalog, error) {
 		case "qcow2", "raw":
 		default:
 			return nil, fmt.Errorf("image catalog entry %q: format %q is not qcow2 or raw", name, img.Format)
+		}
+		if img.Initrd != "" && img.Kernel == "" {
+			return nil, fmt.Errorf("image catalog entry %q: initrd needs a kernel", name)
 		}
 		c[name] = img
 	}

@@ -57,12 +57,13 @@ type Options struct {
 // DefaultOptions are the settings the operator runs with unless told otherwise.
 func DefaultOptions() Options {
 	return Options{
-		MetricsAddr:             ":8080",
-		ProbeAddr:               ":8081",
-		Namespace:               "novacron-system",
-		Launcher:                vm.LauncherConfig{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1},
-		StopGracePeriod:         2 * time.Minute,
-		SerialLogDir:            "/var/log/novacron",
+		MetricsAddr:     ":8080",
+		ProbeAddr:       ":8081",
+		Namespace:       "novacron-system",
+		Launcher:        vm.LauncherConfig{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1},
+		StopGracePeriod: 2 * time.Minute,
+		// libvirt creates this folder on every node; it does not create parents.
+		SerialLogDir:            "/var/log/libvirt/qemu",
 		MaxConcurrentReconciles: 4,
 		StatsInterval:           30 * time.Second,
 		UnreachableRetry:        10 * time.Second,

@@ -103,6 +103,9 @@ type Domain struct {
 	SerialLogPath string
 	// Description is shown by the hypervisor's tools (virsh dominfo).
 	Description string
+	// Kernel, Initrd and Cmdline, when Kernel is set, boot the domain directly
+	// from a kernel on the host.
+	Kernel, Initrd, Cmdline string
 }
 
 // Disk is a disk or CD-ROM of a domain.

@@ -270,7 +270,10 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 	}
 
 	// Not running: (re)define from the current spec, run preStart, then start.
-	if failedForGeneration(vm, "PreStartHookFailed") {
+	if failed, err := r.hookFailed(ctx, vm, "PreStartHookFailed"); err != nil || failed {
+		if err != nil {
+			return ctrl.Result{}, err
+		}
 		r.setPhase(vm, novacronv1.VMStopped)
 		return ctrl.Result{}, nil
 	}
@@ -328,8 +331,8 @@ func (r *Reconciler) ensureStopped(ctx context.Context, vm *novacronv1.VirtualMa
 			return ctrl.Result{}, err
 		}
 		if state == provider.StateRunning || state == provider.StatePaused || state == provider.StateShutdown {
-			if failedForGeneration(vm, "PreStopHookFailed") {
-				return ctrl.Result{}, nil
+			if failed, err := r.hookFailed(ctx, vm, "PreStopHookFailed"); err != nil || failed {
+				return ctrl.Result{}, err
 			}
 			if lc := vm.Spec.Template.Spec.Lifecycle; lc != nil && lc.PreStop != nil {
 				outcome, herr := r.runHook(ctx, vm, hookPreStop, lc.PreStop)
@@ -517,11 +520,25 @@ func (r *Reconciler) event(vm *novacronv1.VirtualMachine, typ, reason, action, n
 	}
 }
 
-// failedForGeneration says whether a hook failed for the VM's current spec,
-// in which case it is not run again until the spec changes.
-func failedForGeneration(vm *novacronv1.VirtualMachine, reason string) bool {
-	c := meta.FindStatusCondition(vm.Status.Conditions, novacronv1.VMConditionHooksSucceeded)
-	return c != nil && c.Status == metav1.ConditionFalse && c.Reason == reason && c.ObservedGeneration == vm.Generation
+// hookFailed says whether a hook failed for the VM's current spec, in which
+// case it is not run again until the spec changes. It reads the VM from the
+// API server, not the cache: a cache that has not yet seen the failure would
+// otherwise run the hook again.
+func (r *Reconciler) hookFailed(ctx context.Context, vm *novacronv1.VirtualMachine, reason string) (bool, error) {
+	fresh := &novacronv1.VirtualMachine{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(vm), fresh); err != nil {
+		return false, err
+	}
+	for _, v := range []*novacronv1.VirtualMachine{vm, fresh} {
+		c := meta.FindStatusCondition(v.Status.Conditions, novacronv1.VMConditionHooksSucceeded)
+		if c != nil && c.Status == metav1.ConditionFalse && c.Reason == reason && c.ObservedGeneration == vm.Generation {
+			if v == fresh {
+				vm.Status.Conditions = fresh.Status.Conditions
+			}
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func conditionMessage(conds []metav1.Condition, typ string) string {

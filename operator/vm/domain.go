@@ -123,6 +123,17 @@ func (r *Reconciler) buildDomain(ctx context.Context, vm *novacronv1.VirtualMach
 		SerialLogPath: r.SerialLogDir + "/" + DomainName(vm) + ".log",
 		Description:   fmt.Sprintf("NovaCron VirtualMachine %s/%s", vm.Namespace, vm.Name),
 	}
+	if img.Kernel != "" {
+		if d.Kernel, err = hv.VolumePath(ctx, pool, img.Kernel); err != nil {
+			return provider.Domain{}, specErrorf("ImageNotOnNode", "kernel of image %q: %v (node %s)", spec.Image.Source, err, hvObj.Name)
+		}
+		if img.Initrd != "" {
+			if d.Initrd, err = hv.VolumePath(ctx, pool, img.Initrd); err != nil {
+				return provider.Domain{}, specErrorf("ImageNotOnNode", "initrd of image %q: %v (node %s)", spec.Image.Source, err, hvObj.Name)
+			}
+		}
+		d.Cmdline = img.Cmdline
+	}
 	for _, n := range spec.Networks {
 		nic := provider.NIC{MAC: stableMAC(string(vm.UID), n.Name), Network: n.Name}
 		if n.Type == novacronv1.NetworkTypeSRIOV {

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -113,45 +112,18 @@ func setUpCluster(ctx context.Context, dir string) error {
 	return nil
 }
 
-// startOperator runs the operator, as cmd/novacron-operator wires it, until
-// the returned stop function is called.
+// startOperator runs the operator with settings that make tests quick.
 func startOperator(t *testing.T) (stop func()) {
 	t.Helper()
 	opts := manager.DefaultOptions()
-	opts.MetricsAddr = freeAddr(t)
+	opts.MetricsAddr = testenv.FreeAddr(t)
 	metricsAddr = opts.MetricsAddr
 	opts.ProbeAddr = "0"
 	opts.StopGracePeriod = 5 * time.Second
 	opts.StatsInterval = 500 * time.Millisecond
 	opts.UnreachableRetry = 200 * time.Millisecond
 	opts.SerialLogDir = t.TempDir()
-	mgr, err := manager.New(env.Config, opts, hypervisors)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("operator stopped: %v", err)
-		}
-	}()
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
-	t.Cleanup(stop)
-	return stop
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return env.StartOperator(t, opts, hypervisors)
 }
 
 // flakyConnector lets a test take a node's hypervisor away and bring it back,

@@ -27,12 +27,13 @@ import (
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/vm"
+	"github.com/novacron/operator/test/testenv"
 )
 
 const (
 	ns      = "default"
 	timeout = 20 * time.Second
-	tick    = 20 * time.Millisecond
+	tick    = testenv.Poll
 )
 
 func newVM(name string) *novacronv1.VirtualMachine {
@@ -63,53 +64,23 @@ func get(t *testing.T, name string) *novacronv1.VirtualMachine {
 	return v
 }
 
-// waitVM waits until the VM satisfies ok, and shows the VM when it does not.
-func waitVM(t *testing.T, name string, what string, ok func(*novacronv1.VirtualMachine) bool) *novacronv1.VirtualMachine {
+func key(name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: name} }
+
+func waitVM(t *testing.T, name, what string, ok func(*novacronv1.VirtualMachine) bool) *novacronv1.VirtualMachine {
 	t.Helper()
-	var last novacronv1.VirtualMachine
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, &last); err == nil && ok(&last) {
-			return &last
-		}
-		time.Sleep(tick)
-	}
-	status, _ := json.MarshalIndent(last.Status, "", "  ")
-	t.Fatalf("VM %s: timed out waiting for %s; status:\n%s", name, what, status)
-	return nil
+	return env.WaitVM(t, key(name), timeout, what, ok)
 }
 
-func phaseIs(p novacronv1.VMPhase) func(*novacronv1.VirtualMachine) bool {
-	return func(v *novacronv1.VirtualMachine) bool {
-		return v.Status.Phase == p && v.Status.ObservedGeneration == v.Generation
-	}
-}
+var phaseIs = testenv.PhaseIs
 
 func launcherPod(t *testing.T, vmName string) *corev1.Pod {
 	t.Helper()
-	pod := &corev1.Pod{}
-	require.Eventually(t, func() bool {
-		return env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: vm.LauncherPodName(vmName)}, pod) == nil && pod.DeletionTimestamp.IsZero()
-	}, timeout, tick, "launcher pod of %s never appeared", vmName)
-	return pod
+	return env.LauncherPod(t, key(vmName), timeout)
 }
 
-// bind does what a scheduler does: record device choices, then bind the pod.
 func bind(t *testing.T, vmName, node string, devices *novacronv1.DeviceAssignment) *corev1.Pod {
 	t.Helper()
-	ctx := context.Background()
-	pod := launcherPod(t, vmName)
-	if devices != nil {
-		raw, err := json.Marshal(devices)
-		require.NoError(t, err)
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, novacronv1.AnnotationAssignedDevices, string(raw))
-		require.NoError(t, env.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, []byte(patch))))
-	}
-	require.NoError(t, clientset.CoreV1().Pods(ns).Bind(ctx, &corev1.Binding{
-		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: ns},
-		Target:     corev1.ObjectReference{Kind: "Node", Name: node},
-	}, metav1.CreateOptions{}))
-	return pod
+	return env.Bind(t, key(vmName), node, devices, timeout)
 }
 
 func domainState(t *testing.T, node, name string) provider.DomainState {
@@ -124,20 +95,12 @@ func domainState(t *testing.T, node, name string) provider.DomainState {
 
 func deleteAndWait(t *testing.T, name string) {
 	t.Helper()
-	ctx := context.Background()
-	v := &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-	if err := env.Client.Delete(ctx, v); apierrors.IsNotFound(err) {
-		return
-	}
-	assert.Eventually(t, func() bool {
-		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(v), v))
-	}, timeout, tick, "VM %s was not deleted", name)
+	env.DeleteVMAndWait(t, key(name), timeout)
 }
 
 func patchRunning(t *testing.T, name string, running bool) {
 	t.Helper()
-	v := &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-	require.NoError(t, env.Client.Patch(context.Background(), v, client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"spec":{"running":%t}}`, running))))
+	env.PatchRunning(t, key(name), running)
 }
 
 func eventReasons(t *testing.T, name string) []string {

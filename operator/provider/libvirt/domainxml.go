@@ -31,6 +31,9 @@ func domainXML(domType string, d provider.Domain) (string, error) {
 		x.OS.Type.Machine = "q35"
 		x.OS.Type.Arch = "x86_64"
 	}
+	if d.Kernel != "" {
+		x.OS.Kernel, x.OS.Initrd, x.OS.Cmdline = d.Kernel, d.Initrd, d.Cmdline
+	}
 	dev := x.Devices
 	for i, disk := range d.Disks {
 		dd := libvirtxml.DomainDisk{

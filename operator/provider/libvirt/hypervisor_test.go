@@ -159,6 +159,7 @@ func TestDomainXML(t *testing.T) {
 	d.Disks = []provider.Disk{{Path: "/p/root.qcow2", Format: "qcow2"}, {Path: "/p/cidata.iso", Format: "raw", CDROM: true}}
 	d.NICs = append(d.NICs, provider.NIC{MAC: "52:54:00:00:00:02", PCIAddress: "0000:5e:02.1"})
 	d.HostDevices = []string{"0000:3b:00.0"}
+	d.Kernel, d.Initrd, d.Cmdline = "/p/vmlinuz", "/p/initrd.img", "console=ttyS0"
 	doc, err := domainXML("kvm", d)
 	require.NoError(t, err)
 	for _, want := range []string{
@@ -169,6 +170,7 @@ func TestDomainXML(t *testing.T) {
 		`<interface type="hostdev" managed="yes">`, `<address type="pci" domain="0x0000" bus="0x5e" slot="0x02" function="0x1">`,
 		`<hostdev mode="subsystem" type="pci" managed="yes">`, `bus="0x3b"`,
 		`<serial type="file">`,
+		`<kernel>/p/vmlinuz</kernel>`, `<initrd>/p/initrd.img</initrd>`, `<cmdline>console=ttyS0</cmdline>`,
 	} {
 		assert.Contains(t, doc, want)
 	}

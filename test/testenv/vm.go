@@ -1,0 +1,155 @@
+package testenv
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/manager"
+	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/vm"
+)
+
+// Poll is how often the helpers below look at the API server.
+const Poll = 20 * time.Millisecond
+
+// StartOperator runs the operator, wired as cmd/novacron-operator wires it,
+// until the returned stop function (also registered as a cleanup) is called.
+func (e *Env) StartOperator(t testing.TB, opts manager.Options, hypervisors provider.Connector) (stop func()) {
+	t.Helper()
+	mgr, err := manager.New(e.Config, opts, hypervisors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("operator stopped: %v", err)
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// FreeAddr returns a free loopback address for a server to listen on.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// WaitVM waits until the VM satisfies ok and returns it; on timeout it fails
+// the test showing the VM's status.
+func (e *Env) WaitVM(t testing.TB, key client.ObjectKey, timeout time.Duration, what string, ok func(*novacronv1.VirtualMachine) bool) *novacronv1.VirtualMachine {
+	t.Helper()
+	var last novacronv1.VirtualMachine
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if err := e.Client.Get(context.Background(), key, &last); err == nil && ok(&last) {
+			return &last
+		}
+		time.Sleep(Poll)
+	}
+	status, _ := json.MarshalIndent(last.Status, "", "  ")
+	t.Fatalf("VM %s: timed out waiting for %s; status:\n%s", key, what, status)
+	return nil
+}
+
+// PhaseIs is true once the VM's status, up to date with its spec, shows p.
+func PhaseIs(p novacronv1.VMPhase) func(*novacronv1.VirtualMachine) bool {
+	return func(v *novacronv1.VirtualMachine) bool {
+		return v.Status.Phase == p && v.Status.ObservedGeneration == v.Generation
+	}
+}
+
+// LauncherPod waits for the VM's launcher pod.
+func (e *Env) LauncherPod(t testing.TB, key client.ObjectKey, timeout time.Duration) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if e.Client.Get(context.Background(), client.ObjectKey{Namespace: key.Namespace, Name: vm.LauncherPodName(key.Name)}, pod) == nil && pod.DeletionTimestamp.IsZero() {
+			return pod
+		}
+		time.Sleep(Poll)
+	}
+	t.Fatalf("launcher pod of VM %s never appeared", key)
+	return nil
+}
+
+// Bind does what a scheduler does with a VM's launcher pod: records the chosen
+// devices, then binds the pod to node.
+func (e *Env) Bind(t testing.TB, key client.ObjectKey, node string, devices *novacronv1.DeviceAssignment, timeout time.Duration) *corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	pod := e.LauncherPod(t, key, timeout)
+	if devices != nil {
+		raw, err := json.Marshal(devices)
+		if err != nil {
+			t.Fatal(err)
+		}
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, novacronv1.AnnotationAssignedDevices, string(raw))
+		if err := e.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs, err := kubernetes.NewForConfig(e.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.CoreV1().Pods(pod.Namespace).Bind(ctx, &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: node},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return pod
+}
+
+// PatchRunning sets spec.running as `kubectl patch --type merge` would.
+func (e *Env) PatchRunning(t testing.TB, key client.ObjectKey, running bool) {
+	t.Helper()
+	v := &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}}
+	if err := e.Client.Patch(context.Background(), v, client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"spec":{"running":%t}}`, running))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// DeleteVMAndWait deletes the VM and waits until its finalizer let it go.
+func (e *Env) DeleteVMAndWait(t testing.TB, key client.ObjectKey, timeout time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	v := &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}}
+	if err := e.Client.Delete(ctx, v); apierrors.IsNotFound(err) {
+		return
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if apierrors.IsNotFound(e.Client.Get(ctx, key, v)) {
+			return
+		}
+		time.Sleep(Poll)
+	}
+	t.Errorf("VM %s was not deleted within %s", key, timeout)
+}
