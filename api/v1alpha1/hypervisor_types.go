@@ -31,6 +31,13 @@ type HypervisorSpec struct {
 	// +optional
 	Overcommit Overcommit `json:"overcommit,omitempty"`
 
+	// DomainType forces how guests run: kvm (hardware virtualization) or qemu
+	// (software emulation, TCG). Empty picks kvm when the host offers it. Set
+	// qemu where /dev/kvm exists but does not work (some nested setups).
+	// +kubebuilder:validation:Enum=kvm;qemu
+	// +optional
+	DomainType string `json:"domainType,omitempty"`
+
 	// StoragePool is the hypervisor storage pool VM disks are created in.
 	// +kubebuilder:default=default
 	// +optional

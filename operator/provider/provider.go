@@ -12,6 +12,10 @@ import (
 // ErrNotFound is returned (wrapped) when a domain or volume does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrConflict is returned (wrapped) when the hypervisor holds a domain of the
+// same name that belongs to something else (another UUID).
+var ErrConflict = errors.New("conflict")
+
 // ErrUnreachable is returned (wrapped) when the hypervisor cannot be reached.
 // Callers must not assume anything about the domains on it.
 var ErrUnreachable = errors.New("hypervisor unreachable")
@@ -91,6 +95,9 @@ type Volume struct {
 // Domain is the hypervisor-neutral definition of a VM.
 type Domain struct {
 	Name string
+	// Type forces the virtualization type (kvm, qemu); empty lets the
+	// hypervisor pick the best it has.
+	Type string
 	// UUID is the VM object's UID, so one VM can only ever be one domain.
 	UUID        string
 	VCPUs       int32

@@ -282,6 +282,9 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 		return ctrl.Result{}, err
 	}
 	if err := hv.Define(ctx, domain); err != nil {
+		if errors.Is(err, provider.ErrConflict) {
+			return ctrl.Result{}, specErrorf("DomainConflict", "node %s already has a domain named %s that is not this VM's (another UUID); remove it from the hypervisor or rename the VM: %v", node, name, err)
+		}
 		return ctrl.Result{}, err
 	}
 	if state == "" {

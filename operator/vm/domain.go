@@ -115,12 +115,14 @@ func (r *Reconciler) buildDomain(ctx context.Context, vm *novacronv1.VirtualMach
 	}
 
 	d := provider.Domain{
-		Name:          DomainName(vm),
-		UUID:          string(vm.UID),
-		VCPUs:         spec.Resources.CPU,
-		MemoryBytes:   spec.Resources.Memory.Value(),
-		Disks:         []provider.Disk{{Path: rootPath, Format: "qcow2"}},
-		SerialLogPath: r.SerialLogDir + "/" + DomainName(vm) + ".log",
+		Name:        DomainName(vm),
+		Type:        hvObj.Spec.DomainType,
+		UUID:        string(vm.UID),
+		VCPUs:       spec.Resources.CPU,
+		MemoryBytes: spec.Resources.Memory.Value(),
+		Disks:       []provider.Disk{{Path: rootPath, Format: "qcow2"}},
+		// libvirt keeps QEMU's own log as <domain>.log in the same folder.
+		SerialLogPath: r.SerialLogDir + "/" + DomainName(vm) + "-serial.log",
 		Description:   fmt.Sprintf("NovaCron VirtualMachine %s/%s", vm.Namespace, vm.Name),
 	}
 	if img.Kernel != "" {

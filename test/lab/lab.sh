@@ -116,12 +116,12 @@ cmd_start() {
   if [[ -S $dir/run/libvirt/libvirt-sock ]] && virsh -c "$uri" version >/dev/null 2>&1; then
     echo "$uri"; return 0
   fi
+  # A node starts empty: no domains or disks left from an earlier run.
   cmd_stop "$node" 2>/dev/null || true
+  rm -rf "$dir"
   mkdir -p "$dir"/{etc,lib,log/qemu,cache,run}
-  if [[ ! -e $dir/etc/libvirtd.conf ]]; then
-    cp -a /etc/libvirt/. "$dir/etc/"
-    rm -f "$dir"/etc/qemu/networks/autostart/*.xml
-  fi
+  cp -a /etc/libvirt/. "$dir/etc/"
+  rm -f "$dir"/etc/qemu/networks/autostart/*.xml
   cat >"$dir/etc/libvirtd.conf" <<EOF
 # NovaCron lab node $node: unix socket only, its own host UUID.
 host_uuid = "$(cat /proc/sys/kernel/random/uuid)"
@@ -138,7 +138,7 @@ security_driver = "none"
 EOF
   mkdir -p "$dir/lib/images"
   cp "$GUEST_DIR/vmlinuz" "$GUEST_DIR/initrd.img" "$dir/lib/images/"
-  [[ -e $dir/lib/images/lab-guest.qcow2 ]] || cp "$GUEST_DIR/disk.qcow2" "$dir/lib/images/lab-guest.qcow2"
+  cp "$GUEST_DIR/disk.qcow2" "$dir/lib/images/lab-guest.qcow2"
   # Reuse QEMU's probed capabilities: a first start probes QEMU for 5-9 s.
   if [[ -d $LAB_DIR/capabilities && ! -d $dir/cache/qemu/capabilities ]]; then
     mkdir -p "$dir/cache/qemu" && cp -a "$LAB_DIR/capabilities" "$dir/cache/qemu/capabilities"

@@ -179,10 +179,16 @@ func errCode(err error) golibvirt.ErrorNumber {
 }
 
 // isConnectionError tells a broken connection from an error about the request.
-func isConnectionError(err error) bool {
+// Codes such as VIR_ERR_SYSTEM_ERROR cover both a dropped socket and a file
+// QEMU could not open, so the connection itself is asked whether it lives.
+func isConnectionError(c *golibvirt.Connect, err error) bool {
 	switch errCode(err) {
-	case golibvirt.ERR_SYSTEM_ERROR, golibvirt.ERR_RPC, golibvirt.ERR_NO_CONNECT, golibvirt.ERR_INVALID_CONN, golibvirt.ERR_AUTH_FAILED:
+	case golibvirt.ERR_NO_CONNECT, golibvirt.ERR_INVALID_CONN:
 		return true
 	}
-	return errors.Is(err, context.DeadlineExceeded)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	alive, aerr := c.IsAlive()
+	return aerr != nil || !alive
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	golibvirt "libvirt.org/go/libvirt"
@@ -32,7 +33,7 @@ func (h *hypervisor) wrap(err error, what string) error {
 	case golibvirt.ERR_NO_DOMAIN, golibvirt.ERR_NO_STORAGE_VOL:
 		return fmt.Errorf("%s on %s: %w: %v", what, h.uri, provider.ErrNotFound, err)
 	}
-	if isConnectionError(err) {
+	if isConnectionError(h.conn, err) {
 		h.pool.drop(h.uri, h.conn)
 		return fmt.Errorf("%s on %s: %w: %v", what, h.uri, provider.ErrUnreachable, err)
 	}
@@ -146,12 +147,19 @@ func (h *hypervisor) DeleteVolume(ctx context.Context, pool, name string) error 
 
 func (h *hypervisor) Define(ctx context.Context, d provider.Domain) error {
 	err := call(ctx, func() error {
-		doc, err := domainXML(h.domainType(), d)
+		typ := d.Type
+		if typ == "" || strings.HasPrefix(h.uri, "test:") {
+			typ = h.domainType()
+		}
+		doc, err := domainXML(typ, d)
 		if err != nil {
 			return err
 		}
 		dom, err := h.conn.DomainDefineXML(doc)
 		if err != nil {
+			if errCode(err) == golibvirt.ERR_OPERATION_FAILED && strings.Contains(err.Error(), "already exists with uuid") {
+				return fmt.Errorf("%w: %v", provider.ErrConflict, err)
+			}
 			return err
 		}
 		return dom.Free()

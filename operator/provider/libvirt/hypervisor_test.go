@@ -53,6 +53,9 @@ func TestDomainLifecycle(t *testing.T) {
 	d.Disks = []provider.Disk{{Path: path, Format: "qcow2"}}
 	require.NoError(t, h.Define(ctx, d))
 	require.NoError(t, h.Define(ctx, d), "defining again updates the definition")
+	other := d
+	other.UUID = "6a1b8a3e-0c52-4b2e-9d7c-222222222222"
+	assert.ErrorIs(t, h.Define(ctx, other), provider.ErrConflict, "a same-named domain of another VM is not overwritten")
 	st, err := h.State(ctx, "vm")
 	require.NoError(t, err)
 	assert.Equal(t, provider.StateShutoff, st)

@@ -1,0 +1,157 @@
+// Package lab runs the VM lifecycle against a real libvirtd + QEMU node from
+// the hypervisor lab (lab.sh): the guest really boots, powers off on ACPI, and
+// is deleted. It needs root and runs when NOVACRON_LAB=1 (`make test-lab`).
+package lab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/images"
+	"github.com/novacron/operator/operator/manager"
+	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/provider/libvirt"
+	"github.com/novacron/operator/operator/vm"
+	"github.com/novacron/operator/test/testenv"
+)
+
+const node = "lab-node-1"
+
+// labDir is where lab.sh keeps its nodes (NOVACRON_LAB_DIR, as lab.sh reads it).
+func labDir() string {
+	if d := os.Getenv("NOVACRON_LAB_DIR"); d != "" {
+		return d
+	}
+	return "/var/tmp/novacron-lab"
+}
+
+func labSh(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("./lab.sh", args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("lab.sh %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return strings.TrimSpace(out.String())
+}
+
+// serialLog is the guest's serial console as written on the node.
+func serialLog(dom string) string {
+	b, _ := os.ReadFile(filepath.Join(labDir(), "nodes", node, "log", "qemu", dom+"-serial.log"))
+	return string(b)
+}
+
+func waitLog(t *testing.T, dom string, timeout time.Duration, what string, ok func(string) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if l := serialLog(dom); ok(l) {
+			return l
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("guest %s: timed out waiting for %s; serial log:\n%s", dom, what, serialLog(dom))
+	return ""
+}
+
+func TestRealQEMULifecycle(t *testing.T) {
+	if os.Getenv("NOVACRON_LAB") != "1" {
+		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
+	}
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.ErrorLevel)))
+	labSh(t, "install")
+	labSh(t, "guest")
+	uri := labSh(t, "start", node)
+	t.Cleanup(func() { labSh(t, "stop", node) })
+
+	env, err := testenv.Start()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = env.Stop() })
+	ctx := context.Background()
+	require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "novacron-system"}}))
+	require.NoError(t, env.Client.Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: images.ConfigMapName, Namespace: "novacron-system"},
+		Data:       map[string]string{"lab-guest": "volume: lab-guest.qcow2\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: console=ttyS0 quiet\n"},
+	}))
+	require.NoError(t, env.Client.Create(ctx, &novacronv1.Hypervisor{
+		ObjectMeta: metav1.ObjectMeta{Name: node},
+		// The lab runs guests under TCG, as the CI machines have no working KVM.
+		Spec: novacronv1.HypervisorSpec{URI: uri, StoragePool: "default", DomainType: "qemu"},
+	}))
+
+	connector := libvirt.NewConnector()
+	t.Cleanup(connector.Close)
+	opts := manager.DefaultOptions()
+	opts.MetricsAddr, opts.ProbeAddr = "0", "0"
+	opts.StopGracePeriod = 30 * time.Second
+	env.StartOperator(t, opts, connector)
+
+	v := &novacronv1.VirtualMachine{
+		ObjectMeta: metav1.ObjectMeta{Name: "lab-vm", Namespace: "default"},
+		Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true), Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
+			Resources: novacronv1.VMResources{CPU: 1, Memory: resource.MustParse("128Mi"), Disk: ptr.To(resource.MustParse("64Mi"))},
+			Image:     novacronv1.ImageSource{Source: "marketplace://lab-guest"},
+		}}},
+	}
+	key := client.ObjectKeyFromObject(v)
+	start := time.Now()
+	require.NoError(t, env.Client.Create(ctx, v))
+	env.Bind(t, key, node, nil, time.Minute)
+	running := env.WaitVM(t, key, 2*time.Minute, "phase Running", testenv.PhaseIs(novacronv1.VMRunning))
+	toRunning := time.Since(start)
+	dom := vm.DomainName(running)
+	boot := waitLog(t, dom, time.Minute, "the guest to boot and tick", func(l string) bool {
+		return strings.Contains(l, "NOVACRON-GUEST-BOOT") && strings.Contains(l, "NOVACRON-TICK")
+	})
+	t.Logf("create to Running (real QEMU/TCG): %s; to first guest tick: %s", toRunning.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	assert.Equal(t, 1, strings.Count(boot, "NOVACRON-GUEST-BOOT"))
+
+	hv, err := connector.Hypervisor(ctx, uri)
+	require.NoError(t, err)
+
+	// Graceful stop: the guest sees the ACPI power button and powers itself off,
+	// well before the operator would force it.
+	stopAt := time.Now()
+	env.PatchRunning(t, key, false)
+	env.WaitVM(t, key, time.Minute, "phase Stopped", testenv.PhaseIs(novacronv1.VMStopped))
+	assert.Less(t, time.Since(stopAt), opts.StopGracePeriod, "the guest should power off on ACPI, not be forced")
+	assert.Contains(t, serialLog(dom), "NOVACRON-GUEST-POWEROFF")
+	st, err := hv.State(ctx, dom)
+	require.NoError(t, err)
+	assert.Equal(t, provider.StateShutoff, st)
+
+	env.PatchRunning(t, key, true)
+	env.Bind(t, key, node, nil, time.Minute)
+	env.WaitVM(t, key, 2*time.Minute, "phase Running again", testenv.PhaseIs(novacronv1.VMRunning))
+	waitLog(t, dom, time.Minute, "a second boot", func(l string) bool {
+		i := strings.LastIndex(l, "NOVACRON-GUEST-BOOT")
+		return strings.Count(l, "NOVACRON-GUEST-BOOT") == 2 && strings.Contains(l[i:], "NOVACRON-TICK")
+	})
+
+	env.DeleteVMAndWait(t, key, 2*time.Minute)
+	_, err = hv.State(ctx, dom)
+	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the domain")
+	_, err = hv.VolumePath(ctx, "default", dom+"-root.qcow2")
+	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's disk")
+	fmt.Fprintf(os.Stderr, "lab: create to Running %s\n", toRunning.Round(time.Millisecond))
+}
