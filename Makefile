@@ -62,8 +62,20 @@ test-unit: deps ## Run the tests that need no API server.
 test-integration: deps ## Run the envtest integration tests only.
 	@assets=$$(hack/envtest.sh); KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./test/...
 
+.PHONY: test-lab
+test-lab: deps ## Run the VM lifecycle against a real libvirtd + QEMU lab node (root; installs libvirt and QEMU).
+	@assets=$$(hack/envtest.sh); NOVACRON_LAB=1 KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) -v -run . ./test/lab/
+
+.PHONY: lab-stop
+lab-stop: ## Stop every hypervisor lab node (test/lab/lab.sh stop-all).
+	test/lab/lab.sh stop-all
+
 ##@ Build
 
 .PHONY: build
 build: deps ## Build every binary into bin/.
 	go build -o bin/ ./cmd/...
+
+.PHONY: run
+run: deps ## Run the operator against the current kubeconfig (CRDs installed, namespace novacron-system).
+	go run ./cmd/novacron-operator --namespace novacron-system --metrics-bind-address :8080 --health-probe-bind-address :8081

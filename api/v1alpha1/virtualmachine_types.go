@@ -395,6 +395,8 @@ const (
 	VMConditionHypervisorReachable = "HypervisorReachable"
 	// VMConditionHooksSucceeded is False when a lifecycle hook failed.
 	VMConditionHooksSucceeded = "HooksSucceeded"
+	// VMConditionCloudInit is True when the VM's cloud-init disk is attached.
+	VMConditionCloudInit = "CloudInit"
 )
 
 // VirtualMachineStatus is what NovaCron observes of a VM.
@@ -411,7 +413,7 @@ type VirtualMachineStatus struct {
 	// +optional
 	LauncherPod string `json:"launcherPod,omitempty"`
 
-	// Conditions: Ready, Scheduled, HypervisorReachable, HooksSucceeded.
+	// Conditions: Ready, Scheduled, HypervisorReachable, HooksSucceeded, CloudInit.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

@@ -16,6 +16,10 @@ var ErrNotFound = errors.New("not found")
 // same name that belongs to something else (another UUID).
 var ErrConflict = errors.New("conflict")
 
+// ErrUnsupported is returned (wrapped) when the hypervisor cannot do what was
+// asked (the libvirt test driver cannot receive volume uploads, for one).
+var ErrUnsupported = errors.New("not supported by this hypervisor")
+
 // ErrUnreachable is returned (wrapped) when the hypervisor cannot be reached.
 // Callers must not assume anything about the domains on it.
 var ErrUnreachable = errors.New("hypervisor unreachable")
@@ -34,6 +38,9 @@ type Hypervisor interface {
 	// EnsureVolume creates the volume in the pool unless it exists, and returns
 	// its path on the host.
 	EnsureVolume(ctx context.Context, v Volume) (string, error)
+	// UploadVolume writes data as the whole content of a raw volume, creating or
+	// replacing it, and returns its path on the host.
+	UploadVolume(ctx context.Context, pool, name string, data []byte) (string, error)
 	// DeleteVolume removes the volume; a missing one is not an error.
 	DeleteVolume(ctx context.Context, pool, name string) error
 	// VolumePath returns the path of an existing volume, or ErrNotFound.

@@ -78,6 +78,7 @@ type cpuSample struct {
 // +kubebuilder:rbac:groups=novacron.io,resources=hypervisors,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -421,8 +422,10 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 			if pool == "" {
 				pool = "default"
 			}
-			if err := hv.DeleteVolume(ctx, pool, rootVolumeName(vm)); err != nil {
-				return ctrl.Result{}, err
+			for _, vol := range []string{rootVolumeName(vm), cloudInitVolumeName(vm)} {
+				if err := hv.DeleteVolume(ctx, pool, vol); err != nil {
+					return ctrl.Result{}, err
+				}
 			}
 			r.event(vm, corev1.EventTypeNormal, "Deleted", "Delete", "removed domain %s and its disks from node %s", name, node)
 		}

@@ -3,14 +3,18 @@ package vm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/cloudinit"
 	"github.com/novacron/operator/operator/images"
 	"github.com/novacron/operator/operator/provider"
 )
@@ -41,6 +45,69 @@ func DomainName(vm *novacronv1.VirtualMachine) string {
 // rootVolumeName is the VM's root disk volume in the node's storage pool.
 func rootVolumeName(vm *novacronv1.VirtualMachine) string {
 	return DomainName(vm) + "-root.qcow2"
+}
+
+// cloudInitVolumeName is the VM's cloud-init NoCloud disk.
+func cloudInitVolumeName(vm *novacronv1.VirtualMachine) string {
+	return DomainName(vm) + "-cidata.iso"
+}
+
+// userData reads the VM's cloud-init user-data from its spec or its Secret.
+func (r *Reconciler) userData(ctx context.Context, vm *novacronv1.VirtualMachine) (string, error) {
+	spec := &vm.Spec.Template.Spec
+	ref := spec.UserDataSecretRef
+	if ref == nil {
+		return spec.UserData, nil
+	}
+	key := ref.Key
+	if key == "" {
+		key = "userdata"
+	}
+	var secret corev1.Secret
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: ref.Name}, &secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", specErrorf("UserDataSecretNotFound", "spec.template.spec.userDataSecretRef: Secret %s/%s does not exist", vm.Namespace, ref.Name)
+		}
+		return "", err
+	}
+	data, ok := secret.Data[key]
+	if !ok {
+		return "", specErrorf("UserDataSecretNotFound", "spec.template.spec.userDataSecretRef: Secret %s/%s has no key %q", vm.Namespace, ref.Name, key)
+	}
+	return string(data), nil
+}
+
+// attachCloudInit writes the VM's NoCloud disk to the node and adds it to the
+// domain. A hypervisor that cannot take uploads (the test driver) runs the VM
+// without it, and the CloudInit condition says so.
+func (r *Reconciler) attachCloudInit(ctx context.Context, vm *novacronv1.VirtualMachine, pool string, hv provider.Hypervisor, d *provider.Domain) error {
+	ud, err := r.userData(ctx, vm)
+	if err != nil {
+		return err
+	}
+	var nics []cloudinit.Interface
+	for _, n := range vm.Spec.Template.Spec.Networks {
+		nics = append(nics, cloudinit.Interface{Network: n, MAC: stableMAC(string(vm.UID), n.Name)})
+	}
+	data, err := cloudinit.New(string(vm.UID), vm.Name, ud, nics)
+	if err != nil {
+		return specErrorf("BadCloudInit", "%v", err)
+	}
+	iso, err := data.ISO()
+	if err != nil {
+		return err
+	}
+	path, err := hv.UploadVolume(ctx, pool, cloudInitVolumeName(vm), iso)
+	if errors.Is(err, provider.ErrUnsupported) {
+		r.setCondition(vm, novacronv1.VMConditionCloudInit, metav1.ConditionFalse, "Unsupported", fmt.Sprintf("the hypervisor cannot receive the cloud-init disk (%v); the VM runs without it", err))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	d.Disks = append(d.Disks, provider.Disk{Path: path, Format: "raw", CDROM: true})
+	r.setCondition(vm, novacronv1.VMConditionCloudInit, metav1.ConditionTrue, "Attached", "cloud-init NoCloud disk attached")
+	return nil
 }
 
 // deviceAssignment reads the devices novacron-scheduler chose for the pod.
@@ -156,6 +223,9 @@ func (r *Reconciler) buildDomain(ctx context.Context, vm *novacronv1.VirtualMach
 	}
 	for _, g := range assignment.GPUs {
 		d.HostDevices = append(d.HostDevices, g.PCIAddress)
+	}
+	if err := r.attachCloudInit(ctx, vm, pool, hv, &d); err != nil {
+		return provider.Domain{}, err
 	}
 	return d, nil
 }

@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kdomanski/iso9660"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -74,6 +76,13 @@ func waitLog(t *testing.T, dom string, timeout time.Duration, what string, ok fu
 	return ""
 }
 
+func virsh(t *testing.T, uri string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("virsh", append([]string{"-c", uri}, args...)...).CombinedOutput()
+	require.NoError(t, err, string(out))
+	return string(out)
+}
+
 func TestRealQEMULifecycle(t *testing.T) {
 	if os.Getenv("NOVACRON_LAB") != "1" {
 		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
@@ -128,6 +137,18 @@ func TestRealQEMULifecycle(t *testing.T) {
 
 	hv, err := connector.Hypervisor(ctx, uri)
 	require.NoError(t, err)
+	// The cloud-init disk was uploaded to the node and is the domain's CD-ROM.
+	assert.True(t, meta.IsStatusConditionTrue(running.Status.Conditions, novacronv1.VMConditionCloudInit))
+	isoPath := filepath.Join(labDir(), "nodes", node, "lib", "images", dom+"-cidata.iso")
+	raw, err := os.ReadFile(isoPath)
+	require.NoError(t, err)
+	img, err := iso9660.OpenImage(bytes.NewReader(raw))
+	require.NoError(t, err)
+	label, _ := img.Label()
+	assert.Equal(t, "cidata", label)
+	xml := virsh(t, uri, "dumpxml", dom)
+	assert.Contains(t, xml, "/var/lib/libvirt/images/"+dom+"-cidata.iso")
+	assert.Contains(t, xml, `device='cdrom'`)
 
 	// Graceful stop: the guest sees the ACPI power button and powers itself off,
 	// well before the operator would force it.
@@ -153,5 +174,7 @@ func TestRealQEMULifecycle(t *testing.T) {
 	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the domain")
 	_, err = hv.VolumePath(ctx, "default", dom+"-root.qcow2")
 	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's disk")
+	_, err = hv.VolumePath(ctx, "default", dom+"-cidata.iso")
+	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's cloud-init disk")
 	fmt.Fprintf(os.Stderr, "lab: create to Running %s\n", toRunning.Round(time.Millisecond))
 }

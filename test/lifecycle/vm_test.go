@@ -161,6 +161,30 @@ func TestCreateRunsOnTheBoundNodeOnly(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEmpty(t, path)
 	assert.Subset(t, eventReasons(t, v.Name), []string{"LauncherPodCreated", "Scheduled", "Defined", "Started"})
+	// The test driver cannot take the cloud-init disk; the VM says so.
+	ci := meta.FindStatusCondition(got.Status.Conditions, novacronv1.VMConditionCloudInit)
+	require.NotNil(t, ci)
+	assert.Equal(t, "Unsupported", ci.Reason)
+}
+
+func TestMissingUserDataSecretIsAClearError(t *testing.T) {
+	startOperator(t)
+	v := newVM("secret-userdata")
+	v.Spec.Template.Spec.UserDataSecretRef = &novacronv1.SecretKeyRef{Name: "vm-keys", Key: "userdata"}
+	create(t, v)
+	bind(t, v.Name, "node-1", nil)
+	failed := waitVM(t, v.Name, "phase Failed", phaseIs(novacronv1.VMFailed))
+	c := meta.FindStatusCondition(failed.Status.Conditions, novacronv1.ConditionReady)
+	assert.Equal(t, "UserDataSecretNotFound", c.Reason)
+	assert.Equal(t, "spec.template.spec.userDataSecretRef: Secret default/vm-keys does not exist", c.Message)
+
+	require.NoError(t, env.Client.Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "vm-keys", Namespace: ns},
+		StringData: map[string]string{"userdata": "#cloud-config\n"},
+	}))
+	// A Secret is no VM event: a spec touch (as a user fixing things would) retries.
+	require.NoError(t, env.Client.Patch(context.Background(), failed, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"retry":"1"}},"spec":{"template":{"metadata":{"labels":{"fixed":"yes"}}}}}`))))
+	waitVM(t, v.Name, "phase Running once the Secret exists", phaseIs(novacronv1.VMRunning))
 }
 
 func TestStopStartAndDelete(t *testing.T) {

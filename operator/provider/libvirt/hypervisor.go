@@ -125,6 +125,62 @@ func (h *hypervisor) EnsureVolume(ctx context.Context, vol provider.Volume) (str
 	return path, h.wrap(err, fmt.Sprintf("creating volume %s/%s", vol.Pool, vol.Name))
 }
 
+func (h *hypervisor) UploadVolume(ctx context.Context, pool, name string, data []byte) (string, error) {
+	path, err := callValue(ctx, func() (string, error) {
+		p, err := h.storagePool(pool)
+		if err != nil {
+			return "", err
+		}
+		defer p.Free()
+		if old, err := p.LookupStorageVolByName(name); err == nil {
+			derr := old.Delete(0)
+			_ = old.Free()
+			if derr != nil {
+				return "", derr
+			}
+		}
+		x := libvirtxml.StorageVolume{
+			Name:     name,
+			Capacity: &libvirtxml.StorageVolumeSize{Unit: "bytes", Value: uint64(len(data))},
+			Target:   &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: "raw"}},
+		}
+		doc, err := x.Marshal()
+		if err != nil {
+			return "", err
+		}
+		v, err := p.StorageVolCreateXML(doc, 0)
+		if err != nil {
+			return "", err
+		}
+		defer v.Free()
+		stream, err := h.conn.NewStream(0)
+		if err != nil {
+			return "", err
+		}
+		defer stream.Free()
+		if err := v.Upload(stream, 0, uint64(len(data)), 0); err != nil {
+			_ = v.Delete(0)
+			if errCode(err) == golibvirt.ERR_NO_SUPPORT {
+				return "", fmt.Errorf("%w: uploading volumes", provider.ErrUnsupported)
+			}
+			return "", err
+		}
+		for sent := 0; sent < len(data); {
+			n, err := stream.Send(data[sent:])
+			if err != nil {
+				_ = stream.Abort()
+				return "", err
+			}
+			sent += n
+		}
+		if err := stream.Finish(); err != nil {
+			return "", err
+		}
+		return v.GetPath()
+	})
+	return path, h.wrap(err, fmt.Sprintf("uploading volume %s/%s", pool, name))
+}
+
 func (h *hypervisor) DeleteVolume(ctx context.Context, pool, name string) error {
 	err := call(ctx, func() error {
 		p, err := h.storagePool(pool)

@@ -85,6 +85,19 @@ func TestDomainLifecycle(t *testing.T) {
 	assert.ErrorIs(t, err, provider.ErrNotFound)
 }
 
+// The test driver cannot take uploads; the lab test covers a real upload.
+func TestUploadIsUnsupportedByTheTestDriver(t *testing.T) {
+	ctx := context.Background()
+	c := NewConnector()
+	t.Cleanup(c.Close)
+	h, err := c.Hypervisor(ctx, newNode(t, "n1"))
+	require.NoError(t, err)
+	_, err = h.UploadVolume(ctx, "default", "x.iso", []byte("data"))
+	assert.ErrorIs(t, err, provider.ErrUnsupported)
+	_, err = h.VolumePath(ctx, "default", "x.iso")
+	assert.ErrorIs(t, err, provider.ErrNotFound, "a failed upload leaves no empty volume")
+}
+
 func TestMissingImageAndPoolAreClearErrors(t *testing.T) {
 	ctx := context.Background()
 	c := NewConnector()
