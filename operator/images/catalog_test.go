@@ -1,10 +1,13 @@
 package images
 
 import (
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 )
 
 func TestParseAndResolve(t *testing.T) {
@@ -32,4 +35,17 @@ func TestParseRejectsBadEntries(t *testing.T) {
 		_, err := Parse(map[string]string{"x": doc})
 		assert.ErrorContains(t, err, want)
 	}
+}
+
+// The shipped catalog parses and knows the image the seed README's VM uses.
+func TestShippedCatalog(t *testing.T) {
+	raw, err := os.ReadFile("../../manifests/images/catalog.yaml")
+	require.NoError(t, err)
+	var cm corev1.ConfigMap
+	require.NoError(t, yaml.UnmarshalStrict(raw, &cm))
+	assert.Equal(t, ConfigMapName, cm.Name)
+	c, err := Parse(cm.Data)
+	require.NoError(t, err)
+	_, err = c.Resolve("marketplace://ubuntu-22.04-lts")
+	assert.NoError(t, err)
 }
