@@ -26,15 +26,17 @@ generate: ## Generate deepcopy code for the API types.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: ## Generate CRDs (manifests/crd/bases) and RBAC (manifests/rbac).
-	$(CONTROLLER_GEN) crd rbac:roleName=novacron-manager paths=./api/... paths=./operator/... \
-		output:crd:artifacts:config=manifests/crd/bases output:rbac:artifacts:config=manifests/rbac
+manifests: ## Generate CRDs (manifests/crd/bases), RBAC (manifests/rbac), webhooks and built-in policies.
+	$(CONTROLLER_GEN) crd rbac:roleName=novacron-manager webhook paths=./api/... paths=./operator/... \
+		output:crd:artifacts:config=manifests/crd/bases output:rbac:artifacts:config=manifests/rbac \
+		output:webhook:artifacts:config=manifests/webhook
+	go run ./hack/genpolicies manifests/policies
 
 .PHONY: verify-generated
 verify-generated: generate manifests ## Fail when checked-in generated files are stale.
-	@if [ -n "$$(git status --porcelain -- api/v1alpha1/zz_generated.deepcopy.go manifests/crd manifests/rbac)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api/v1alpha1/zz_generated.deepcopy.go manifests/crd manifests/rbac manifests/webhook manifests/policies)" ]; then \
 		echo "Generated files are stale; run 'make generate manifests' and commit:"; \
-		git status --porcelain -- api/v1alpha1/zz_generated.deepcopy.go manifests/crd manifests/rbac; exit 1; fi
+		git status --porcelain -- api/v1alpha1/zz_generated.deepcopy.go manifests/crd manifests/rbac manifests/webhook manifests/policies; exit 1; fi
 	@echo "generated files are up to date"
 
 .PHONY: fmt

@@ -1,0 +1,124 @@
+package policies
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+)
+
+func policy(name string, enforcement novacronv1.Enforcement, rego string) *novacronv1.VirtualMachinePolicy {
+	return &novacronv1.VirtualMachinePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1},
+		Spec:       novacronv1.VirtualMachinePolicySpec{Rego: rego, Enforcement: enforcement, DecisionPoints: []novacronv1.DecisionPoint{novacronv1.DecisionAdmission}},
+	}
+}
+
+const maxCPU8 = `package team.limits
+import data.novacron.lib
+deny contains {"msg": "at most 8 vCPUs", "field": "spec.template.spec.resources.cpu"} if lib.vm_spec.resources.cpu > 8
+warn contains "big VM" if lib.vm_spec.resources.cpu > 4
+`
+
+func vmInput(cpu int, nsLabels map[string]string) AdmissionInput {
+	return AdmissionInput{Operation: "CREATE", Kind: "VirtualMachine", Namespace: Namespace{Name: "team-a", Labels: nsLabels},
+		Object: map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"resources": map[string]any{"cpu": cpu}}}}}}
+}
+
+func TestEnforcementModes(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		enforcement novacronv1.Enforcement
+		denials     int
+		warnings    []string
+		dryrun      int
+	}{
+		{novacronv1.EnforcementDeny, 1, []string{"policy limits: big VM"}, 0},
+		{novacronv1.EnforcementWarn, 0, []string{"policy limits: at most 8 vCPUs", "policy limits: big VM"}, 0},
+		{novacronv1.EnforcementDryRun, 0, nil, 1},
+	} {
+		t.Run(string(tc.enforcement), func(t *testing.T) {
+			e, err := NewEngine()
+			require.NoError(t, err)
+			require.NoError(t, e.Upsert(ctx, policy("limits", tc.enforcement, maxCPU8)))
+			res, err := e.Admit(ctx, vmInput(16, nil))
+			require.NoError(t, err)
+			assert.Len(t, res.Denials, tc.denials)
+			assert.Equal(t, tc.warnings, res.Warnings)
+			assert.Len(t, res.DryRun, tc.dryrun)
+			if tc.denials > 0 {
+				assert.Equal(t, Violation{Policy: "limits", Enforcement: novacronv1.EnforcementDeny, Message: "at most 8 vCPUs", Field: "spec.template.spec.resources.cpu"}, res.Denials[0])
+			}
+			small, err := e.Admit(ctx, vmInput(2, nil))
+			require.NoError(t, err)
+			assert.Empty(t, small.Denials)
+			assert.Empty(t, small.Warnings)
+		})
+	}
+}
+
+func TestCompileErrorsNameLineAndColumnAndKeepTheLastGoodVersion(t *testing.T) {
+	ctx := context.Background()
+	e, err := NewEngine()
+	require.NoError(t, err)
+	require.NoError(t, e.Upsert(ctx, policy("limits", novacronv1.EnforcementDeny, maxCPU8)))
+
+	broken := policy("limits", novacronv1.EnforcementDeny, "package team.limits\n\ndeny contains msg if {\n  input.x ==\n}\n")
+	broken.Generation = 2
+	err = e.Upsert(ctx, broken)
+	var ce *CompileError
+	require.ErrorAs(t, err, &ce)
+	assert.Contains(t, ce.Error(), "policy limits does not compile: line 5, column 1")
+	assert.Equal(t, map[string]int64{"limits": 1}, e.Policies(), "the last good version stays in force")
+	res, err := e.Admit(ctx, vmInput(16, nil))
+	require.NoError(t, err)
+	assert.Len(t, res.Denials, 1)
+
+	unsafe := policy("unsafe", novacronv1.EnforcementDeny, "package x\ndeny contains msg if { msg := y }\n")
+	err = e.Upsert(ctx, unsafe)
+	require.ErrorAs(t, err, &ce)
+	assert.Contains(t, ce.Error(), "line 2, column")
+	assert.Contains(t, ce.Error(), "var y is unsafe")
+
+	norules := policy("empty", novacronv1.EnforcementDeny, "package x\nallow := true\n")
+	assert.ErrorContains(t, e.Upsert(ctx, norules), "decision point admission reads the rules deny or warn, and the policy defines none of them")
+
+	lib := policy("sneaky", novacronv1.EnforcementDeny, "package novacron.lib\ndeny contains 1 if false\n")
+	assert.ErrorContains(t, e.Upsert(ctx, lib), "package novacron.lib is the built-in helper library")
+}
+
+func TestNamespaceSelector(t *testing.T) {
+	ctx := context.Background()
+	e, err := NewEngine()
+	require.NoError(t, err)
+	p := policy("limits", novacronv1.EnforcementDeny, maxCPU8)
+	p.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "dev"}}
+	require.NoError(t, e.Upsert(ctx, p))
+	res, err := e.Admit(ctx, vmInput(16, map[string]string{"tier": "prod"}))
+	require.NoError(t, err)
+	assert.Empty(t, res.Denials)
+	res, err = e.Admit(ctx, vmInput(16, map[string]string{"tier": "dev"}))
+	require.NoError(t, err)
+	assert.Len(t, res.Denials, 1)
+	e.Remove("limits")
+	res, err = e.Admit(ctx, vmInput(16, map[string]string{"tier": "dev"}))
+	require.NoError(t, err)
+	assert.Empty(t, res.Denials)
+}
+
+// Every built-in policy compiles as the VirtualMachinePolicy it ships as.
+func TestBuiltinPoliciesCompile(t *testing.T) {
+	ctx := context.Background()
+	e, err := NewEngine()
+	require.NoError(t, err)
+	builtins, err := Builtins()
+	require.NoError(t, err)
+	require.Len(t, builtins, 6)
+	for _, p := range builtins {
+		require.NoError(t, e.Upsert(ctx, p), p.Name)
+	}
+}
