@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,6 +51,8 @@ func TestEnforcementModes(t *testing.T) {
 			assert.Len(t, res.Denials, tc.denials)
 			assert.Equal(t, tc.warnings, res.Warnings)
 			assert.Len(t, res.DryRun, tc.dryrun)
+			result := map[novacronv1.Enforcement]string{novacronv1.EnforcementDeny: "deny", novacronv1.EnforcementWarn: "warn", novacronv1.EnforcementDryRun: "dryrun"}[tc.enforcement]
+			assert.Positive(t, testutil.ToFloat64(evaluations.WithLabelValues("limits", "admission", result)), "novacron_policy_evaluations_total counts it")
 			if tc.denials > 0 {
 				assert.Equal(t, Violation{Policy: "limits", Enforcement: novacronv1.EnforcementDeny, Message: "at most 8 vCPUs", Field: "spec.template.spec.resources.cpu"}, res.Denials[0])
 			}
@@ -121,4 +124,40 @@ func TestBuiltinPoliciesCompile(t *testing.T) {
 	for _, p := range builtins {
 		require.NoError(t, e.Upsert(ctx, p), p.Name)
 	}
+}
+
+func TestPlacementAndMigrationDecisions(t *testing.T) {
+	ctx := context.Background()
+	e, err := NewEngine()
+	require.NoError(t, err)
+	zones := &novacronv1.VirtualMachinePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "gpu-zones"},
+		Spec: novacronv1.VirtualMachinePolicySpec{Enforcement: novacronv1.EnforcementDeny,
+			DecisionPoints: []novacronv1.DecisionPoint{novacronv1.DecisionPlacement, novacronv1.DecisionMigration},
+			Rego: `package zones
+deny_node[n.name] := "GPU VMs run in zone a only" if {
+	some n in input.nodes
+	n.labels.zone != "a"
+}
+node_score[n.name] := 10 if {
+	some n in input.nodes
+	n.labels.ssd == "true"
+}
+deny_migration contains "GPU VMs do not move" if input.vm.spec.template.spec.devices
+`}}
+	require.NoError(t, e.Upsert(ctx, zones))
+	res, err := e.Place(ctx, PlacementInput{Nodes: []NodeInput{
+		{Name: "n1", Labels: map[string]string{"zone": "a", "ssd": "true"}},
+		{Name: "n2", Labels: map[string]string{"zone": "b"}},
+	}})
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]string{"n2": {"policy gpu-zones: GPU VMs run in zone a only"}}, res.Denied)
+	assert.Equal(t, map[string]int64{"n1": 10}, res.Scores)
+
+	denials, _, err := e.AllowMigration(ctx, MigrationInput{VM: map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"devices": []any{map[string]any{"type": "gpu"}}}}}}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"policy gpu-zones: GPU VMs do not move"}, denials)
+	denials, _, err = e.AllowMigration(ctx, MigrationInput{VM: map[string]any{"spec": map[string]any{}}})
+	require.NoError(t, err)
+	assert.Empty(t, denials)
 }

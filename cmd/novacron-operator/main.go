@@ -29,6 +29,9 @@ func main() {
 	flag.DurationVar(&opts.StopGracePeriod, "stop-grace-period", opts.StopGracePeriod, "how long a guest gets to power off before it is forced off")
 	flag.StringVar(&opts.SerialLogDir, "serial-log-dir", opts.SerialLogDir, "folder on each node where guest serial consoles are logged")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", opts.MaxConcurrentReconciles, "VMs reconciled in parallel")
+	flag.BoolVar(&opts.Webhooks, "webhooks", opts.Webhooks, "serve the admission webhooks (defaults and policies)")
+	flag.IntVar(&opts.WebhookPort, "webhook-port", opts.WebhookPort, "port of the admission webhook server")
+	flag.StringVar(&opts.WebhookCertDir, "webhook-cert-dir", opts.WebhookCertDir, "folder with the webhook server's tls.crt and tls.key")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()

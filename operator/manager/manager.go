@@ -23,11 +23,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/metrics"
+	"github.com/novacron/operator/operator/policy"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/vm"
+	novawebhook "github.com/novacron/operator/operator/webhook"
+	"github.com/novacron/operator/policies"
 )
 
 // Options configures the operator.
@@ -52,6 +56,14 @@ type Options struct {
 	StatsInterval time.Duration
 	// UnreachableRetry is how soon an unreachable hypervisor is tried again.
 	UnreachableRetry time.Duration
+
+	// Webhooks turns the admission webhook server on.
+	Webhooks bool
+	// WebhookHost and WebhookPort are where the webhook server listens.
+	WebhookHost string
+	WebhookPort int
+	// WebhookCertDir holds tls.crt and tls.key (cert-manager mounts them).
+	WebhookCertDir string
 }
 
 // DefaultOptions are the settings the operator runs with unless told otherwise.
@@ -67,6 +79,9 @@ func DefaultOptions() Options {
 		MaxConcurrentReconciles: 4,
 		StatsInterval:           30 * time.Second,
 		UnreachableRetry:        10 * time.Second,
+		Webhooks:                true,
+		WebhookPort:             9443,
+		WebhookCertDir:          "/tmp/k8s-webhook-server/serving-certs",
 	}
 }
 
@@ -90,9 +105,12 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 	}
 	ownedSelector := labels.NewSelector().Add(*owned)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  Scheme(),
-		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsAddr},
-		HealthProbeBindAddress:  opts.ProbeAddr,
+		Scheme:                 Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
+		HealthProbeBindAddress: opts.ProbeAddr,
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: opts.WebhookHost, Port: opts.WebhookPort, CertDir: opts.WebhookCertDir,
+		}),
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "novacron-operator.novacron.io",
 		LeaderElectionNamespace: opts.Namespace,
@@ -108,6 +126,21 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 	}
 	if err := metrics.Register(crmetrics.Registry, mgr.GetCache()); err != nil {
 		return nil, err
+	}
+	if err := policies.RegisterMetrics(crmetrics.Registry); err != nil {
+		return nil, err
+	}
+	engine, err := policies.NewEngine()
+	if err != nil {
+		return nil, err
+	}
+	if err := (&policy.Reconciler{Client: mgr.GetClient(), Engine: engine, Recorder: mgr.GetEventRecorder("novacron-policy")}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the VirtualMachinePolicy controller: %w", err)
+	}
+	if opts.Webhooks {
+		if err := novawebhook.Setup(mgr, engine); err != nil {
+			return nil, fmt.Errorf("setting up webhooks: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err

@@ -113,6 +113,7 @@ func TestRealQEMULifecycle(t *testing.T) {
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr = "0", "0"
 	opts.StopGracePeriod = 30 * time.Second
+	opts.Webhooks = false
 	env.StartOperator(t, opts, connector)
 
 	v := &novacronv1.VirtualMachine{

@@ -123,6 +123,7 @@ func startOperator(t *testing.T) (stop func()) {
 	opts.StatsInterval = 500 * time.Millisecond
 	opts.UnreachableRetry = 200 * time.Millisecond
 	opts.SerialLogDir = t.TempDir()
+	opts.Webhooks = false // test/admission covers them
 	return env.StartOperator(t, opts, hypervisors)
 }
 

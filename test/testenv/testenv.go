@@ -41,6 +41,11 @@ type Env struct {
 	KubectlPath string
 	// RepoRoot is the repository's top folder.
 	RepoRoot string
+	// WebhookHost, WebhookPort and WebhookCertDir are where the API server
+	// expects the webhook server, with WithWebhooks.
+	WebhookHost    string
+	WebhookPort    int
+	WebhookCertDir string
 }
 
 // NewScheme returns a scheme with the Kubernetes built-in and NovaCron types.
@@ -85,9 +90,20 @@ func assetsDir(root string) (string, error) {
 	return dir, nil
 }
 
+// Option changes how Start sets up the API server.
+type Option func(*envtest.Environment, string)
+
+// WithWebhooks installs the webhook configurations from manifests/webhook,
+// pointed at a local webhook server (see Env.WebhookHost and friends).
+func WithWebhooks() Option {
+	return func(e *envtest.Environment, root string) {
+		e.WebhookInstallOptions = envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "manifests", "webhook")}}
+	}
+}
+
 // Start starts etcd and kube-apiserver and installs the CRDs from
 // manifests/crd/bases. Call Stop when done; TestMain is the usual place.
-func Start() (*Env, error) {
+func Start(opts ...Option) (*Env, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
@@ -103,11 +119,16 @@ func Start() (*Env, error) {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
 	}
+	for _, o := range opts {
+		o(env, root)
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("testenv: starting kube-apiserver and etcd from %s: %w", assets, err)
 	}
-	e := &Env{env: env, Config: cfg, Scheme: scheme, RepoRoot: root, KubectlPath: filepath.Join(assets, "kubectl")}
+	e := &Env{env: env, Config: cfg, Scheme: scheme, RepoRoot: root, KubectlPath: filepath.Join(assets, "kubectl"),
+		WebhookHost: env.WebhookInstallOptions.LocalServingHost, WebhookPort: env.WebhookInstallOptions.LocalServingPort,
+		WebhookCertDir: env.WebhookInstallOptions.LocalServingCertDir}
 	if e.Client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		_ = env.Stop()
 		return nil, err
@@ -145,14 +166,22 @@ func (e *Env) Stop() error {
 // Kubectl runs the built kubectl against the API server and returns its
 // standard output, or an error carrying its standard error.
 func (e *Env) Kubectl(ctx context.Context, args ...string) (string, error) {
+	out, _, err := e.KubectlIO(ctx, "", args...)
+	return out, err
+}
+
+// KubectlIO runs kubectl with stdin and returns its standard output and error
+// (where kubectl prints warnings); a failure's error carries standard error.
+func (e *Env) KubectlIO(ctx context.Context, stdin string, args ...string) (string, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.KubectlPath, append([]string{"--kubeconfig", e.Kubeconfig}, args...)...)
 	cmd.Dir = e.RepoRoot
+	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+		return stdout.String(), stderr.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
 	}
-	return stdout.String(), nil
+	return stdout.String(), stderr.String(), nil
 }

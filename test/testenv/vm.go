@@ -29,23 +29,36 @@ const Poll = 20 * time.Millisecond
 // until the returned stop function (also registered as a cleanup) is called.
 func (e *Env) StartOperator(t testing.TB, opts manager.Options, hypervisors provider.Connector) (stop func()) {
 	t.Helper()
-	mgr, err := manager.New(e.Config, opts, hypervisors)
+	stop, errs, err := e.RunOperator(opts, hypervisors)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		stop()
+		if err := <-errs; err != nil {
+			t.Errorf("operator stopped: %v", err)
+		}
+	})
+	return stop
+}
+
+// RunOperator runs the operator until stop is called; the channel then gives
+// the manager's exit error.
+func (e *Env) RunOperator(opts manager.Options, hypervisors provider.Connector) (stop func(), errs <-chan error, err error) {
+	mgr, err := manager.New(e.Config, opts, hypervisors)
+	if err != nil {
+		return nil, nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("operator stopped: %v", err)
-		}
+		ch <- mgr.Start(ctx)
 	}()
 	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
-	t.Cleanup(stop)
-	return stop
+	return func() { once.Do(func() { cancel(); wg.Wait() }) }, ch, nil
 }
 
 // FreeAddr returns a free loopback address for a server to listen on.

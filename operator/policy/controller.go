@@ -1,0 +1,95 @@
+// Package policy keeps the policy engine in step with the VirtualMachinePolicy
+// objects: every change is compiled and, when it compiles, takes effect at once
+// (no restart); when it does not, the last good version stays in force and the
+// policy's Compiled condition carries the compiler's errors.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/metrics"
+	"github.com/novacron/operator/policies"
+)
+
+// Reconciler loads VirtualMachinePolicies into the engine.
+type Reconciler struct {
+	Client   client.Client
+	Engine   *policies.Engine
+	Recorder events.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinepolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinepolicies/status,verbs=get;update;patch
+
+// SetupWithManager registers the controller. It runs on every replica, leader
+// or not, because every replica answers admission requests with its engine.
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("virtualmachinepolicy").
+		For(&novacronv1.VirtualMachinePolicy{}).
+		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
+		Complete(metrics.Instrument("virtualmachinepolicy", r))
+}
+
+// Reconcile compiles one policy into the engine.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	p := &novacronv1.VirtualMachinePolicy{}
+	if err := r.Client.Get(ctx, req.NamespacedName, p); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Engine.Remove(req.Name)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !p.DeletionTimestamp.IsZero() {
+		r.Engine.Remove(p.Name)
+		return ctrl.Result{}, nil
+	}
+	cond := metav1.Condition{Type: novacronv1.PolicyConditionCompiled, ObservedGeneration: p.Generation}
+	err := r.Engine.Upsert(ctx, p)
+	var ce *policies.CompileError
+	switch {
+	case errors.As(err, &ce):
+		cond.Status, cond.Reason = metav1.ConditionFalse, "CompileError"
+		cond.Message = ce.Error()
+		if gen, ok := r.Engine.Policies()[p.Name]; ok {
+			cond.Message += fmt.Sprintf("; generation %d stays in force", gen)
+		}
+	case err != nil:
+		return ctrl.Result{}, err
+	default:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, "Compiled", fmt.Sprintf("in force for %v", p.Spec.DecisionPoints)
+	}
+	before := meta.FindStatusCondition(p.Status.Conditions, novacronv1.PolicyConditionCompiled)
+	changed := meta.SetStatusCondition(&p.Status.Conditions, cond)
+	if changed || p.Status.ObservedGeneration != p.Generation {
+		p.Status.ObservedGeneration = p.Generation
+		if err := r.Client.Status().Update(ctx, p); err != nil {
+			if apierrors.IsConflict(err) {
+				return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
+			}
+			return ctrl.Result{}, err
+		}
+		if r.Recorder != nil && (before == nil || before.Status != cond.Status || before.Message != cond.Message) {
+			typ := corev1.EventTypeNormal
+			if cond.Status == metav1.ConditionFalse {
+				typ = corev1.EventTypeWarning
+			}
+			r.Recorder.Eventf(p, nil, typ, cond.Reason, "Compile", "%s", cond.Message)
+		}
+	}
+	return ctrl.Result{}, nil
+}

@@ -1,0 +1,35 @@
+package webhook
+
+import (
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/policies"
+)
+
+// Setup registers every webhook with the manager's webhook server.
+func Setup(mgr ctrl.Manager, engine *policies.Engine) error {
+	c := mgr.GetAPIReader()
+	cached := mgr.GetClient()
+	rec := mgr.GetEventRecorder("novacron-admission")
+	if err := ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachine{}).
+		WithDefaulter(VMDefaulter{}).
+		WithValidator(&VMValidator{Client: cached, APIReader: c, Policies: engine, Recorder: rec}).
+		Complete(); err != nil {
+		return err
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachineMigration{}).
+		WithValidator(&MigrationValidator{Client: c, Policies: engine, Recorder: rec}).Complete(); err != nil {
+		return err
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachineSnapshot{}).
+		WithValidator(&SnapshotValidator{Client: c}).Complete(); err != nil {
+		return err
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachineRestore{}).
+		WithValidator(&RestoreValidator{Client: c}).Complete(); err != nil {
+		return err
+	}
+	return ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachinePolicy{}).
+		WithValidator(&PolicyValidator{Policies: engine}).Complete()
+}

@@ -1,0 +1,274 @@
+// Package webhook holds NovaCron's admission webhooks: defaults for
+// VirtualMachines, and validation of every NovaCron kind: cross-field checks
+// the schema cannot express, then the platform team's admission policies.
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/policies"
+)
+
+// +kubebuilder:webhook:path=/mutate-novacron-io-v1alpha1-virtualmachine,mutating=true,failurePolicy=fail,sideEffects=None,groups=novacron.io,resources=virtualmachines,verbs=create;update,versions=v1alpha1,name=mvirtualmachine.novacron.io,admissionReviewVersions=v1,timeoutSeconds=5
+// +kubebuilder:webhook:path=/validate-novacron-io-v1alpha1-virtualmachine,mutating=false,failurePolicy=fail,sideEffects=None,groups=novacron.io,resources=virtualmachines,verbs=create;update,versions=v1alpha1,name=vvirtualmachine.novacron.io,admissionReviewVersions=v1,timeoutSeconds=5
+
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=k8s.cni.cncf.io,resources=network-attachment-definitions,verbs=get;list;watch
+
+// VMDefaulter fills in what a user of a VM platform expects without saying.
+// It never overrides a value that was set.
+type VMDefaulter struct{}
+
+// Default sets the scheduler and, for a VM with no networks, one NIC on the
+// default bridge network with DHCP.
+func (VMDefaulter) Default(_ context.Context, vm *novacronv1.VirtualMachine) error {
+	spec := &vm.Spec.Template.Spec
+	if spec.SchedulerName == "" {
+		spec.SchedulerName = novacronv1.DefaultSchedulerName
+	}
+	if len(spec.Networks) == 0 {
+		spec.Networks = []novacronv1.Network{{Name: "default", Type: novacronv1.NetworkTypeBridge, IPv4: &novacronv1.IPv4Config{Method: novacronv1.IPv4DHCP}}}
+	}
+	for i := range spec.Networks {
+		n := &spec.Networks[i]
+		if n.Type == "" {
+			n.Type = novacronv1.NetworkTypeBridge
+		}
+		if n.IPv4 != nil && n.IPv4.Method == "" {
+			n.IPv4.Method = novacronv1.IPv4DHCP
+		}
+	}
+	for i := range spec.Devices {
+		if spec.Devices[i].Count == 0 {
+			spec.Devices[i].Count = 1
+		}
+	}
+	if vm.Spec.Running == nil {
+		running := true
+		vm.Spec.Running = &running
+	}
+	return nil
+}
+
+// VMValidator checks VirtualMachines.
+type VMValidator struct {
+	// Client reads namespaces, from the manager's cache.
+	Client client.Reader
+	// APIReader reads NetworkAttachmentDefinitions live: their CRD may not be
+	// installed, and only VMs with sr-iov networks need them.
+	APIReader client.Reader
+	Policies  *policies.Engine
+	Recorder  events.EventRecorder
+}
+
+// nadGVK is Multus' NetworkAttachmentDefinition.
+var nadGVK = schema.GroupVersionKind{Group: "k8s.cni.cncf.io", Version: "v1", Kind: "NetworkAttachmentDefinition"}
+
+// ValidateCreate checks a new VM.
+func (v *VMValidator) ValidateCreate(ctx context.Context, vm *novacronv1.VirtualMachine) (admission.Warnings, error) {
+	return v.validate(ctx, "CREATE", vm, nil)
+}
+
+// ValidateUpdate checks a changed VM.
+func (v *VMValidator) ValidateUpdate(ctx context.Context, old, vm *novacronv1.VirtualMachine) (admission.Warnings, error) {
+	return v.validate(ctx, "UPDATE", vm, old)
+}
+
+// ValidateDelete allows every delete.
+func (v *VMValidator) ValidateDelete(context.Context, *novacronv1.VirtualMachine) (admission.Warnings, error) {
+	return nil, nil
+}
+
+func (v *VMValidator) validate(ctx context.Context, op string, vm, old *novacronv1.VirtualMachine) (admission.Warnings, error) {
+	errs := ValidateVMSpec(vm)
+	if old != nil {
+		errs = append(errs, validateRunningChanges(old, vm)...)
+	}
+	errs = append(errs, v.validateNetworks(ctx, vm)...)
+	if len(errs) > 0 {
+		return nil, apierrors.NewInvalid(novacronv1.GroupVersion.WithKind("VirtualMachine").GroupKind(), vm.Name, errs)
+	}
+	return admitWithPolicies(ctx, v.Client, v.Policies, v.Recorder, op, "VirtualMachine", vm, old)
+}
+
+// ValidateVMSpec runs the checks that need nothing but the VM itself.
+func ValidateVMSpec(vm *novacronv1.VirtualMachine) field.ErrorList {
+	var errs field.ErrorList
+	spec := field.NewPath("spec")
+	nets := spec.Child("template", "spec", "networks")
+	for i, n := range vm.Spec.Template.Spec.Networks {
+		ip := n.IPv4
+		if ip == nil || ip.Method != novacronv1.IPv4Static || ip.Address == "" {
+			continue
+		}
+		addr, subnet, err := net.ParseCIDR(ip.Address)
+		if err != nil {
+			errs = append(errs, field.Invalid(nets.Index(i).Child("ipv4", "address"), ip.Address, "must be an IPv4 address with prefix length, such as 10.0.1.10/24"))
+			continue
+		}
+		if gw := net.ParseIP(ip.Gateway); ip.Gateway != "" {
+			switch {
+			case gw == nil:
+				errs = append(errs, field.Invalid(nets.Index(i).Child("ipv4", "gateway"), ip.Gateway, "must be an IPv4 address"))
+			case !subnet.Contains(gw):
+				errs = append(errs, field.Invalid(nets.Index(i).Child("ipv4", "gateway"), ip.Gateway, fmt.Sprintf("must be inside the address's subnet %s", subnet)))
+			case gw.Equal(addr):
+				errs = append(errs, field.Invalid(nets.Index(i).Child("ipv4", "gateway"), ip.Gateway, "must differ from the VM's own address"))
+			}
+		}
+	}
+	if sp := vm.Spec.SnapshotPolicy; sp != nil {
+		errs = append(errs, validateSchedule(spec.Child("snapshotPolicy"), sp.Schedule, sp.TimeZone)...)
+	}
+	if mp := vm.Spec.MigrationPolicy; mp != nil && mp.Bandwidth != "" {
+		if _, err := novacronv1.ParseBandwidth(mp.Bandwidth); err != nil {
+			errs = append(errs, field.Invalid(spec.Child("migrationPolicy", "bandwidth"), mp.Bandwidth, err.Error()))
+		}
+	}
+	return errs
+}
+
+// cronParser reads the standard 5-field form, and descriptors such as @daily.
+var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// validateSchedule checks a cron schedule parses, its time zone exists, and
+// it fires at all (0 0 30 2 * parses but February has no 30th).
+func validateSchedule(path *field.Path, schedule, tz string) field.ErrorList {
+	var errs field.ErrorList
+	loc := time.UTC
+	if tz != "" {
+		l, err := time.LoadLocation(tz)
+		if err != nil {
+			errs = append(errs, field.Invalid(path.Child("timeZone"), tz, "must be an IANA time zone such as Europe/Berlin"))
+		} else {
+			loc = l
+		}
+	}
+	sched, err := cronParser.Parse(schedule)
+	if err != nil {
+		return append(errs, field.Invalid(path.Child("schedule"), schedule, fmt.Sprintf("must be a 5-field cron schedule (minute hour day-of-month month day-of-week): %v", err)))
+	}
+	// The parser gives up on schedules that never match within five years.
+	if sched.Next(time.Date(2026, 1, 1, 0, 0, 0, 0, loc)).IsZero() {
+		errs = append(errs, field.Invalid(path.Child("schedule"), schedule, "never fires (no such date); check the day of month and month"))
+	}
+	return errs
+}
+
+// validateRunningChanges refuses changes a running VM cannot take.
+func validateRunningChanges(old, vm *novacronv1.VirtualMachine) field.ErrorList {
+	switch old.Status.Phase {
+	case novacronv1.VMStarting, novacronv1.VMRunning, novacronv1.VMStopping, novacronv1.VMMigrating:
+	default:
+		return nil
+	}
+	if vm.Spec.Running != nil && !*vm.Spec.Running {
+		return nil // stopping it in the same change is fine
+	}
+	var errs field.ErrorList
+	p := field.NewPath("spec", "template", "spec")
+	o, n := &old.Spec.Template.Spec, &vm.Spec.Template.Spec
+	msg := fmt.Sprintf("cannot change while the VM is %s; stop it first (spec.running: false), then change it", old.Status.Phase)
+	if !equality.Semantic.DeepEqual(o.Resources, n.Resources) {
+		errs = append(errs, field.Forbidden(p.Child("resources"), msg))
+	}
+	if o.Image != n.Image {
+		errs = append(errs, field.Forbidden(p.Child("image"), msg))
+	}
+	if !equality.Semantic.DeepEqual(o.Devices, n.Devices) {
+		errs = append(errs, field.Forbidden(p.Child("devices"), msg))
+	}
+	if !equality.Semantic.DeepEqual(o.Networks, n.Networks) {
+		errs = append(errs, field.Forbidden(p.Child("networks"), msg))
+	}
+	return errs
+}
+
+// validateNetworks checks each sr-iov network names a NetworkAttachmentDefinition
+// in the VM's namespace that says which VF pool (resource) it uses.
+func (v *VMValidator) validateNetworks(ctx context.Context, vm *novacronv1.VirtualMachine) field.ErrorList {
+	var errs field.ErrorList
+	nets := field.NewPath("spec", "template", "spec", "networks")
+	for i, n := range vm.Spec.Template.Spec.Networks {
+		if n.Type != novacronv1.NetworkTypeSRIOV {
+			continue
+		}
+		nad := &unstructured.Unstructured{}
+		nad.SetGroupVersionKind(nadGVK)
+		err := v.APIReader.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: n.Name}, nad)
+		switch {
+		case apierrors.IsNotFound(err) || isNoMatch(err):
+			errs = append(errs, field.Invalid(nets.Index(i).Child("name"), n.Name, fmt.Sprintf("sr-iov network %q needs a NetworkAttachmentDefinition named %s in namespace %s (and Multus installed)", n.Name, n.Name, vm.Namespace)))
+		case err != nil:
+			errs = append(errs, field.InternalError(nets.Index(i).Child("name"), err))
+		case nad.GetAnnotations()["k8s.v1.cni.cncf.io/resourceName"] == "":
+			errs = append(errs, field.Invalid(nets.Index(i).Child("name"), n.Name, fmt.Sprintf("NetworkAttachmentDefinition %s/%s has no k8s.v1.cni.cncf.io/resourceName annotation naming its VF pool", vm.Namespace, n.Name)))
+		}
+	}
+	return errs
+}
+
+func isNoMatch(err error) bool {
+	return err != nil && (apierrorsIsNoMatch(err))
+}
+
+// admitWithPolicies runs the admission policies: deny-enforced violations
+// reject the request with their fields; warnings go back to the user; dryrun
+// violations become events.
+func admitWithPolicies(ctx context.Context, c client.Reader, engine *policies.Engine, rec events.EventRecorder, op, kind string, obj, old client.Object) (admission.Warnings, error) {
+	if engine == nil {
+		return nil, nil
+	}
+	in := policies.AdmissionInput{Operation: op, Kind: kind, Object: obj}
+	if old != nil && !isNilObject(old) {
+		in.OldObject = old
+	}
+	if req, err := admission.RequestFromContext(ctx); err == nil {
+		in.UserInfo = policies.UserInfo{Username: req.UserInfo.Username, Groups: req.UserInfo.Groups}
+	}
+	if ns := obj.GetNamespace(); ns != "" {
+		in.Namespace.Name = ns
+		var nsObj corev1.Namespace
+		if err := c.Get(ctx, client.ObjectKey{Name: ns}, &nsObj); err == nil {
+			in.Namespace.Labels = nsObj.Labels
+		}
+	}
+	res, err := engine.Admit(ctx, in)
+	if err != nil {
+		// Fail closed: a policy that errors does not let requests through.
+		return nil, apierrors.NewInternalError(fmt.Errorf("evaluating admission policies: %w", err))
+	}
+	for _, d := range res.DryRun {
+		if rec != nil {
+			rec.Eventf(obj, nil, corev1.EventTypeWarning, "PolicyDryRun", "Admit", "policy %s (dryrun) would deny: %s", d.Policy, d.Message)
+		}
+	}
+	if len(res.Denials) == 0 {
+		return res.Warnings, nil
+	}
+	var errs field.ErrorList
+	for _, d := range res.Denials {
+		path := field.NewPath("spec")
+		if d.Field != "" {
+			path = fieldPath(d.Field)
+		}
+		errs = append(errs, field.Forbidden(path, fmt.Sprintf("policy %s: %s", d.Policy, d.Message)))
+	}
+	gk := novacronv1.GroupVersion.WithKind(kind).GroupKind()
+	return res.Warnings, apierrors.NewInvalid(gk, obj.GetName(), errs)
+}

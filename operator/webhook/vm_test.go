@@ -1,0 +1,116 @@
+package webhook
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+)
+
+func loadSample(t testing.TB, name string) *novacronv1.VirtualMachine {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "manifests", "samples", name))
+	require.NoError(t, err)
+	vm := &novacronv1.VirtualMachine{}
+	require.NoError(t, yaml.Unmarshal(raw, vm))
+	return vm
+}
+
+func TestRunningVMRefusesHardwareChanges(t *testing.T) {
+	old := loadSample(t, "vm-basic.yaml")
+	old.Status.Phase = novacronv1.VMRunning
+	changed := old.DeepCopy()
+	changed.Spec.Template.Spec.Resources.CPU = 4
+	changed.Spec.Template.Spec.Image.Source = "marketplace://debian-12"
+	errs := validateRunningChanges(old, changed)
+	require.Len(t, errs, 2)
+	assert.Equal(t, "spec.template.spec.resources: Forbidden: cannot change while the VM is Running; stop it first (spec.running: false), then change it", errs[0].Error())
+	assert.Equal(t, "spec.template.spec.image", errs[1].Field)
+
+	changed.Spec.Running = ptr.To(false)
+	assert.Empty(t, validateRunningChanges(old, changed), "stopping it in the same change is fine")
+	old.Status.Phase = novacronv1.VMStopped
+	changed.Spec.Running = ptr.To(true)
+	assert.Empty(t, validateRunningChanges(old, changed), "a stopped VM may change")
+	old.Status.Phase = novacronv1.VMRunning
+	labelsOnly := old.DeepCopy()
+	labelsOnly.Spec.Template.Metadata.Labels = map[string]string{"a": "b"}
+	assert.Empty(t, validateRunningChanges(old, labelsOnly), "labels may change while running")
+}
+
+func TestValidateVMSpec(t *testing.T) {
+	for _, name := range []string{"vm-basic.yaml", "vm-live-migration.yaml", "vm-snapshot-policy.yaml", "vm-gpu.yaml", "vm-multi-nic.yaml", "vm-cloud-init.yaml", "vm-node-affinity.yaml"} {
+		assert.Empty(t, ValidateVMSpec(loadSample(t, name)), "sample %s", name)
+	}
+	vm := loadSample(t, "vm-multi-nic.yaml")
+	vm.Spec.Template.Spec.Networks[0].IPv4.Gateway = "10.0.1.10"
+	errs := ValidateVMSpec(vm)
+	require.Len(t, errs, 1)
+	assert.Equal(t, `spec.template.spec.networks[0].ipv4.gateway: Invalid value: "10.0.1.10": must differ from the VM's own address`, errs[0].Error())
+
+	vm = loadSample(t, "vm-snapshot-policy.yaml")
+	for schedule, want := range map[string]string{
+		"0 2 30 2 *":      "never fires",
+		"61 * * * *":      "must be a 5-field cron schedule",
+		"@daily":          "",
+		"0 2 * * MON-FRI": "",
+		"0 0 29 2 *":      "", // leap years exist
+	} {
+		vm.Spec.SnapshotPolicy.Schedule = schedule
+		errs := ValidateVMSpec(vm)
+		if want == "" {
+			assert.Empty(t, errs, schedule)
+		} else if assert.Len(t, errs, 1, schedule) {
+			assert.Contains(t, errs[0].Error(), want)
+		}
+	}
+}
+
+func TestDefaulterNeverOverrides(t *testing.T) {
+	vm := &novacronv1.VirtualMachine{}
+	vm.Spec.Template.Spec.Resources = novacronv1.VMResources{CPU: 1, Memory: resource.MustParse("1Gi")}
+	require.NoError(t, VMDefaulter{}.Default(context.Background(), vm))
+	assert.Equal(t, novacronv1.DefaultSchedulerName, vm.Spec.Template.Spec.SchedulerName)
+	require.Len(t, vm.Spec.Template.Spec.Networks, 1)
+	assert.True(t, *vm.Spec.Running)
+
+	set := loadSample(t, "vm-multi-nic.yaml")
+	set.Spec.Running = ptr.To(false)
+	set.Spec.Template.Spec.SchedulerName = "other"
+	before := set.DeepCopy()
+	require.NoError(t, VMDefaulter{}.Default(context.Background(), set))
+	assert.Equal(t, before, set)
+}
+
+// The validator and defaulter never panic, whatever the VM holds.
+func FuzzValidateVM(f *testing.F) {
+	entries, err := os.ReadDir(filepath.Join("..", "..", "manifests", "samples"))
+	require.NoError(f, err)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "vm-") {
+			raw, err := os.ReadFile(filepath.Join("..", "..", "manifests", "samples", e.Name()))
+			require.NoError(f, err)
+			f.Add(raw)
+		}
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		vm := &novacronv1.VirtualMachine{}
+		if yaml.Unmarshal(raw, vm) != nil {
+			return
+		}
+		old := vm.DeepCopy()
+		old.Status.Phase = novacronv1.VMRunning
+		_ = VMDefaulter{}.Default(context.Background(), vm)
+		_ = ValidateVMSpec(vm)
+		_ = validateRunningChanges(old, vm)
+	})
+}

@@ -1,0 +1,307 @@
+// Package admission tests NovaCron's admission webhooks and policies on
+// envtest: the real API server calls the operator's webhook server, and the
+// tests talk to it with the built kubectl, as a user would.
+package admission
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zapcore"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/manager"
+	"github.com/novacron/operator/test/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
+	var err error
+	env, err = testenv.Start(testenv.WithWebhooks())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+
+	// The operator with its webhook server where the API server expects it.
+	opts := manager.DefaultOptions()
+	opts.MetricsAddr, opts.ProbeAddr = "0", "0"
+	opts.WebhookHost, opts.WebhookPort, opts.WebhookCertDir = env.WebhookHost, env.WebhookPort, env.WebhookCertDir
+	stop, _, err := env.RunOperator(opts, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer stop()
+
+	// The built-in policies, as `kubectl apply -f manifests/policies/` installs
+	// them, once the webhook server (which validates them) answers.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := env.Kubectl(context.Background(), "apply", "-f", filepath.Join(env.RepoRoot, "manifests", "policies"))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintln(os.Stderr, "installing the built-in policies:", err)
+			return 1
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return m.Run()
+}
+
+func waitCompiled(t *testing.T, name string, gen int64) *novacronv1.VirtualMachinePolicy {
+	t.Helper()
+	p := &novacronv1.VirtualMachinePolicy{}
+	require.Eventually(t, func() bool {
+		if env.Client.Get(context.Background(), client.ObjectKey{Name: name}, p) != nil {
+			return false
+		}
+		c := meta.FindStatusCondition(p.Status.Conditions, novacronv1.PolicyConditionCompiled)
+		return c != nil && c.ObservedGeneration >= gen
+	}, 20*time.Second, 20*time.Millisecond, "policy %s generation %d was never compiled", name, gen)
+	return p
+}
+
+// operator waits until the built-in policies are in force.
+func operator(t *testing.T) {
+	t.Helper()
+	for _, name := range []string{"vm-size-limits", "allowed-image-sources", "gpu-namespaces", "required-labels", "snapshot-retention", "encrypted-migration"} {
+		p := waitCompiled(t, name, 1)
+		require.True(t, meta.IsStatusConditionTrue(p.Status.Conditions, novacronv1.PolicyConditionCompiled), name)
+	}
+}
+
+func sample(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(env.RepoRoot, "manifests", "samples", file))
+	require.NoError(t, err)
+	return string(b)
+}
+
+func rename(doc, from, to string) string {
+	return strings.Replace(doc, "name: "+from, "name: "+to, 1)
+}
+
+func apply(t *testing.T, doc string) (stdout, stderr string, err error) {
+	t.Helper()
+	return env.KubectlIO(context.Background(), doc, "apply", "-f", "-")
+}
+
+func TestBadVMsAreRejectedNamingTheFields(t *testing.T) {
+	operator(t)
+	basic := rename(sample(t, "vm-basic.yaml"), "my-vm", "bad-vm")
+	cases := []struct {
+		name string
+		doc  string
+		want []string
+	}{
+		{"gateway outside the subnet",
+			strings.Replace(rename(sample(t, "vm-multi-nic.yaml"), "multi-nic-vm", "bad-gw"), "gateway: 10.0.1.1", "gateway: 10.0.2.1", 1),
+			[]string{`spec.template.spec.networks[0].ipv4.gateway: Invalid value: "10.0.2.1": must be inside the address's subnet 10.0.1.0/24`}},
+		{"sr-iov network without a NetworkAttachmentDefinition",
+			rename(sample(t, "vm-multi-nic.yaml"), "multi-nic-vm", "no-nad"),
+			[]string{`spec.template.spec.networks[1].name: Invalid value: "data": sr-iov network "data" needs a NetworkAttachmentDefinition named data in namespace default`}},
+		{"schedule that never fires",
+			strings.Replace(rename(sample(t, "vm-snapshot-policy.yaml"), "my-vm-snapshotted", "feb-30"), `"0 2 * * *"`, `"0 2 30 2 *"`, 1),
+			[]string{`spec.snapshotPolicy.schedule: Invalid value: "0 2 30 2 *": never fires`}},
+		{"unknown time zone",
+			strings.Replace(rename(sample(t, "vm-snapshot-policy.yaml"), "my-vm-snapshotted", "bad-tz"), "retention: 7", "retention: 7\n    timeZone: Mars/Olympus", 1),
+			[]string{`spec.snapshotPolicy.timeZone: Invalid value: "Mars/Olympus": must be an IANA time zone`}},
+		{"a built-in policy: too many vCPUs, and too much retention",
+			strings.Replace(strings.Replace(rename(sample(t, "vm-snapshot-policy.yaml"), "my-vm-snapshotted", "huge"), "cpu: 2", "cpu: 96", 1), "retention: 7", "retention: 90", 1),
+			[]string{`spec.template.spec.resources.cpu: Forbidden: policy vm-size-limits: 96 vCPUs is above the limit of 64; ask for fewer`,
+				`spec.snapshotPolicy.retention: Forbidden: policy snapshot-retention: snapshot retention 90 is above the limit of 30`}},
+		{"a built-in policy: plain http image",
+			strings.Replace(basic, `"marketplace://ubuntu-22.04-lts"`, `"http://images.example.com/x.qcow2"`, 1),
+			[]string{`spec.template.spec.image.source: Forbidden: policy allowed-image-sources: image source "http://images.example.com/x.qcow2" is not allowed`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := apply(t, tc.doc)
+			require.Error(t, err, "accepted:\n%s", tc.doc)
+			for _, w := range tc.want {
+				assert.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func TestDefaultsAreFilledIn(t *testing.T) {
+	operator(t)
+	doc := `apiVersion: novacron.io/v1alpha1
+kind: VirtualMachine
+metadata:
+  name: minimal
+  namespace: default
+spec:
+  template:
+    spec:
+      resources: {cpu: 1, memory: 1Gi}
+      image: {source: "marketplace://ubuntu-22.04-lts"}
+`
+	_, _, err := apply(t, doc)
+	require.NoError(t, err)
+	vm := &novacronv1.VirtualMachine{}
+	require.NoError(t, env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "minimal"}, vm))
+	assert.Equal(t, novacronv1.DefaultSchedulerName, vm.Spec.Template.Spec.SchedulerName)
+	assert.Equal(t, []novacronv1.Network{{Name: "default", Type: novacronv1.NetworkTypeBridge, IPv4: &novacronv1.IPv4Config{Method: novacronv1.IPv4DHCP}}}, vm.Spec.Template.Spec.Networks)
+	require.NotNil(t, vm.Spec.Running)
+	assert.True(t, *vm.Spec.Running)
+
+	// What was set is never overridden.
+	_, _, err = apply(t, strings.Replace(doc, "image:", "schedulerName: my-scheduler\n      image:", 1))
+	require.NoError(t, err)
+	require.NoError(t, env.Client.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: "minimal"}, vm))
+	assert.Equal(t, "my-scheduler", vm.Spec.Template.Spec.SchedulerName)
+}
+
+func TestWarnPolicyShowsAKubectlWarning(t *testing.T) {
+	operator(t)
+	_, stderr, err := apply(t, rename(sample(t, "vm-gpu.yaml"), "gpu-vm", "warned-gpu-vm"))
+	require.NoError(t, err, "a warn policy lets the VM in")
+	assert.Contains(t, stderr, "Warning: policy gpu-namespaces: namespace default may not use GPUs; a cluster admin labels it novacron.io/gpu-allowed=true to allow them")
+}
+
+func TestDryRunPolicyOnlyRecordsAnEvent(t *testing.T) {
+	operator(t)
+	_, stderr, err := apply(t, rename(sample(t, "vm-basic.yaml"), "my-vm", "no-owner"))
+	require.NoError(t, err)
+	assert.NotContains(t, stderr, "required-labels")
+	require.Eventually(t, func() bool {
+		out, err := env.Kubectl(context.Background(), "get", "events", "--field-selector", "involvedObject.name=no-owner", "-o", "custom-columns=REASON:.reason,MSG:.message", "--no-headers")
+		return err == nil && strings.Contains(out, "PolicyDryRun") && strings.Contains(out, `policy required-labels (dryrun) would deny: label "owner" is required`)
+	}, 10*time.Second, 50*time.Millisecond)
+}
+
+const teamPolicy = `apiVersion: novacron.io/v1alpha1
+kind: VirtualMachinePolicy
+metadata:
+  name: team-cpu
+spec:
+  decisionPoints: [admission]
+  enforcement: deny
+  rego: |
+    package team.cpu
+    import data.novacron.lib
+    deny contains {"msg": sprintf("at most %d vCPUs here", [LIMIT]), "field": "spec.template.spec.resources.cpu"} if {
+      lib.vm_spec.resources.cpu > LIMIT
+    }
+`
+
+func vmWithCPU(name string, cpu int) string {
+	return fmt.Sprintf(`apiVersion: novacron.io/v1alpha1
+kind: VirtualMachine
+metadata:
+  name: %s
+  namespace: default
+  labels: {owner: team-a}
+spec:
+  template:
+    spec:
+      resources: {cpu: %d, memory: 1Gi}
+      image: {source: "marketplace://ubuntu-22.04-lts"}
+`, name, cpu)
+}
+
+// Editing a policy changes admission without restarting anything; a policy
+// that does not compile is refused with the compiler's line and column; one
+// that got in anyway shows its errors while the last good version stays.
+func TestPolicyHotReloadAndCompileErrors(t *testing.T) {
+	operator(t)
+	ctx := context.Background()
+	_, _, err := apply(t, strings.ReplaceAll(teamPolicy, "LIMIT", "8"))
+	require.NoError(t, err)
+	waitCompiled(t, "team-cpu", 1)
+	_, _, err = apply(t, vmWithCPU("team-vm", 16))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "spec.template.spec.resources.cpu: Forbidden: policy team-cpu: at most 8 vCPUs here")
+
+	edited := time.Now()
+	_, _, err = apply(t, strings.ReplaceAll(teamPolicy, "LIMIT", "32"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, _, err := apply(t, vmWithCPU("team-vm", 16))
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond, "the edited policy never took effect")
+	t.Logf("policy edit to admission change: %s", time.Since(edited).Round(time.Millisecond))
+
+	// A broken edit is refused at admission with the compiler's position.
+	broken := strings.Replace(strings.ReplaceAll(teamPolicy, "LIMIT", "32"), "lib.vm_spec.resources.cpu > 32", "lib.vm_spec.resources.cpu >", 1)
+	_, _, err = apply(t, broken)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "spec.rego: Invalid value: \"(rego source)\": line 5, column")
+
+	// Let one in around the webhook (as if it was created while the webhook was
+	// not installed), then put the webhook back.
+	vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: "validating-webhook-configuration"}, vwc))
+	saved := vwc.DeepCopy()
+	var kept []admissionregistrationv1.ValidatingWebhook
+	for _, w := range vwc.Webhooks {
+		if w.Name != "vvirtualmachinepolicy.novacron.io" {
+			kept = append(kept, w)
+		}
+	}
+	vwc.Webhooks = kept
+	require.NoError(t, env.Client.Update(ctx, vwc))
+	require.Eventually(t, func() bool {
+		_, _, err := apply(t, broken)
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond)
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: "validating-webhook-configuration"}, vwc))
+	vwc.Webhooks = saved.Webhooks
+	require.NoError(t, env.Client.Update(ctx, vwc))
+
+	p := waitCompiled(t, "team-cpu", 3)
+	c := meta.FindStatusCondition(p.Status.Conditions, novacronv1.PolicyConditionCompiled)
+	assert.Equal(t, metav1.ConditionFalse, c.Status)
+	assert.Contains(t, c.Message, "policy team-cpu does not compile: line 5, column")
+	assert.Contains(t, c.Message, "generation 2 stays in force")
+	out, err := env.Kubectl(ctx, "get", "vmpol", "team-cpu")
+	require.NoError(t, err)
+	assert.Contains(t, out, "False", "kubectl get vmpol shows it did not compile")
+	// The last good version (at most 32) still decides.
+	_, _, err = apply(t, vmWithCPU("team-vm-2", 40))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "policy team-cpu: at most 32 vCPUs here")
+}
+
+func TestMigrationAdmission(t *testing.T) {
+	operator(t)
+	_, _, err := apply(t, vmWithCPU("stays-put", 2))
+	require.NoError(t, err)
+	_, _, err = apply(t, "apiVersion: novacron.io/v1alpha1\nkind: VirtualMachineMigration\nmetadata: {name: move-it, namespace: default}\nspec: {vmName: stays-put}\n")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "spec.vmName: Forbidden: VirtualMachine stays-put does not allow live migration; set its spec.migrationPolicy.allowLiveMigration: true")
+	assert.Contains(t, err.Error(), "only a Running VM can be live-migrated")
+
+	_, _, err = apply(t, "apiVersion: novacron.io/v1alpha1\nkind: VirtualMachineMigration\nmetadata: {name: ghost, namespace: default}\nspec: {vmName: no-such-vm}\n")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `spec.vmName: Not found: "VirtualMachine default/no-such-vm"`)
+
+	_, _, err = apply(t, "apiVersion: novacron.io/v1alpha1\nkind: VirtualMachineRestore\nmetadata: {name: r, namespace: default}\nspec: {vmName: stays-put, snapshotName: nope}\n")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `spec.snapshotName: Not found: "VirtualMachineSnapshot default/nope"`)
+}
