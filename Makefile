@@ -30,6 +30,7 @@ manifests: ## Generate CRDs (manifests/crd/bases), RBAC (manifests/rbac), webhoo
 	$(CONTROLLER_GEN) crd rbac:roleName=novacron-manager webhook paths=./api/... paths=./operator/... \
 		output:crd:artifacts:config=manifests/crd/bases output:rbac:artifacts:config=manifests/rbac \
 		output:webhook:artifacts:config=manifests/webhook
+	hack/webhook-manifests.sh
 	go run ./hack/genpolicies manifests/policies
 
 .PHONY: verify-generated

@@ -256,7 +256,7 @@ func TestPolicyHotReloadAndCompileErrors(t *testing.T) {
 	// Let one in around the webhook (as if it was created while the webhook was
 	// not installed), then put the webhook back.
 	vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
-	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: "validating-webhook-configuration"}, vwc))
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: "novacron-validating-webhook"}, vwc))
 	saved := vwc.DeepCopy()
 	var kept []admissionregistrationv1.ValidatingWebhook
 	for _, w := range vwc.Webhooks {
@@ -270,7 +270,7 @@ func TestPolicyHotReloadAndCompileErrors(t *testing.T) {
 		_, _, err := apply(t, broken)
 		return err == nil
 	}, 10*time.Second, 50*time.Millisecond)
-	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: "validating-webhook-configuration"}, vwc))
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: "novacron-validating-webhook"}, vwc))
 	vwc.Webhooks = saved.Webhooks
 	require.NoError(t, env.Client.Update(ctx, vwc))
 
