@@ -11,6 +11,17 @@ const (
 	// (in PreBind) to the JSON form of DeviceAssignment: the concrete devices the
 	// VM gets on the pod's node.
 	AnnotationAssignedDevices = "novacron.io/assigned-devices"
+
+	// AnnotationVCPUs and AnnotationMemoryBytes give a launcher pod's VM size
+	// (before overcommit), so the scheduler can count a node's VMs against its
+	// Hypervisor's overcommitted capacity without looking each VM up.
+	AnnotationVCPUs       = "novacron.io/vcpus"
+	AnnotationMemoryBytes = "novacron.io/memory-bytes"
+
+	// LabelMigrationSource marks a migration's target launcher pod with the
+	// node the VM leaves: the scheduler never picks that node, and only picks
+	// nodes whose CPU model matches it.
+	LabelMigrationSource = "novacron.io/migration-source"
 )
 
 // DeviceAssignment is the set of host devices chosen for a VM on its node.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -101,6 +102,8 @@ func buildLauncherPod(vm *novacronv1.VirtualMachine, cfg LauncherConfig) *corev1
 	for k, v := range vm.Spec.Template.Metadata.Annotations {
 		annotations[k] = v
 	}
+	annotations[novacronv1.AnnotationVCPUs] = strconv.Itoa(int(spec.Resources.CPU))
+	annotations[novacronv1.AnnotationMemoryBytes] = strconv.FormatInt(spec.Resources.Memory.Value(), 10)
 	schedulerName := spec.SchedulerName
 	if schedulerName == "" {
 		schedulerName = novacronv1.DefaultSchedulerName

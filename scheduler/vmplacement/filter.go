@@ -1,0 +1,217 @@
+package vmplacement
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+	fwk "k8s.io/kube-scheduler/framework"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/policies"
+)
+
+const stateKey fwk.StateKey = Name
+
+// cycleState is what PreFilter works out once per pod for Filter and Score.
+type cycleState struct {
+	req Request
+	// denied and scores come from the placement policies, per node.
+	denied map[string][]string
+	scores map[string]int64
+	// source is the node a migration's VM leaves, and its CPU model.
+	source, sourceCPUModel string
+}
+
+func (s *cycleState) Clone() fwk.StateData { return s }
+
+func readState(state fwk.CycleState) (*cycleState, *fwk.Status) {
+	d, err := state.Read(stateKey)
+	if err != nil {
+		return nil, fwk.AsStatus(fmt.Errorf("%s: reading cycle state: %w", Name, err))
+	}
+	return d.(*cycleState), nil
+}
+
+// PreFilter reads the VM behind a launcher pod and evaluates the placement
+// policies once for all nodes, so Filter and Score only look things up.
+func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, nodes []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
+	if !isLauncher(pod) {
+		return nil, fwk.NewStatus(fwk.Skip)
+	}
+	o, err := p.vms.ByNamespace(pod.Namespace).Get(pod.Labels[novacronv1.LabelVM])
+	if err != nil {
+		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("VirtualMachine %s/%s not found", pod.Namespace, pod.Labels[novacronv1.LabelVM]))
+	}
+	vm, err := toTyped[novacronv1.VirtualMachine](o)
+	if err != nil {
+		return nil, fwk.AsStatus(err)
+	}
+	s := &cycleState{}
+	spec := &vm.Spec.Template.Spec
+	s.req.VCPUs, s.req.MemoryBytes = int64(spec.Resources.CPU), spec.Resources.Memory.Value()
+	for _, d := range spec.Devices {
+		s.req.GPUs = append(s.req.GPUs, GPURequest{Vendor: d.Vendor, Model: d.Model, Count: int(d.Count)})
+	}
+	for _, n := range spec.Networks {
+		if n.Type != novacronv1.NetworkTypeSRIOV {
+			continue
+		}
+		nad, err := p.dyn.Resource(nadGVR).Namespace(pod.Namespace).Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+				return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("sr-iov network %s: NetworkAttachmentDefinition %s/%s not found", n.Name, pod.Namespace, n.Name))
+			}
+			return nil, fwk.AsStatus(err)
+		}
+		res := nad.GetAnnotations()["k8s.v1.cni.cncf.io/resourceName"]
+		if res == "" {
+			return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("sr-iov network %s: NetworkAttachmentDefinition %s/%s names no resource (k8s.v1.cni.cncf.io/resourceName)", n.Name, pod.Namespace, n.Name))
+		}
+		s.req.VFs = append(s.req.VFs, VFRequest{Network: n.Name, ResourceName: res})
+	}
+	if src := pod.Labels[novacronv1.LabelMigrationSource]; src != "" {
+		s.source = src
+		if hv, err := p.hypervisor(src); err == nil {
+			s.sourceCPUModel = hv.Status.CPUModel
+		}
+	}
+
+	in := policies.PlacementInput{VM: vm, Namespace: policies.Namespace{Name: pod.Namespace}}
+	for _, ni := range nodes {
+		node := ni.Node()
+		n := policies.NodeInput{Name: node.Name, Labels: node.Labels}
+		if hv, err := p.hypervisor(node.Name); err == nil {
+			n.Hypervisor = hv.Status
+		}
+		in.Nodes = append(in.Nodes, n)
+	}
+	res, err := p.engine.Place(ctx, in)
+	if err != nil {
+		return nil, fwk.AsStatus(err)
+	}
+	s.denied, s.scores = res.Denied, res.Scores
+	state.Write(stateKey, s)
+	return nil, nil
+}
+
+// PreFilterExtensions is nil: the plugin's state does not depend on which
+// other pods a preemption would remove.
+func (p *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
+
+// nodeUse is what the VMs already on a node take: vCPUs, memory and devices,
+// counting pods reserved in this scheduler but not yet annotated.
+type nodeUse struct {
+	vcpus, memBytes int64
+	devices         sets.Set[string]
+}
+
+func (p *Plugin) usage(ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
+	u := nodeUse{devices: sets.New[string]()}
+	seen := sets.New[string]()
+	for _, pi := range ni.GetPods() {
+		pod := pi.GetPod()
+		if pod.UID == self.UID || !isLauncher(pod) {
+			continue
+		}
+		seen.Insert(string(pod.UID))
+		v, _ := strconv.ParseInt(pod.Annotations[novacronv1.AnnotationVCPUs], 10, 64)
+		m, _ := strconv.ParseInt(pod.Annotations[novacronv1.AnnotationMemoryBytes], 10, 64)
+		u.vcpus += v
+		u.memBytes += m
+		if a, ok := parseAssignment(pod); ok {
+			for _, g := range a.GPUs {
+				u.devices.Insert(g.PCIAddress)
+			}
+			for _, vf := range a.VFs {
+				u.devices.Insert(vf)
+			}
+		}
+	}
+	node := ni.Node().Name
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for uid, r := range p.reserve {
+		if r.node != node || uid == self.UID {
+			continue
+		}
+		u.devices.Insert(r.devices...)
+		if !seen.Has(string(uid)) {
+			u.vcpus += r.vcpus
+			u.memBytes += r.memBytes
+		}
+	}
+	return u
+}
+
+// capacity is what VMs may take on a node: the Hypervisor's capacity times its
+// overcommit ratios.
+func capacity(hv *novacronv1.Hypervisor) (vcpus, memBytes int64) {
+	cpuRatio, memRatio := 1.0, 1.0
+	if q := hv.Spec.Overcommit.CPU; q != nil {
+		cpuRatio = q.AsApproximateFloat64()
+	}
+	if q := hv.Spec.Overcommit.Memory; q != nil {
+		memRatio = q.AsApproximateFloat64()
+	}
+	cpu := hv.Status.Capacity[corev1.ResourceCPU]
+	mem := hv.Status.Capacity[corev1.ResourceMemory]
+	return int64(float64(cpu.Value()) * cpuRatio), int64(float64(mem.Value()) * memRatio)
+}
+
+// Filter says whether the VM fits on the node, and if not, why.
+//
+// Each reason starts with the node's name: the scheduler's summary of a pod it
+// cannot place counts identical reasons, and so lists every node's own one
+// ("node-3: 0/2 tesla-t4 free"), which the operator shows on the VM.
+func (p *Plugin) Filter(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.Status {
+	s, st := readState(state)
+	if st != nil {
+		return st
+	}
+	node := ni.Node().Name
+	if st := p.filter(s, pod, ni); st != nil && !st.IsSuccess() {
+		return fwk.NewStatus(st.Code(), node+": "+st.Message())
+	}
+	return nil
+}
+
+func (p *Plugin) filter(s *cycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.Status {
+	node := ni.Node().Name
+	if node == s.source {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "the VM is migrating away from this node")
+	}
+	hv, err := p.hypervisor(node)
+	if err != nil {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "no Hypervisor object for this node")
+	}
+	if c := meta.FindStatusCondition(hv.Status.Conditions, novacronv1.HypervisorConditionReachable); c != nil && c.Status == metav1.ConditionFalse {
+		return fwk.NewStatus(fwk.Unschedulable, "hypervisor unreachable: "+c.Message)
+	}
+	if reasons := s.denied[node]; len(reasons) > 0 {
+		return fwk.NewStatus(fwk.Unschedulable, strings.Join(reasons, "; "))
+	}
+	if s.source != "" && s.sourceCPUModel != "" && hv.Status.CPUModel != s.sourceCPUModel {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("CPU model %s differs from the source node's %s", hv.Status.CPUModel, s.sourceCPUModel))
+	}
+	use := p.usage(ni, pod)
+	capCPU, capMem := capacity(hv)
+	if use.vcpus+s.req.VCPUs > capCPU {
+		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("%d/%d vCPUs free, %d needed", max(capCPU-use.vcpus, 0), capCPU, s.req.VCPUs))
+	}
+	if use.memBytes+s.req.MemoryBytes > capMem {
+		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("%dMi/%dMi of VM memory free, %dMi needed", max(capMem-use.memBytes, 0)>>20, capMem>>20, s.req.MemoryBytes>>20))
+	}
+	if s.req.hasDevices() {
+		if _, reason := assign(&s.req, hv, use.devices, p.args.NUMAAlignment); reason != "" {
+			return fwk.NewStatus(fwk.Unschedulable, reason)
+		}
+	}
+	return nil
+}

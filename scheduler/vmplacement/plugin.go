@@ -1,0 +1,201 @@
+// Package vmplacement is the NovaCron scheduler plugin: it places VM launcher
+// pods on hypervisor nodes by the Hypervisor inventory (vCPUs and memory with
+// the node's overcommit ratios, GPUs by vendor/model/count, SR-IOV VFs per
+// network, optional NUMA alignment) and by the platform team's placement
+// policies, picks the concrete devices in Reserve and records them on the pod
+// in PreBind for the operator.
+package vmplacement
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/policies"
+)
+
+// Name is the plugin's name in a KubeSchedulerConfiguration.
+const Name = "VMPlacement"
+
+// Args configure the plugin (pluginConfig args in the scheduler profile).
+type Args struct {
+	// ScoringStrategy is pack (fill nodes up), spread (use the emptiest node)
+	// or balanced (keep vCPU and memory use even). Default spread.
+	ScoringStrategy string `json:"scoringStrategy,omitempty"`
+	// NUMAAlignment puts all of a VM's devices on one NUMA node.
+	NUMAAlignment bool `json:"numaAlignment,omitempty"`
+	// FragmentationWeight weighs the device-fragmentation score against the
+	// strategy's (both 0-100). Default 1.
+	FragmentationWeight int64 `json:"fragmentationWeight,omitempty"`
+}
+
+// GroupVersionResources the plugin watches.
+var (
+	hypervisorsGVR = novacronv1.GroupVersion.WithResource("hypervisors")
+	vmsGVR         = novacronv1.GroupVersion.WithResource("virtualmachines")
+	policiesGVR    = novacronv1.GroupVersion.WithResource("virtualmachinepolicies")
+	nadGVR         = schema.GroupVersionResource{Group: "k8s.cni.cncf.io", Version: "v1", Resource: "network-attachment-definitions"}
+)
+
+// Plugin is the VMPlacement plugin.
+type Plugin struct {
+	args    Args
+	handle  fwk.Handle
+	dyn     dynamic.Interface
+	hvs     cache.GenericLister
+	vms     cache.GenericLister
+	engine  *policies.Engine
+	mu      sync.Mutex
+	reserve map[types.UID]reservation // pods between Reserve and their annotation showing up
+}
+
+type reservation struct {
+	node     string
+	devices  []string
+	vcpus    int64
+	memBytes int64
+}
+
+var (
+	_ fwk.PreFilterPlugin   = (*Plugin)(nil)
+	_ fwk.FilterPlugin      = (*Plugin)(nil)
+	_ fwk.ScorePlugin       = (*Plugin)(nil)
+	_ fwk.ReservePlugin     = (*Plugin)(nil)
+	_ fwk.PreBindPlugin     = (*Plugin)(nil)
+	_ fwk.EnqueueExtensions = (*Plugin)(nil)
+	_ fwk.SignPlugin        = (*Plugin)(nil)
+)
+
+// New builds the plugin: its informers for Hypervisors, VirtualMachines and
+// VirtualMachinePolicies, and its own policy engine fed by the latter.
+func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+	args := Args{ScoringStrategy: "spread", FragmentationWeight: 1}
+	if obj != nil {
+		if err := frameworkruntime.DecodeInto(obj, &args); err != nil {
+			return nil, fmt.Errorf("%s args: %w", Name, err)
+		}
+	}
+	switch args.ScoringStrategy {
+	case "pack", "spread", "balanced":
+	default:
+		return nil, fmt.Errorf("%s args: scoringStrategy %q is not pack, spread or balanced", Name, args.ScoringStrategy)
+	}
+	if args.FragmentationWeight < 0 {
+		return nil, fmt.Errorf("%s args: fragmentationWeight must not be negative", Name)
+	}
+	dyn, err := dynamic.NewForConfig(h.KubeConfig())
+	if err != nil {
+		return nil, err
+	}
+	engine, err := policies.NewEngine()
+	if err != nil {
+		return nil, err
+	}
+	p := &Plugin{args: args, handle: h, dyn: dyn, engine: engine, reserve: map[types.UID]reservation{}}
+
+	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	p.hvs = f.ForResource(hypervisorsGVR).Lister()
+	p.vms = f.ForResource(vmsGVR).Lister()
+	pol := f.ForResource(policiesGVR).Informer()
+	logger := klog.FromContext(ctx)
+	if _, err := pol.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { p.loadPolicy(ctx, logger, o) },
+		UpdateFunc: func(_, o any) { p.loadPolicy(ctx, logger, o) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if u, err := toTyped[novacronv1.VirtualMachinePolicy](o); err == nil {
+				p.engine.Remove(u.Name)
+			}
+		},
+	}); err != nil {
+		return nil, err
+	}
+	// A reservation ends when the pod's annotation is in the scheduler's cache
+	// (its devices then count from the pod) or the pod is gone.
+	if _, err := h.SharedInformerFactory().Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, o any) {
+			if pod, ok := o.(*corev1.Pod); ok && pod.Annotations[novacronv1.AnnotationAssignedDevices] != "" && pod.Spec.NodeName != "" {
+				p.forget(pod.UID)
+			}
+		},
+		DeleteFunc: func(o any) {
+			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if pod, ok := o.(*corev1.Pod); ok {
+				p.forget(pod.UID)
+			}
+		},
+	}); err != nil {
+		return nil, err
+	}
+	f.Start(ctx.Done())
+	for gvr, ok := range f.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return nil, fmt.Errorf("%s: cache of %s did not sync", Name, gvr)
+		}
+	}
+	return p, nil
+}
+
+// Name returns the plugin's name.
+func (p *Plugin) Name() string { return Name }
+
+func (p *Plugin) loadPolicy(ctx context.Context, logger klog.Logger, o any) {
+	pol, err := toTyped[novacronv1.VirtualMachinePolicy](o)
+	if err != nil {
+		return
+	}
+	if err := p.engine.Upsert(ctx, pol); err != nil {
+		// The operator reports compile errors in the policy's status; the last
+		// good version stays in force here too.
+		logger.V(2).Info("policy does not compile; keeping its last good version", "policy", pol.Name, "err", err)
+	}
+}
+
+func (p *Plugin) forget(uid types.UID) {
+	p.mu.Lock()
+	delete(p.reserve, uid)
+	p.mu.Unlock()
+}
+
+// toTyped converts an informer's unstructured object into a NovaCron type.
+func toTyped[T any](o any) (*T, error) {
+	u, ok := o.(interface{ UnstructuredContent() map[string]any })
+	if !ok {
+		return nil, fmt.Errorf("unexpected object %T", o)
+	}
+	out := new(T)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (p *Plugin) hypervisor(node string) (*novacronv1.Hypervisor, error) {
+	o, err := p.hvs.Get(node)
+	if err != nil {
+		return nil, err
+	}
+	return toTyped[novacronv1.Hypervisor](o)
+}
+
+// isLauncher tells VM launcher pods from every other pod, which the plugin
+// leaves to the default plugins.
+func isLauncher(pod *corev1.Pod) bool {
+	return pod.Labels[novacronv1.LabelComponent] == "launcher" && pod.Labels[novacronv1.LabelVM] != ""
+}

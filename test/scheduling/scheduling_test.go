@@ -1,0 +1,266 @@
+package scheduling
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/vm"
+	"github.com/novacron/operator/test/testenv"
+)
+
+const timeout = 60 * time.Second
+
+func newVM(ns, name string, cpu int32) *novacronv1.VirtualMachine {
+	return &novacronv1.VirtualMachine{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true), Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
+			Resources:     novacronv1.VMResources{CPU: cpu, Memory: resource.MustParse("1Gi")},
+			Image:         novacronv1.ImageSource{Source: "marketplace://ubuntu-22.04-lts"},
+			SchedulerName: "novacron-scheduler",
+		}}},
+	}
+}
+
+func gpuVM(ns, name string) *novacronv1.VirtualMachine {
+	v := newVM(ns, name, 2)
+	v.Spec.Template.Spec.Devices = []novacronv1.Device{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Model: "tesla-t4", Count: 1}}
+	return v
+}
+
+// namespace gives each test its own namespace, deleted (VMs first) at the end.
+func namespace(t *testing.T, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))
+	t.Cleanup(func() {
+		var vms novacronv1.VirtualMachineList
+		_ = env.Client.List(ctx, &vms, client.InNamespace(name))
+		for _, v := range vms.Items {
+			env.DeleteVMAndWait(t, client.ObjectKeyFromObject(&v), timeout)
+		}
+	})
+	return name
+}
+
+func running(t *testing.T, v *novacronv1.VirtualMachine) *novacronv1.VirtualMachine {
+	t.Helper()
+	return env.WaitVM(t, client.ObjectKeyFromObject(v), timeout, "phase Running", testenv.PhaseIs(novacronv1.VMRunning))
+}
+
+func create(t *testing.T, vms ...*novacronv1.VirtualMachine) {
+	t.Helper()
+	for _, v := range vms {
+		require.NoError(t, env.Client.Create(context.Background(), v))
+	}
+}
+
+func scheduledCondition(v *novacronv1.VirtualMachine) string {
+	if c := meta.FindStatusCondition(v.Status.Conditions, novacronv1.VMConditionScheduled); c != nil {
+		return c.Reason + ": " + c.Message
+	}
+	return ""
+}
+
+// GPU VMs land only where a T4 is free, each on its own device, with that
+// device in its domain; when none is free the VM waits with every node's reason.
+func TestGPUVMsLandWhereDevicesAreFree(t *testing.T) {
+	ns := namespace(t, "gpus")
+	var vms []*novacronv1.VirtualMachine
+	for i := 0; i < 4; i++ {
+		vms = append(vms, gpuVM(ns, fmt.Sprintf("gpu-vm-%d", i)))
+	}
+	start := time.Now()
+	create(t, vms...)
+	devices := map[string]string{}
+	for _, v := range vms {
+		got := running(t, v)
+		require.Len(t, got.Status.Devices, 1)
+		assert.Contains(t, []string{"gpu-1", "gpu-2"}, got.Status.NodeName)
+		key := got.Status.NodeName + "/" + got.Status.Devices[0].PCIAddress
+		assert.Empty(t, devices[key], "device %s given twice", key)
+		devices[key] = got.Name
+	}
+	t.Logf("4 GPU VMs apply to Running: %s", time.Since(start).Round(time.Millisecond))
+
+	// The domain on the node carries the assigned device.
+	first := running(t, vms[0])
+	h, err := connector.Hypervisor(context.Background(), nodeURIs[first.Status.NodeName])
+	require.NoError(t, err)
+	st, err := h.State(context.Background(), vm.DomainName(first))
+	require.NoError(t, err)
+	assert.Equal(t, provider.StateRunning, st)
+
+	// All four T4s are taken: the fifth waits, saying why for every node.
+	extra := gpuVM(ns, "gpu-vm-extra")
+	create(t, extra)
+	pending := env.WaitVM(t, client.ObjectKeyFromObject(extra), timeout, "the scheduler's reason", func(v *novacronv1.VirtualMachine) bool {
+		return strings.Contains(scheduledCondition(v), "Unschedulable")
+	})
+	msg := scheduledCondition(pending)
+	assert.Contains(t, msg, "gpu-1: 0/2 tesla-t4 free, 1 needed")
+	assert.Contains(t, msg, "gpu-2: 0/2 tesla-t4 free, 1 needed")
+	assert.Contains(t, msg, "cpu-1: 0/0 tesla-t4 free, 1 needed")
+
+	// Deleting a GPU VM frees its device and the waiting VM gets placed.
+	env.DeleteVMAndWait(t, client.ObjectKeyFromObject(vms[0]), timeout)
+	got := running(t, extra)
+	assert.Equal(t, first.Status.NodeName+"/"+first.Status.Devices[0].PCIAddress, got.Status.NodeName+"/"+got.Status.Devices[0].PCIAddress)
+}
+
+// Many GPU VMs at once, more than there are GPUs: none shares a device.
+func TestConcurrentGPUVMsNeverShareADevice(t *testing.T) {
+	ns := namespace(t, "gpu-rush")
+	const n = 50
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			assert.NoError(t, env.Client.Create(context.Background(), gpuVM(ns, fmt.Sprintf("rush-%02d", i))))
+		}(i)
+	}
+	wg.Wait()
+	var placed []novacronv1.VirtualMachine
+	require.Eventually(t, func() bool {
+		var list novacronv1.VirtualMachineList
+		require.NoError(t, env.Client.List(context.Background(), &list, client.InNamespace(ns)))
+		placed = placed[:0]
+		waiting := 0
+		for _, v := range list.Items {
+			switch {
+			case v.Status.Phase == novacronv1.VMRunning:
+				placed = append(placed, v)
+			case strings.Contains(scheduledCondition(&v), "Unschedulable"):
+				waiting++
+			}
+		}
+		return len(placed) == 4 && waiting == n-4
+	}, timeout, 100*time.Millisecond, "expected 4 VMs running (4 T4s) and %d waiting with a reason", n-4)
+	seen := map[string]bool{}
+	for _, v := range placed {
+		require.Len(t, v.Status.Devices, 1)
+		key := v.Status.NodeName + "/" + v.Status.Devices[0].PCIAddress
+		assert.False(t, seen[key], "device %s assigned twice", key)
+		seen[key] = true
+	}
+}
+
+// vCPU overcommit is the Hypervisor's: cpu-1 has 8 CPUs at 2:1, 16 vCPUs.
+func TestOvercommitAndNodeSelector(t *testing.T) {
+	ns := namespace(t, "overcommit")
+	var vms []*novacronv1.VirtualMachine
+	for i := 0; i < 5; i++ {
+		v := newVM(ns, fmt.Sprintf("compute-%d", i), 6)
+		v.Spec.Template.Spec.NodeSelector = map[string]string{"node.novacron.io/type": "compute"}
+		vms = append(vms, v)
+	}
+	create(t, vms...)
+	perNode := map[string]int{}
+	for _, v := range vms[:4] {
+		got := running(t, v)
+		perNode[got.Status.NodeName]++
+	}
+	// 16 vCPUs per node hold two 6-vCPU VMs, not three.
+	assert.Equal(t, map[string]int{"cpu-1": 2, "cpu-2": 2}, perNode)
+	pending := env.WaitVM(t, client.ObjectKeyFromObject(vms[4]), timeout, "a reason", func(v *novacronv1.VirtualMachine) bool {
+		return strings.Contains(scheduledCondition(v), "Unschedulable")
+	})
+	assert.Contains(t, scheduledCondition(pending), "cpu-1: 4/16 vCPUs free, 6 needed")
+}
+
+// spread puts two VMs on different nodes; pack puts them together. Required
+// anti-affinity between VMs is honoured through their launcher pods.
+func TestPackSpreadAndAntiAffinity(t *testing.T) {
+	ns := namespace(t, "strategies")
+	sel := map[string]string{"node.novacron.io/type": "compute"}
+	a, b := newVM(ns, "spread-a", 1), newVM(ns, "spread-b", 1)
+	a.Spec.Template.Spec.NodeSelector, b.Spec.Template.Spec.NodeSelector = sel, sel
+	create(t, a)
+	ga := running(t, a)
+	create(t, b)
+	gb := running(t, b)
+	assert.NotEqual(t, ga.Status.NodeName, gb.Status.NodeName, "spread")
+
+	c, d := newVM(ns, "pack-c", 1), newVM(ns, "pack-d", 1)
+	for _, v := range []*novacronv1.VirtualMachine{c, d} {
+		v.Spec.Template.Spec.SchedulerName = "novacron-scheduler-pack"
+		v.Spec.Template.Spec.NodeSelector = sel
+	}
+	create(t, c)
+	gc := running(t, c)
+	create(t, d)
+	gd := running(t, d)
+	assert.Equal(t, gc.Status.NodeName, gd.Status.NodeName, "pack")
+
+	// Two databases that must not share a node.
+	anti := &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+		LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}}, TopologyKey: "kubernetes.io/hostname",
+	}}}}
+	var dbs []*novacronv1.VirtualMachine
+	for i := 0; i < 2; i++ {
+		v := newVM(ns, fmt.Sprintf("db-%d", i), 1)
+		v.Spec.Template.Spec.SchedulerName = "novacron-scheduler-pack"
+		v.Spec.Template.Metadata.Labels = map[string]string{"app": "db"}
+		v.Spec.Template.Spec.Affinity = anti
+		v.Spec.Template.Spec.NodeSelector = sel
+		dbs = append(dbs, v)
+	}
+	create(t, dbs...)
+	assert.NotEqual(t, running(t, dbs[0]).Status.NodeName, running(t, dbs[1]).Status.NodeName, "anti-affinity, even when packing")
+}
+
+// A placement policy denies a node; editing it moves new VMs without restart.
+func TestPlacementPolicy(t *testing.T) {
+	ns := namespace(t, "policy")
+	ctx := context.Background()
+	pol := &novacronv1.VirtualMachinePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "zone-a-only"},
+		Spec: novacronv1.VirtualMachinePolicySpec{DecisionPoints: []novacronv1.DecisionPoint{novacronv1.DecisionPlacement}, Enforcement: novacronv1.EnforcementDeny,
+			Rego: "package zones\ndeny_node[n.name] := \"VMs run in zone a\" if {\n  some n in input.nodes\n  n.labels.zone != \"a\"\n}\n"},
+	}
+	require.NoError(t, env.Client.Create(ctx, pol))
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, pol) })
+
+	sel := map[string]string{"node.novacron.io/type": "compute"}
+	v := newVM(ns, "zoned", 1)
+	v.Spec.Template.Spec.NodeSelector = sel
+	require.Eventually(t, func() bool { // the scheduler's informer sees the policy
+		probe := newVM(ns, fmt.Sprintf("probe-%d", time.Now().UnixNano()), 1)
+		probe.Spec.Template.Spec.NodeSelector = map[string]string{"zone": "b", "node.novacron.io/type": "compute"}
+		create(t, probe)
+		defer env.DeleteVMAndWait(t, client.ObjectKeyFromObject(probe), timeout)
+		got := env.WaitVM(t, client.ObjectKeyFromObject(probe), timeout, "placed or refused", func(v *novacronv1.VirtualMachine) bool {
+			return v.Status.Phase == novacronv1.VMRunning || strings.Contains(scheduledCondition(v), "Unschedulable")
+		})
+		return strings.Contains(scheduledCondition(got), "cpu-2: policy zone-a-only: VMs run in zone a")
+	}, timeout, 100*time.Millisecond)
+	create(t, v)
+	assert.Equal(t, "cpu-1", running(t, v).Status.NodeName)
+
+	// Now zone b only.
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKeyFromObject(pol), pol))
+	pol.Spec.Rego = strings.Replace(pol.Spec.Rego, `n.labels.zone != "a"`, `n.labels.zone != "b"`, 1)
+	require.NoError(t, env.Client.Update(ctx, pol))
+	require.Eventually(t, func() bool {
+		w := newVM(ns, fmt.Sprintf("zoned-%d", time.Now().UnixNano()), 1)
+		w.Spec.Template.Spec.NodeSelector = sel
+		create(t, w)
+		defer env.DeleteVMAndWait(t, client.ObjectKeyFromObject(w), timeout)
+		return running(t, w).Status.NodeName == "cpu-2"
+	}, timeout, 100*time.Millisecond, "the edited policy never moved new VMs")
+}
