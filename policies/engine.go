@@ -228,6 +228,19 @@ func (e *Engine) Policies() map[string]int64 {
 	return out
 }
 
+// Serves says whether any policy serves the decision point, so callers can
+// skip building its input.
+func (e *Engine) Serves(point novacronv1.DecisionPoint) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	for _, p := range e.policies {
+		if _, ok := p.queries[point+"/0"]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // snapshot returns the policies serving a decision point, in name order.
 func (e *Engine) snapshot(point novacronv1.DecisionPoint) []*Policy {
 	e.mu.RLock()

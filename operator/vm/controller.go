@@ -194,7 +194,7 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 		return ctrl.Result{}, err
 	}
 	if pod == nil {
-		pod = buildLauncherPod(vm, r.Launcher)
+		pod = BuildLauncherPod(vm, r.Launcher)
 		if err := r.Client.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
 			return ctrl.Result{}, fmt.Errorf("creating launcher pod for VM %s/%s: %w", vm.Namespace, vm.Name, err)
 		}

@@ -87,10 +87,10 @@ func LauncherResources(spec *novacronv1.VirtualMachineInstanceSpec, cfg Launcher
 	return corev1.ResourceRequirements{Requests: requests, Limits: limits}
 }
 
-// buildLauncherPod makes the pod that reserves a VM's capacity and carries its
+// BuildLauncherPod makes the pod that reserves a VM's capacity and carries its
 // placement rules to the scheduler. A VM that already has a node (its domain
 // and disks live there) is pinned to it: only a migration moves a VM.
-func buildLauncherPod(vm *novacronv1.VirtualMachine, cfg LauncherConfig) *corev1.Pod {
+func BuildLauncherPod(vm *novacronv1.VirtualMachine, cfg LauncherConfig) *corev1.Pod {
 	spec := &vm.Spec.Template.Spec
 	labels := map[string]string{}
 	for k, v := range vm.Spec.Template.Metadata.Labels {

@@ -3,10 +3,14 @@ package vmplacement
 import (
 	"context"
 
+	"sort"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 )
 
 func metav1PatchOptions() metav1.PatchOptions { return metav1.PatchOptions{} }
@@ -46,14 +50,38 @@ func launcherLeft(_ klog.Logger, pod *corev1.Pod, oldObj, _ any) (fwk.QueueingHi
 	return fwk.QueueSkip, nil
 }
 
-// SignPod lets the scheduler batch pods this plugin has no say on (every pod
-// that is not a VM launcher: an empty signature from us). VM launcher pods are
-// not signed: their fit depends on device assignments made in Reserve, which a
-// cached result from an earlier identical pod would not see, so batching them
-// could hand out a device twice.
+// SignPod lets the scheduler batch pods (reuse one pod's filtering and scoring
+// for the identical pods after it). Pods that are not VM launchers get an
+// empty signature: the plugin has no say on them. A launcher pod is signed by
+// what the plugin decides on, its VM's size and devices and the node it
+// migrates from; Reserve checks devices again, so a reused result can never
+// hand out a device twice. While placement policies are in force launcher pods
+// are not signed: a policy may look at any field of the VM.
 func (p *Plugin) SignPod(_ context.Context, pod *corev1.Pod) ([]fwk.SignFragment, *fwk.Status) {
-	if isLauncher(pod) {
-		return nil, fwk.NewStatus(fwk.Unschedulable, "VM launcher pods are placed one by one: their devices are assigned in Reserve")
+	if !isLauncher(pod) {
+		return nil, nil
 	}
-	return nil, nil
+	if p.engine.Serves(novacronv1.DecisionPlacement) {
+		return nil, fwk.NewStatus(fwk.Unschedulable, "placement policies may read any field of the VM")
+	}
+	o, err := p.vms.ByNamespace(pod.Namespace).Get(pod.Labels[novacronv1.LabelVM])
+	if err != nil {
+		return nil, fwk.NewStatus(fwk.Unschedulable, "VirtualMachine not found")
+	}
+	vm, err := toTyped[novacronv1.VirtualMachine](o)
+	if err != nil {
+		return nil, fwk.AsStatus(err)
+	}
+	spec := &vm.Spec.Template.Spec
+	var nets []string
+	for _, n := range spec.Networks {
+		if n.Type == novacronv1.NetworkTypeSRIOV {
+			nets = append(nets, pod.Namespace+"/"+n.Name)
+		}
+	}
+	sort.Strings(nets)
+	return []fwk.SignFragment{{Key: "novacron.io/VirtualMachine.Spec.Template.Spec.PlacementRequest()", Value: map[string]any{
+		"cpu": spec.Resources.CPU, "memory": spec.Resources.Memory.String(), "devices": spec.Devices, "sriov": nets,
+		"migrationSource": pod.Labels[novacronv1.LabelMigrationSource],
+	}}}, nil
 }

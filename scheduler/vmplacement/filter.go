@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -27,6 +29,23 @@ type cycleState struct {
 	scores map[string]int64
 	// source is the node a migration's VM leaves, and its CPU model.
 	source, sourceCPUModel string
+
+	// usage remembers each node's nodeUse from Filter for Score.
+	usageMu sync.Mutex
+	usage   map[string]nodeUse
+}
+
+func (s *cycleState) rememberUse(node string, u nodeUse) {
+	s.usageMu.Lock()
+	s.usage[node] = u
+	s.usageMu.Unlock()
+}
+
+func (s *cycleState) use(node string) (nodeUse, bool) {
+	s.usageMu.Lock()
+	defer s.usageMu.Unlock()
+	u, ok := s.usage[node]
+	return u, ok
 }
 
 func (s *cycleState) Clone() fwk.StateData { return s }
@@ -53,7 +72,7 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	if err != nil {
 		return nil, fwk.AsStatus(err)
 	}
-	s := &cycleState{}
+	s := &cycleState{usage: map[string]nodeUse{}}
 	spec := &vm.Spec.Template.Spec
 	s.req.VCPUs, s.req.MemoryBytes = int64(spec.Resources.CPU), spec.Resources.Memory.Value()
 	for _, d := range spec.Devices {
@@ -63,14 +82,13 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 		if n.Type != novacronv1.NetworkTypeSRIOV {
 			continue
 		}
-		nad, err := p.dyn.Resource(nadGVR).Namespace(pod.Namespace).Get(ctx, n.Name, metav1.GetOptions{})
+		res, err := p.vfResource(ctx, pod.Namespace, n.Name)
 		if err != nil {
 			if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
 				return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("sr-iov network %s: NetworkAttachmentDefinition %s/%s not found", n.Name, pod.Namespace, n.Name))
 			}
 			return nil, fwk.AsStatus(err)
 		}
-		res := nad.GetAnnotations()["k8s.v1.cni.cncf.io/resourceName"]
 		if res == "" {
 			return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("sr-iov network %s: NetworkAttachmentDefinition %s/%s names no resource (k8s.v1.cni.cncf.io/resourceName)", n.Name, pod.Namespace, n.Name))
 		}
@@ -83,6 +101,11 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 		}
 	}
 
+	s.denied, s.scores = map[string][]string{}, map[string]int64{}
+	if !p.engine.Serves(novacronv1.DecisionPlacement) {
+		state.Write(stateKey, s)
+		return nil, nil
+	}
 	in := policies.PlacementInput{VM: vm, Namespace: policies.Namespace{Name: pod.Namespace}}
 	for _, ni := range nodes {
 		node := ni.Node()
@@ -99,6 +122,35 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	s.denied, s.scores = res.Denied, res.Scores
 	state.Write(stateKey, s)
 	return nil, nil
+}
+
+// vfResource is the VF pool a NetworkAttachmentDefinition names. Answers are
+// kept for a short while: many VMs share a few networks, and the definition's
+// CRD may not be installed at all, which rules out an informer.
+func (p *Plugin) vfResource(ctx context.Context, ns, name string) (string, error) {
+	key := ns + "/" + name
+	p.mu.Lock()
+	e, ok := p.nads[key]
+	p.mu.Unlock()
+	if ok && time.Since(e.at) < nadCacheTTL {
+		return e.resource, nil
+	}
+	nad, err := p.dyn.Resource(nadGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	res := nad.GetAnnotations()["k8s.v1.cni.cncf.io/resourceName"]
+	p.mu.Lock()
+	p.nads[key] = nadEntry{resource: res, at: time.Now()}
+	p.mu.Unlock()
+	return res, nil
+}
+
+const nadCacheTTL = 30 * time.Second
+
+type nadEntry struct {
+	resource string
+	at       time.Time
 }
 
 // PreFilterExtensions is nil: the plugin's state does not depend on which
@@ -201,6 +253,7 @@ func (p *Plugin) filter(s *cycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.St
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("CPU model %s differs from the source node's %s", hv.Status.CPUModel, s.sourceCPUModel))
 	}
 	use := p.usage(ni, pod)
+	s.rememberUse(node, use)
 	capCPU, capMem := capacity(hv)
 	if use.vcpus+s.req.VCPUs > capCPU {
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("%d/%d vCPUs free, %d needed", max(capCPU-use.vcpus, 0), capCPU, s.req.VCPUs))

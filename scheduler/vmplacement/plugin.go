@@ -54,11 +54,16 @@ type Plugin struct {
 	args    Args
 	handle  fwk.Handle
 	dyn     dynamic.Interface
-	hvs     cache.GenericLister
 	vms     cache.GenericLister
 	engine  *policies.Engine
 	mu      sync.Mutex
 	reserve map[types.UID]reservation // pods between Reserve and their annotation showing up
+	nads    map[string]nadEntry
+
+	// hvCache holds every Hypervisor converted once per change, not once per
+	// node per pod: Filter and Score read it for every node of every cycle.
+	hvMu    sync.RWMutex
+	hvCache map[string]*novacronv1.Hypervisor
 }
 
 type reservation struct {
@@ -103,10 +108,26 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err != nil {
 		return nil, err
 	}
-	p := &Plugin{args: args, handle: h, dyn: dyn, engine: engine, reserve: map[types.UID]reservation{}}
+	p := &Plugin{args: args, handle: h, dyn: dyn, engine: engine, reserve: map[types.UID]reservation{}, nads: map[string]nadEntry{}, hvCache: map[string]*novacronv1.Hypervisor{}}
 
 	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
-	p.hvs = f.ForResource(hypervisorsGVR).Lister()
+	hvInformer := f.ForResource(hypervisorsGVR).Informer()
+	if _, err := hvInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { p.cacheHypervisor(o) },
+		UpdateFunc: func(_, o any) { p.cacheHypervisor(o) },
+		DeleteFunc: func(o any) {
+			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+				o = d.Obj
+			}
+			if hv, err := toTyped[novacronv1.Hypervisor](o); err == nil {
+				p.hvMu.Lock()
+				delete(p.hvCache, hv.Name)
+				p.hvMu.Unlock()
+			}
+		},
+	}); err != nil {
+		return nil, err
+	}
 	p.vms = f.ForResource(vmsGVR).Lister()
 	pol := f.ForResource(policiesGVR).Informer()
 	logger := klog.FromContext(ctx)
@@ -186,12 +207,25 @@ func toTyped[T any](o any) (*T, error) {
 	return out, nil
 }
 
-func (p *Plugin) hypervisor(node string) (*novacronv1.Hypervisor, error) {
-	o, err := p.hvs.Get(node)
+func (p *Plugin) cacheHypervisor(o any) {
+	hv, err := toTyped[novacronv1.Hypervisor](o)
 	if err != nil {
-		return nil, err
+		return
 	}
-	return toTyped[novacronv1.Hypervisor](o)
+	p.hvMu.Lock()
+	p.hvCache[hv.Name] = hv
+	p.hvMu.Unlock()
+}
+
+// hypervisor returns the node's Hypervisor; callers must not change it.
+func (p *Plugin) hypervisor(node string) (*novacronv1.Hypervisor, error) {
+	p.hvMu.RLock()
+	defer p.hvMu.RUnlock()
+	hv, ok := p.hvCache[node]
+	if !ok {
+		return nil, fmt.Errorf("no Hypervisor %s", node)
+	}
+	return hv, nil
 }
 
 // isLauncher tells VM launcher pods from every other pod, which the plugin

@@ -22,7 +22,10 @@ func (p *Plugin) Score(ctx context.Context, state fwk.CycleState, pod *corev1.Po
 	if err != nil {
 		return 0, nil
 	}
-	use := p.usage(ni, pod)
+	use, ok := s.use(ni.Node().Name)
+	if !ok {
+		use = p.usage(ni, pod)
+	}
 	capCPU, capMem := capacity(hv)
 	cpu := frac(use.vcpus+s.req.VCPUs, capCPU)
 	mem := frac(use.memBytes+s.req.MemoryBytes, capMem)

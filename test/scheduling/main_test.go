@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/images"
@@ -85,7 +86,12 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	doc := strings.Replace(string(raw), "leaderElect: true", "leaderElect: false", 1)
+	var cm corev1.ConfigMap
+	if err := yaml.Unmarshal(raw, &cm); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	doc := strings.Replace(cm.Data["config.yaml"], "leaderElect: true", "leaderElect: false", 1)
 	doc = strings.Replace(doc, "clientConnection:\n", "clientConnection:\n  kubeconfig: "+env.Kubeconfig+"\n", 1)
 	doc += `  - schedulerName: novacron-scheduler-pack
     plugins:

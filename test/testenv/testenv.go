@@ -101,6 +101,14 @@ func WithWebhooks() Option {
 	}
 }
 
+// WithTestCRDs also installs the CRDs of other projects NovaCron works with
+// (Multus' NetworkAttachmentDefinition), from test/fixtures/crds.
+func WithTestCRDs() Option {
+	return func(e *envtest.Environment, root string) {
+		e.CRDDirectoryPaths = append(e.CRDDirectoryPaths, filepath.Join(root, "test", "fixtures", "crds"))
+	}
+}
+
 // Start starts etcd and kube-apiserver and installs the CRDs from
 // manifests/crd/bases. Call Stop when done; TestMain is the usual place.
 func Start(opts ...Option) (*Env, error) {
