@@ -166,13 +166,11 @@ type nodeUse struct {
 
 func (p *Plugin) usage(ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
 	u := nodeUse{devices: sets.New[string]()}
-	seen := sets.New[string]()
 	for _, pi := range ni.GetPods() {
 		pod := pi.GetPod()
 		if pod.UID == self.UID || !isLauncher(pod) {
 			continue
 		}
-		seen.Insert(string(pod.UID))
 		v, _ := strconv.ParseInt(pod.Annotations[novacronv1.AnnotationVCPUs], 10, 64)
 		m, _ := strconv.ParseInt(pod.Annotations[novacronv1.AnnotationMemoryBytes], 10, 64)
 		u.vcpus += v
@@ -186,17 +184,11 @@ func (p *Plugin) usage(ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
 			}
 		}
 	}
-	node := ni.Node().Name
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for uid, r := range p.reserve {
-		if r.node != node || uid == self.UID {
-			continue
-		}
-		u.devices.Insert(r.devices...)
-		if !seen.Has(string(uid)) {
-			u.vcpus += r.vcpus
-			u.memBytes += r.memBytes
+	for uid, devices := range p.reserve[ni.Node().Name] {
+		if uid != self.UID {
+			u.devices.Insert(devices...)
 		}
 	}
 	return u

@@ -51,26 +51,22 @@ var (
 
 // Plugin is the VMPlacement plugin.
 type Plugin struct {
-	args    Args
-	handle  fwk.Handle
-	dyn     dynamic.Interface
-	vms     cache.GenericLister
-	engine  *policies.Engine
-	mu      sync.Mutex
-	reserve map[types.UID]reservation // pods between Reserve and their annotation showing up
+	args   Args
+	handle fwk.Handle
+	dyn    dynamic.Interface
+	vms    cache.GenericLister
+	engine *policies.Engine
+	mu     sync.Mutex
+	// reserve holds, per node, the devices of pods between Reserve and their
+	// annotation reaching the cache. vCPUs and memory need no reservation: the
+	// scheduler's cache holds the assumed pod, annotations and all.
+	reserve map[string]map[types.UID][]string
 	nads    map[string]nadEntry
 
 	// hvCache holds every Hypervisor converted once per change, not once per
 	// node per pod: Filter and Score read it for every node of every cycle.
 	hvMu    sync.RWMutex
 	hvCache map[string]*novacronv1.Hypervisor
-}
-
-type reservation struct {
-	node     string
-	devices  []string
-	vcpus    int64
-	memBytes int64
 }
 
 var (
@@ -108,7 +104,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err != nil {
 		return nil, err
 	}
-	p := &Plugin{args: args, handle: h, dyn: dyn, engine: engine, reserve: map[types.UID]reservation{}, nads: map[string]nadEntry{}, hvCache: map[string]*novacronv1.Hypervisor{}}
+	p := &Plugin{args: args, handle: h, dyn: dyn, engine: engine, reserve: map[string]map[types.UID][]string{}, nads: map[string]nadEntry{}, hvCache: map[string]*novacronv1.Hypervisor{}}
 
 	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	hvInformer := f.ForResource(hypervisorsGVR).Informer()
@@ -190,8 +186,15 @@ func (p *Plugin) loadPolicy(ctx context.Context, logger klog.Logger, o any) {
 
 func (p *Plugin) forget(uid types.UID) {
 	p.mu.Lock()
-	delete(p.reserve, uid)
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	for node, pods := range p.reserve {
+		if _, ok := pods[uid]; ok {
+			delete(pods, uid)
+			if len(pods) == 0 {
+				delete(p.reserve, node)
+			}
+		}
+	}
 }
 
 // toTyped converts an informer's unstructured object into a NovaCron type.

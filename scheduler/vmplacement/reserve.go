@@ -19,8 +19,7 @@ type assignmentState struct{ a novacronv1.DeviceAssignment }
 func (s *assignmentState) Clone() fwk.StateData { return s }
 
 // Reserve picks the VM's concrete devices on the chosen node and holds them
-// (and its vCPUs and memory) until the pod carries them, so two pods in flight
-// never get the same device.
+// until the pod carries them, so two pods in flight never get the same device.
 func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, node string) *fwk.Status {
 	if !isLauncher(pod) {
 		return nil
@@ -45,16 +44,21 @@ func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.
 			return fwk.NewStatus(fwk.Unschedulable, reason)
 		}
 	}
-	r := reservation{node: node, vcpus: s.req.VCPUs, memBytes: s.req.MemoryBytes}
+	var devices []string
 	for _, g := range a.GPUs {
-		r.devices = append(r.devices, g.PCIAddress)
+		devices = append(devices, g.PCIAddress)
 	}
 	for _, vf := range a.VFs {
-		r.devices = append(r.devices, vf)
+		devices = append(devices, vf)
 	}
-	p.mu.Lock()
-	p.reserve[pod.UID] = r
-	p.mu.Unlock()
+	if len(devices) > 0 {
+		p.mu.Lock()
+		if p.reserve[node] == nil {
+			p.reserve[node] = map[types.UID][]string{}
+		}
+		p.reserve[node][pod.UID] = devices
+		p.mu.Unlock()
+	}
 	state.Write(assignmentKey, &assignmentState{a: a})
 	return nil
 }
