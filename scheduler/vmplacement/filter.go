@@ -164,17 +164,41 @@ type nodeUse struct {
 	devices         sets.Set[string]
 }
 
+// The pod being placed is not among the node's pods here: Filter, Score and
+// Reserve see the snapshot taken before it was assumed.
 func (p *Plugin) usage(ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
+	node := ni.Node().Name
+	base := p.podUsage(ni)
+	u := nodeUse{vcpus: base.vcpus, memBytes: base.memBytes, devices: base.devices}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if res := p.reserve[node]; len(res) > 0 {
+		u.devices = u.devices.Clone()
+		for uid, devices := range res {
+			if uid != self.UID {
+				u.devices.Insert(devices...)
+			}
+		}
+	}
+	return u
+}
+
+// podUsage sums the launcher pods on a node. It is computed once per change of
+// the node's pods (the NodeInfo's generation), not once per pod and node: it
+// would otherwise be most of the plugin's time.
+func (p *Plugin) podUsage(ni fwk.NodeInfo) nodeUse {
+	node, gen := ni.Node().Name, ni.GetGeneration()
+	if c, ok := p.usageCache.Load(node); ok && c.(cachedUse).generation == gen {
+		return c.(cachedUse).use
+	}
 	u := nodeUse{devices: sets.New[string]()}
 	for _, pi := range ni.GetPods() {
 		pod := pi.GetPod()
-		if pod.UID == self.UID || !isLauncher(pod) {
+		if !isLauncher(pod) {
 			continue
 		}
-		v, _ := strconv.ParseInt(pod.Annotations[novacronv1.AnnotationVCPUs], 10, 64)
-		m, _ := strconv.ParseInt(pod.Annotations[novacronv1.AnnotationMemoryBytes], 10, 64)
-		u.vcpus += v
-		u.memBytes += m
+		u.vcpus += annotationInt(pod, novacronv1.AnnotationVCPUs)
+		u.memBytes += annotationInt(pod, novacronv1.AnnotationMemoryBytes)
 		if a, ok := parseAssignment(pod); ok {
 			for _, g := range a.GPUs {
 				u.devices.Insert(g.PCIAddress)
@@ -184,14 +208,18 @@ func (p *Plugin) usage(ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
 			}
 		}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for uid, devices := range p.reserve[ni.Node().Name] {
-		if uid != self.UID {
-			u.devices.Insert(devices...)
-		}
-	}
+	p.usageCache.Store(node, cachedUse{generation: gen, use: u})
 	return u
+}
+
+type cachedUse struct {
+	generation int64
+	use        nodeUse
+}
+
+func annotationInt(pod *corev1.Pod, key string) int64 {
+	v, _ := strconv.ParseInt(pod.Annotations[key], 10, 64)
+	return v
 }
 
 // capacity is what VMs may take on a node: the Hypervisor's capacity times its
@@ -231,12 +259,13 @@ func (p *Plugin) filter(s *cycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.St
 	if node == s.source {
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "the VM is migrating away from this node")
 	}
-	hv, err := p.hypervisor(node)
+	e, err := p.hypervisorEntry(node)
 	if err != nil {
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, "no Hypervisor object for this node")
 	}
-	if c := meta.FindStatusCondition(hv.Status.Conditions, novacronv1.HypervisorConditionReachable); c != nil && c.Status == metav1.ConditionFalse {
-		return fwk.NewStatus(fwk.Unschedulable, "hypervisor unreachable: "+c.Message)
+	hv := e.hv
+	if e.unreachable != "" {
+		return fwk.NewStatus(fwk.Unschedulable, e.unreachable)
 	}
 	if reasons := s.denied[node]; len(reasons) > 0 {
 		return fwk.NewStatus(fwk.Unschedulable, strings.Join(reasons, "; "))
@@ -246,7 +275,7 @@ func (p *Plugin) filter(s *cycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.St
 	}
 	use := p.usage(ni, pod)
 	s.rememberUse(node, use)
-	capCPU, capMem := capacity(hv)
+	capCPU, capMem := e.capCPU, e.capMem
 	if use.vcpus+s.req.VCPUs > capCPU {
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("%d/%d vCPUs free, %d needed", max(capCPU-use.vcpus, 0), capCPU, s.req.VCPUs))
 	}

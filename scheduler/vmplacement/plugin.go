@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -62,11 +64,21 @@ type Plugin struct {
 	// scheduler's cache holds the assumed pod, annotations and all.
 	reserve map[string]map[types.UID][]string
 	nads    map[string]nadEntry
+	// usageCache: per node, its VMs' use at a NodeInfo generation.
+	usageCache sync.Map // node name -> cachedUse
 
 	// hvCache holds every Hypervisor converted once per change, not once per
 	// node per pod: Filter and Score read it for every node of every cycle.
 	hvMu    sync.RWMutex
-	hvCache map[string]*novacronv1.Hypervisor
+	hvCache map[string]*hvEntry
+}
+
+// hvEntry is a Hypervisor with what Filter and Score derive from it on every
+// cycle worked out once.
+type hvEntry struct {
+	hv             *novacronv1.Hypervisor
+	capCPU, capMem int64
+	unreachable    string // the Reachable condition's message when False
 }
 
 var (
@@ -104,7 +116,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err != nil {
 		return nil, err
 	}
-	p := &Plugin{args: args, handle: h, dyn: dyn, engine: engine, reserve: map[string]map[types.UID][]string{}, nads: map[string]nadEntry{}, hvCache: map[string]*novacronv1.Hypervisor{}}
+	p := &Plugin{args: args, handle: h, dyn: dyn, engine: engine, reserve: map[string]map[types.UID][]string{}, nads: map[string]nadEntry{}, hvCache: map[string]*hvEntry{}}
 
 	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
 	hvInformer := f.ForResource(hypervisorsGVR).Informer()
@@ -215,20 +227,33 @@ func (p *Plugin) cacheHypervisor(o any) {
 	if err != nil {
 		return
 	}
+	e := &hvEntry{hv: hv}
+	e.capCPU, e.capMem = capacity(hv)
+	if c := meta.FindStatusCondition(hv.Status.Conditions, novacronv1.HypervisorConditionReachable); c != nil && c.Status == metav1.ConditionFalse {
+		e.unreachable = "hypervisor unreachable: " + c.Message
+	}
 	p.hvMu.Lock()
-	p.hvCache[hv.Name] = hv
+	p.hvCache[hv.Name] = e
 	p.hvMu.Unlock()
 }
 
 // hypervisor returns the node's Hypervisor; callers must not change it.
 func (p *Plugin) hypervisor(node string) (*novacronv1.Hypervisor, error) {
+	e, err := p.hypervisorEntry(node)
+	if err != nil {
+		return nil, err
+	}
+	return e.hv, nil
+}
+
+func (p *Plugin) hypervisorEntry(node string) (*hvEntry, error) {
 	p.hvMu.RLock()
 	defer p.hvMu.RUnlock()
-	hv, ok := p.hvCache[node]
+	e, ok := p.hvCache[node]
 	if !ok {
 		return nil, fmt.Errorf("no Hypervisor %s", node)
 	}
-	return hv, nil
+	return e, nil
 }
 
 // isLauncher tells VM launcher pods from every other pod, which the plugin

@@ -18,15 +18,16 @@ func (p *Plugin) Score(ctx context.Context, state fwk.CycleState, pod *corev1.Po
 	if st != nil {
 		return 0, st
 	}
-	hv, err := p.hypervisor(ni.Node().Name)
+	e, err := p.hypervisorEntry(ni.Node().Name)
 	if err != nil {
 		return 0, nil
 	}
+	hv := e.hv
 	use, ok := s.use(ni.Node().Name)
 	if !ok {
 		use = p.usage(ni, pod)
 	}
-	capCPU, capMem := capacity(hv)
+	capCPU, capMem := e.capCPU, e.capMem
 	cpu := frac(use.vcpus+s.req.VCPUs, capCPU)
 	mem := frac(use.memBytes+s.req.MemoryBytes, capMem)
 	var strategy float64

@@ -126,13 +126,14 @@ func parallel(n int, f func(i int) error) error {
 	}
 }
 
-// createNodes makes n nodes: 64 CPUs and 256Gi each; every tenth also has 8
+// createNodes makes n nodes: 64 CPUs and 256Gi each; every fifth also has 8
 // tesla-t4 GPUs and 16 SR-IOV VFs, as extended resources for the default
-// profile and as Hypervisor inventory for NovaCron's.
+// profile and as Hypervisor inventory for NovaCron's: enough for both profiles'
+// device VMs, as the two runs share the nodes.
 func createNodes(ctx context.Context, c client.Client, n int) error {
 	return parallel(n, func(i int) error {
 		name := fmt.Sprintf("node-%05d", i)
-		gpu := i%10 == 0
+		gpu := i%5 == 0
 		alloc := corev1.ResourceList{
 			corev1.ResourceCPU:    resource.MustParse("64"),
 			corev1.ResourceMemory: resource.MustParse("256Gi"),
@@ -230,7 +231,12 @@ profiles:
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cmd := exec.CommandContext(sctx, bin, "--config="+cfgFile, "--secure-port=0", "--v=0")
+	args := []string{"--config=" + cfgFile, "--secure-port=0", "--v=0"}
+	if port := os.Getenv("NOVACRON_PERF_PPROF_PORT"); port != "" {
+		// For profiling: go tool pprof https+insecure://127.0.0.1:PORT/debug/pprof/profile
+		args = append(args[:1], "--secure-port="+port, "--authorization-always-allow-paths=/debug/pprof,/debug/pprof/*", "--v=0")
+	}
+	cmd := exec.CommandContext(sctx, bin, args...)
 	logFile, err := os.Create(filepath.Join(t.TempDir(), "scheduler.log"))
 	if err != nil {
 		return 0, err
