@@ -1,5 +1,10 @@
 package v1alpha1
 
+import (
+	"encoding/json"
+	"fmt"
+)
+
 // Labels and annotations NovaCron puts on the objects it manages.
 const (
 	// LabelVM names the VirtualMachine a launcher pod or hook Job belongs to.
@@ -30,4 +35,17 @@ type DeviceAssignment struct {
 	GPUs []AssignedDevice `json:"gpus,omitempty"`
 	// VFs maps each sr-iov network's name to the PCI address of its VF.
 	VFs map[string]string `json:"vfs,omitempty"`
+}
+
+// ParseDeviceAssignment reads AnnotationAssignedDevices from an object's
+// annotations; ok is false when there is none.
+func ParseDeviceAssignment(annotations map[string]string) (a DeviceAssignment, ok bool, err error) {
+	raw := annotations[AnnotationAssignedDevices]
+	if raw == "" {
+		return a, false, nil
+	}
+	if err := json.Unmarshal([]byte(raw), &a); err != nil {
+		return a, false, fmt.Errorf("annotation %s is not valid: %w", AnnotationAssignedDevices, err)
+	}
+	return a, true, nil
 }

@@ -2,7 +2,6 @@ package vm
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -112,13 +111,9 @@ func (r *Reconciler) attachCloudInit(ctx context.Context, vm *novacronv1.Virtual
 
 // deviceAssignment reads the devices novacron-scheduler chose for the pod.
 func deviceAssignment(pod *corev1.Pod) (novacronv1.DeviceAssignment, error) {
-	var a novacronv1.DeviceAssignment
-	raw := pod.Annotations[novacronv1.AnnotationAssignedDevices]
-	if raw == "" {
-		return a, nil
-	}
-	if err := json.Unmarshal([]byte(raw), &a); err != nil {
-		return a, specErrorf("BadDeviceAssignment", "launcher pod %s: annotation %s is not valid: %v", pod.Name, novacronv1.AnnotationAssignedDevices, err)
+	a, _, err := novacronv1.ParseDeviceAssignment(pod.Annotations)
+	if err != nil {
+		return a, specErrorf("BadDeviceAssignment", "launcher pod %s: %v", pod.Name, err)
 	}
 	return a, nil
 }

@@ -2,7 +2,6 @@ package vmplacement
 
 import (
 	"context"
-	"encoding/json"
 
 	corev1 "k8s.io/api/core/v1"
 	fwk "k8s.io/kube-scheduler/framework"
@@ -113,10 +112,6 @@ func abs(f float64) float64 {
 }
 
 func parseAssignment(pod *corev1.Pod) (novacronv1.DeviceAssignment, bool) {
-	var a novacronv1.DeviceAssignment
-	raw := pod.Annotations[novacronv1.AnnotationAssignedDevices]
-	if raw == "" {
-		return a, false
-	}
-	return a, json.Unmarshal([]byte(raw), &a) == nil
+	a, ok, err := novacronv1.ParseDeviceAssignment(pod.Annotations)
+	return a, ok && err == nil
 }

@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
-	"github.com/novacron/operator/operator/images"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/provider/libvirt"
@@ -84,13 +83,7 @@ func zapLevel() int8 {
 // setUpCluster creates the operator namespace, the image catalog and two nodes.
 func setUpCluster(ctx context.Context, dir string) error {
 	c := env.Client
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "novacron-system"}}); err != nil {
-		return err
-	}
-	if err := c.Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: images.ConfigMapName, Namespace: "novacron-system"},
-		Data:       map[string]string{"ubuntu-22.04-lts": "volume: " + imageVolume + "\n"},
-	}); err != nil {
+	if err := env.InstallImageCatalog(ctx, map[string]string{"ubuntu-22.04-lts": imageVolume}); err != nil {
 		return err
 	}
 	for _, name := range []string{"node-1", "node-2"} {

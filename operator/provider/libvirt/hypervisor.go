@@ -66,6 +66,14 @@ func (h *hypervisor) storagePool(name string) (*golibvirt.StoragePool, error) {
 	return p, nil
 }
 
+func createVolume(p *golibvirt.StoragePool, x libvirtxml.StorageVolume) (*golibvirt.StorageVol, error) {
+	doc, err := x.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	return p.StorageVolCreateXML(doc, 0)
+}
+
 func (h *hypervisor) VolumePath(ctx context.Context, pool, name string) (string, error) {
 	path, err := callValue(ctx, func() (string, error) {
 		p, err := h.storagePool(pool)
@@ -111,11 +119,7 @@ func (h *hypervisor) EnsureVolume(ctx context.Context, vol provider.Volume) (str
 			}
 			x.BackingStore = &libvirtxml.StorageVolumeBackingStore{Path: bpath, Format: &libvirtxml.StorageVolumeTargetFormat{Type: vol.BackingFormat}}
 		}
-		doc, err := x.Marshal()
-		if err != nil {
-			return "", err
-		}
-		v, err := p.StorageVolCreateXML(doc, 0)
+		v, err := createVolume(p, x)
 		if err != nil {
 			return "", err
 		}
@@ -144,11 +148,7 @@ func (h *hypervisor) UploadVolume(ctx context.Context, pool, name string, data [
 			Capacity: &libvirtxml.StorageVolumeSize{Unit: "bytes", Value: uint64(len(data))},
 			Target:   &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: "raw"}},
 		}
-		doc, err := x.Marshal()
-		if err != nil {
-			return "", err
-		}
-		v, err := p.StorageVolCreateXML(doc, 0)
+		v, err := createVolume(p, x)
 		if err != nil {
 			return "", err
 		}
