@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -32,10 +33,14 @@ func main() {
 	flag.BoolVar(&opts.Webhooks, "webhooks", opts.Webhooks, "serve the admission webhooks (defaults and policies)")
 	flag.IntVar(&opts.WebhookPort, "webhook-port", opts.WebhookPort, "port of the admission webhook server")
 	flag.StringVar(&opts.WebhookCertDir, "webhook-cert-dir", opts.WebhookCertDir, "folder with the webhook server's tls.crt and tls.key")
+	selfSigned := flag.String("webhook-self-signed-hosts", "", "comma-separated hosts to write a self-signed webhook certificate for into --webhook-cert-dir (local runs without cert-manager)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if *selfSigned != "" {
+		opts.WebhookSelfSignedHosts = strings.Split(*selfSigned, ",")
+	}
 
 	hypervisors := libvirt.NewConnector()
 	defer hypervisors.Close()

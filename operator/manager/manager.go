@@ -64,6 +64,10 @@ type Options struct {
 	WebhookPort int
 	// WebhookCertDir holds tls.crt and tls.key (cert-manager mounts them).
 	WebhookCertDir string
+	// WebhookSelfSignedHosts, when set, makes the operator write a self-signed
+	// CA and serving certificate for these hosts into WebhookCertDir at start,
+	// for local runs without cert-manager (the CA is in ca.crt there).
+	WebhookSelfSignedHosts []string
 }
 
 // DefaultOptions are the settings the operator runs with unless told otherwise.
@@ -98,6 +102,11 @@ func Scheme() *runtime.Scheme {
 
 // New builds the manager with every controller registered.
 func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.Manager, error) {
+	if opts.Webhooks && len(opts.WebhookSelfSignedHosts) > 0 {
+		if _, err := novawebhook.SelfSignedCerts(opts.WebhookCertDir, opts.WebhookSelfSignedHosts); err != nil {
+			return nil, fmt.Errorf("writing self-signed webhook certificates: %w", err)
+		}
+	}
 	// Cache only the pods and Jobs NovaCron made, not every pod in the cluster.
 	owned, err := labels.NewRequirement(novacronv1.LabelComponent, selection.Exists, nil)
 	if err != nil {

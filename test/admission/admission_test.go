@@ -43,16 +43,29 @@ func run(m *testing.M) int {
 	}
 	defer func() { _ = env.Stop() }()
 
-	// The operator with its webhook server where the API server expects it.
+	// The operator with its webhook server where the API server expects it,
+	// serving the self-signed certificate it makes for local runs; the webhook
+	// configurations then trust its CA, as cert-manager's injection would do.
+	certDir, err := os.MkdirTemp("", "novacron-webhook-certs-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(certDir)
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr = "0", "0"
-	opts.WebhookHost, opts.WebhookPort, opts.WebhookCertDir = env.WebhookHost, env.WebhookPort, env.WebhookCertDir
+	opts.WebhookHost, opts.WebhookPort, opts.WebhookCertDir = env.WebhookHost, env.WebhookPort, certDir
+	opts.WebhookSelfSignedHosts = []string{env.WebhookHost}
 	stop, _, err := env.RunOperator(opts, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer stop()
+	if err := trustCA(filepath.Join(certDir, "ca.crt")); err != nil {
+		fmt.Fprintln(os.Stderr, "trusting the operator's CA:", err)
+		return 1
+	}
 
 	// The built-in policies, as `kubectl apply -f manifests/policies/` installs
 	// them, once the webhook server (which validates them) answers.
@@ -82,6 +95,33 @@ func waitCompiled(t *testing.T, name string, gen int64) *novacronv1.VirtualMachi
 		return c != nil && c.ObservedGeneration >= gen
 	}, 20*time.Second, 20*time.Millisecond, "policy %s generation %d was never compiled", name, gen)
 	return p
+}
+
+// trustCA puts the CA into every NovaCron webhook's caBundle.
+func trustCA(file string) error {
+	ca, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	m := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: "novacron-mutating-webhook"}, m); err != nil {
+		return err
+	}
+	for i := range m.Webhooks {
+		m.Webhooks[i].ClientConfig.CABundle = ca
+	}
+	if err := env.Client.Update(ctx, m); err != nil {
+		return err
+	}
+	v := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: "novacron-validating-webhook"}, v); err != nil {
+		return err
+	}
+	for i := range v.Webhooks {
+		v.Webhooks[i].ClientConfig.CABundle = ca
+	}
+	return env.Client.Update(ctx, v)
 }
 
 // operator waits until the built-in policies are in force.
