@@ -3,6 +3,8 @@ package v1alpha1
 import (
 	"encoding/json"
 	"fmt"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
 // Labels and annotations NovaCron puts on the objects it manages.
@@ -28,6 +30,14 @@ const (
 	// nodes whose CPU model matches it.
 	LabelMigrationSource = "novacron.io/migration-source"
 )
+
+// NetworkAttachmentDefinition is Multus' kind that an sr-iov network names; its
+// annotation AnnotationResourceName names the VF pool (a device plugin resource).
+var NetworkAttachmentDefinition = schema.GroupVersionKind{Group: "k8s.cni.cncf.io", Version: "v1", Kind: "NetworkAttachmentDefinition"}
+
+// AnnotationResourceName is the NetworkAttachmentDefinition annotation that
+// names its device plugin resource.
+const AnnotationResourceName = "k8s.v1.cni.cncf.io/resourceName"
 
 // DeviceAssignment is the set of host devices chosen for a VM on its node.
 type DeviceAssignment struct {

@@ -79,6 +79,7 @@ type cpuSample struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups=k8s.cni.cncf.io,resources=network-attachment-definitions,verbs=get
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -194,7 +195,11 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 		return ctrl.Result{}, err
 	}
 	if pod == nil {
-		pod = BuildLauncherPod(vm, r.Launcher)
+		pools, err := r.vfPools(ctx, vm)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		pod = BuildLauncherPod(vm, r.Launcher, pools)
 		if err := r.Client.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
 			return ctrl.Result{}, fmt.Errorf("creating launcher pod for VM %s/%s: %w", vm.Namespace, vm.Name, err)
 		}

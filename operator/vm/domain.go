@@ -8,8 +8,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
@@ -116,6 +118,31 @@ func deviceAssignment(pod *corev1.Pod) (novacronv1.DeviceAssignment, error) {
 		return a, specErrorf("BadDeviceAssignment", "launcher pod %s: %v", pod.Name, err)
 	}
 	return a, nil
+}
+
+// vfPools finds, for each sr-iov network, the VF pool its
+// NetworkAttachmentDefinition names, so the launcher pod can request a VF.
+func (r *Reconciler) vfPools(ctx context.Context, vm *novacronv1.VirtualMachine) (map[string]string, error) {
+	pools := map[string]string{}
+	for i, n := range vm.Spec.Template.Spec.Networks {
+		if n.Type != novacronv1.NetworkTypeSRIOV {
+			continue
+		}
+		nad := &unstructured.Unstructured{}
+		nad.SetGroupVersionKind(novacronv1.NetworkAttachmentDefinition)
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: n.Name}, nad); err != nil {
+			if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+				return nil, specErrorf("NetworkNotFound", "spec.template.spec.networks[%d]: sr-iov network %q needs a NetworkAttachmentDefinition %s/%s", i, n.Name, vm.Namespace, n.Name)
+			}
+			return nil, err
+		}
+		pool := nad.GetAnnotations()[novacronv1.AnnotationResourceName]
+		if pool == "" {
+			return nil, specErrorf("NetworkNotFound", "spec.template.spec.networks[%d]: NetworkAttachmentDefinition %s/%s names no VF pool (k8s.v1.cni.cncf.io/resourceName)", i, vm.Namespace, n.Name)
+		}
+		pools[n.Name] = pool
+	}
+	return pools, nil
 }
 
 // loadCatalog reads the image catalog ConfigMap.

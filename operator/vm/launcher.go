@@ -60,8 +60,10 @@ func GPUResourceName(d novacronv1.Device) corev1.ResourceName {
 	return corev1.ResourceName(GPUResourcePrefix + d.Vendor + "-" + d.Model)
 }
 
-// LauncherResources is what a VM's launcher pod requests.
-func LauncherResources(spec *novacronv1.VirtualMachineInstanceSpec, cfg LauncherConfig) corev1.ResourceRequirements {
+// LauncherResources is what a VM's launcher pod requests. vfPools maps each
+// sr-iov network to the VF pool (device plugin resource) its
+// NetworkAttachmentDefinition names.
+func LauncherResources(spec *novacronv1.VirtualMachineInstanceSpec, cfg LauncherConfig, vfPools map[string]string) corev1.ResourceRequirements {
 	cpuRatio, memRatio := cfg.CPUAllocationRatio, cfg.MemoryOvercommitRatio
 	if cpuRatio <= 0 {
 		cpuRatio = 1
@@ -76,13 +78,20 @@ func LauncherResources(spec *novacronv1.VirtualMachineInstanceSpec, cfg Launcher
 		corev1.ResourceMemory: *resource.NewQuantity(mem, resource.BinarySI),
 	}
 	limits := corev1.ResourceList{}
-	for _, d := range spec.Devices {
-		name := GPUResourceName(d)
+	add := func(name corev1.ResourceName, n int64) {
 		q := requests[name]
-		q.Add(*resource.NewQuantity(int64(d.Count), resource.DecimalSI))
+		q.Add(*resource.NewQuantity(n, resource.DecimalSI))
 		requests[name] = q
 		// Extended resources must have limits equal to requests.
 		limits[name] = q
+	}
+	for _, d := range spec.Devices {
+		add(GPUResourceName(d), int64(d.Count))
+	}
+	for _, n := range spec.Networks {
+		if pool := vfPools[n.Name]; n.Type == novacronv1.NetworkTypeSRIOV && pool != "" {
+			add(corev1.ResourceName(pool), 1)
+		}
 	}
 	return corev1.ResourceRequirements{Requests: requests, Limits: limits}
 }
@@ -90,7 +99,7 @@ func LauncherResources(spec *novacronv1.VirtualMachineInstanceSpec, cfg Launcher
 // BuildLauncherPod makes the pod that reserves a VM's capacity and carries its
 // placement rules to the scheduler. A VM that already has a node (its domain
 // and disks live there) is pinned to it: only a migration moves a VM.
-func BuildLauncherPod(vm *novacronv1.VirtualMachine, cfg LauncherConfig) *corev1.Pod {
+func BuildLauncherPod(vm *novacronv1.VirtualMachine, cfg LauncherConfig, vfPools map[string]string) *corev1.Pod {
 	spec := &vm.Spec.Template.Spec
 	labels := map[string]string{}
 	for k, v := range vm.Spec.Template.Metadata.Labels {
@@ -132,7 +141,7 @@ func BuildLauncherPod(vm *novacronv1.VirtualMachine, cfg LauncherConfig) *corev1
 			Containers: []corev1.Container{{
 				Name:      launcherContainer,
 				Image:     cfg.Image,
-				Resources: LauncherResources(spec, cfg),
+				Resources: LauncherResources(spec, cfg, vfPools),
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: ptr.To(false),
 					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},

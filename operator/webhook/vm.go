@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -75,9 +74,6 @@ type VMValidator struct {
 	Policies  *policies.Engine
 	Recorder  events.EventRecorder
 }
-
-// nadGVK is Multus' NetworkAttachmentDefinition.
-var nadGVK = schema.GroupVersionKind{Group: "k8s.cni.cncf.io", Version: "v1", Kind: "NetworkAttachmentDefinition"}
 
 // ValidateCreate checks a new VM.
 func (v *VMValidator) ValidateCreate(ctx context.Context, vm *novacronv1.VirtualMachine) (admission.Warnings, error) {
@@ -209,14 +205,14 @@ func (v *VMValidator) validateNetworks(ctx context.Context, vm *novacronv1.Virtu
 			continue
 		}
 		nad := &unstructured.Unstructured{}
-		nad.SetGroupVersionKind(nadGVK)
+		nad.SetGroupVersionKind(novacronv1.NetworkAttachmentDefinition)
 		err := v.APIReader.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: n.Name}, nad)
 		switch {
 		case apierrors.IsNotFound(err) || isNoMatch(err):
 			errs = append(errs, field.Invalid(nets.Index(i).Child("name"), n.Name, fmt.Sprintf("sr-iov network %q needs a NetworkAttachmentDefinition named %s in namespace %s (and Multus installed)", n.Name, n.Name, vm.Namespace)))
 		case err != nil:
 			errs = append(errs, field.InternalError(nets.Index(i).Child("name"), err))
-		case nad.GetAnnotations()["k8s.v1.cni.cncf.io/resourceName"] == "":
+		case nad.GetAnnotations()[novacronv1.AnnotationResourceName] == "":
 			errs = append(errs, field.Invalid(nets.Index(i).Child("name"), n.Name, fmt.Sprintf("NetworkAttachmentDefinition %s/%s has no k8s.v1.cni.cncf.io/resourceName annotation naming its VF pool", vm.Namespace, n.Name)))
 		}
 	}

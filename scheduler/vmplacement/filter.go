@@ -139,7 +139,7 @@ func (p *Plugin) vfResource(ctx context.Context, ns, name string) (string, error
 	if err != nil {
 		return "", err
 	}
-	res := nad.GetAnnotations()["k8s.v1.cni.cncf.io/resourceName"]
+	res := nad.GetAnnotations()[novacronv1.AnnotationResourceName]
 	p.mu.Lock()
 	p.nads[key] = nadEntry{resource: res, at: time.Now()}
 	p.mu.Unlock()

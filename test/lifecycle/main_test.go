@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.Level(zapLevel()))))
 	var err error
-	env, err = testenv.Start()
+	env, err = testenv.Start(testenv.WithTestCRDs())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -122,6 +124,13 @@ func TestCreateRunsOnTheBoundNodeOnly(t *testing.T) {
 	v.Spec.Template.Metadata.Labels = map[string]string{"app": "db"}
 	v.Spec.Template.Spec.NodeSelector = map[string]string{"node.novacron.io/type": "compute"}
 	v.Spec.Template.Spec.Devices = []novacronv1.Device{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Model: "tesla-t4", Count: 1}}
+	v.Spec.Template.Spec.Networks = append(v.Spec.Template.Spec.Networks, novacronv1.Network{Name: "data", Type: novacronv1.NetworkTypeSRIOV})
+	nad := &unstructured.Unstructured{}
+	nad.SetGroupVersionKind(schema.GroupVersionKind{Group: "k8s.cni.cncf.io", Version: "v1", Kind: "NetworkAttachmentDefinition"})
+	nad.SetNamespace(ns)
+	nad.SetName("data")
+	nad.SetAnnotations(map[string]string{"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov_data"})
+	require.NoError(t, env.Client.Create(ctx, nad))
 	create(t, v)
 
 	pod := launcherPod(t, v.Name)
@@ -137,9 +146,12 @@ func TestCreateRunsOnTheBoundNodeOnly(t *testing.T) {
 	assert.Equal(t, int64(4<<30+128<<20+2*8<<20), req.Memory().Value())
 	gpu := req[corev1.ResourceName("devices.novacron.io/nvidia-tesla-t4")]
 	assert.Equal(t, int64(1), gpu.Value())
+	vf := req[corev1.ResourceName("intel.com/sriov_data")]
+	assert.Equal(t, int64(1), vf.Value(), "a VF from the pool the network's NetworkAttachmentDefinition names")
 	waitVM(t, v.Name, "phase Scheduling", phaseIs(novacronv1.VMScheduling))
 
-	bind(t, v.Name, "node-2", &novacronv1.DeviceAssignment{GPUs: []novacronv1.AssignedDevice{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Model: "tesla-t4", PCIAddress: "0000:3b:00.0"}}})
+	bind(t, v.Name, "node-2", &novacronv1.DeviceAssignment{GPUs: []novacronv1.AssignedDevice{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Model: "tesla-t4", PCIAddress: "0000:3b:00.0"}},
+		VFs: map[string]string{"data": "0000:5e:02.1"}})
 	got := waitVM(t, v.Name, "phase Running", phaseIs(novacronv1.VMRunning))
 	t.Logf("create to Running (test driver, binding immediately): %s", time.Since(start).Round(time.Millisecond))
 
@@ -148,8 +160,9 @@ func TestCreateRunsOnTheBoundNodeOnly(t *testing.T) {
 	assert.True(t, meta.IsStatusConditionTrue(got.Status.Conditions, novacronv1.ConditionReady))
 	assert.True(t, meta.IsStatusConditionTrue(got.Status.Conditions, novacronv1.VMConditionScheduled))
 	assert.True(t, meta.IsStatusConditionTrue(got.Status.Conditions, novacronv1.VMConditionHypervisorReachable))
-	require.Len(t, got.Status.Interfaces, 1)
+	require.Len(t, got.Status.Interfaces, 2)
 	assert.Equal(t, "10.0.1.10", got.Status.Interfaces[0].IPAddress)
+	assert.Equal(t, "0000:5e:02.1", got.Status.Interfaces[1].PCIAddress)
 	assert.Regexp(t, `^52:54:00(:[0-9a-f]{2}){3}$`, got.Status.Interfaces[0].MAC)
 	require.Len(t, got.Status.Devices, 1)
 	assert.Equal(t, "0000:3b:00.0", got.Status.Devices[0].PCIAddress)

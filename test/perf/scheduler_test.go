@@ -195,14 +195,8 @@ func createWorkload(ctx context.Context, c client.Client, ns, profile string, n 
 		if err := c.Create(ctx, v); err != nil {
 			return err
 		}
-		pod := vm.BuildLauncherPod(v, vm.LauncherConfig{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1})
-		if i%20 == 10 {
-			// The operator does not yet request VFs on the pod; Kubernetes'
-			// own accounting of them is what the default profile schedules by.
-			r := pod.Spec.Containers[0].Resources
-			r.Requests["intel.com/sriov_data"] = resource.MustParse("1")
-			r.Limits["intel.com/sriov_data"] = resource.MustParse("1")
-		}
+		pod := vm.BuildLauncherPod(v, vm.LauncherConfig{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1},
+			map[string]string{"data": "intel.com/sriov_data"})
 		return c.Create(ctx, pod)
 	})
 }
