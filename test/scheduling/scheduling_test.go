@@ -264,3 +264,59 @@ func TestPlacementPolicy(t *testing.T) {
 		return running(t, w).Status.NodeName == "cpu-2"
 	}, timeout, 100*time.Millisecond, "the edited policy never moved new VMs")
 }
+
+// A migration's target pod never lands on the source node, and only on nodes
+// whose CPU model matches the source's.
+func TestMigrationTargets(t *testing.T) {
+	ns := namespace(t, "migration")
+	ctx := context.Background()
+	v := newVM(ns, "mover", 1)
+	v.Spec.Template.Spec.NodeSelector = map[string]string{"node.novacron.io/type": "compute"}
+	create(t, v)
+	src := running(t, v).Status.NodeName
+	other := map[string]string{"cpu-1": "cpu-2", "cpu-2": "cpu-1"}[src]
+
+	target := func(name string) *corev1.Pod {
+		p := vm.BuildLauncherPod(v, vm.LauncherConfig{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 2, MemoryOvercommitRatio: 1}, nil)
+		p.Name, p.OwnerReferences = name, nil
+		p.Labels[novacronv1.LabelMigrationSource] = src
+		require.NoError(t, env.Client.Create(ctx, p))
+		t.Cleanup(func() { _ = env.Client.Delete(ctx, p) })
+		return p
+	}
+	waitPod := func(p *corev1.Pod, ok func(*corev1.Pod) bool) *corev1.Pod {
+		require.Eventually(t, func() bool {
+			return env.Client.Get(ctx, client.ObjectKeyFromObject(p), p) == nil && ok(p)
+		}, timeout, 50*time.Millisecond)
+		return p
+	}
+	bound := waitPod(target("mover-target-1"), func(p *corev1.Pod) bool { return p.Spec.NodeName != "" })
+	assert.Equal(t, other, bound.Spec.NodeName, "never the source node")
+
+	// A different CPU model on the only other node leaves the target unplaced.
+	hv := &novacronv1.Hypervisor{}
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: other}, hv))
+	saved := hv.Status.CPUModel
+	hv.Status.CPUModel = "Skylake-Server"
+	require.NoError(t, env.Client.Status().Update(ctx, hv))
+	t.Cleanup(func() {
+		require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: other}, hv))
+		hv.Status.CPUModel = saved
+		require.NoError(t, env.Client.Status().Update(ctx, hv))
+	})
+	p := waitPod(target("mover-target-2"), func(p *corev1.Pod) bool {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && strings.Contains(c.Message, "CPU model") {
+				return true
+			}
+		}
+		return false
+	})
+	assert.Empty(t, p.Spec.NodeName)
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled {
+			assert.Contains(t, c.Message, other+": CPU model Skylake-Server differs from the source node's Icelake-Server")
+			assert.Contains(t, c.Message, src+": the VM is migrating away from this node")
+		}
+	}
+}
