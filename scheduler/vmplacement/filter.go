@@ -30,22 +30,19 @@ type cycleState struct {
 	// source is the node a migration's VM leaves, and its CPU model.
 	source, sourceCPUModel string
 
-	// usage remembers each node's nodeUse from Filter for Score.
-	usageMu sync.Mutex
-	usage   map[string]nodeUse
+	// usage remembers each node's nodeUse from Filter for Score; Filter runs
+	// on many nodes at once.
+	usage sync.Map
 }
 
-func (s *cycleState) rememberUse(node string, u nodeUse) {
-	s.usageMu.Lock()
-	s.usage[node] = u
-	s.usageMu.Unlock()
-}
+func (s *cycleState) rememberUse(node string, u nodeUse) { s.usage.Store(node, u) }
 
 func (s *cycleState) use(node string) (nodeUse, bool) {
-	s.usageMu.Lock()
-	defer s.usageMu.Unlock()
-	u, ok := s.usage[node]
-	return u, ok
+	u, ok := s.usage.Load(node)
+	if !ok {
+		return nodeUse{}, false
+	}
+	return u.(nodeUse), true
 }
 
 func (s *cycleState) Clone() fwk.StateData { return s }
@@ -72,7 +69,7 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	if err != nil {
 		return nil, fwk.AsStatus(err)
 	}
-	s := &cycleState{usage: map[string]nodeUse{}}
+	s := &cycleState{}
 	spec := &vm.Spec.Template.Spec
 	s.req.VCPUs, s.req.MemoryBytes = int64(spec.Resources.CPU), spec.Resources.Memory.Value()
 	for _, d := range spec.Devices {
@@ -170,6 +167,9 @@ func (p *Plugin) usage(ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
 	node := ni.Node().Name
 	base := p.podUsage(ni)
 	u := nodeUse{vcpus: base.vcpus, memBytes: base.memBytes, devices: base.devices}
+	if p.reserved.Load() == 0 {
+		return u // the common case: no device pod in flight, no lock
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if res := p.reserve[node]; len(res) > 0 {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -62,8 +63,9 @@ type Plugin struct {
 	// reserve holds, per node, the devices of pods between Reserve and their
 	// annotation reaching the cache. vCPUs and memory need no reservation: the
 	// scheduler's cache holds the assumed pod, annotations and all.
-	reserve map[string]map[types.UID][]string
-	nads    map[string]nadEntry
+	reserve  map[string]map[types.UID][]string
+	reserved atomic.Int64 // pods in reserve, read without the lock
+	nads     map[string]nadEntry
 	// usageCache: per node, its VMs' use at a NodeInfo generation.
 	usageCache sync.Map // node name -> cachedUse
 
@@ -202,6 +204,7 @@ func (p *Plugin) forget(uid types.UID) {
 	for node, pods := range p.reserve {
 		if _, ok := pods[uid]; ok {
 			delete(pods, uid)
+			p.reserved.Add(-1)
 			if len(pods) == 0 {
 				delete(p.reserve, node)
 			}

@@ -56,6 +56,9 @@ func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.
 		if p.reserve[node] == nil {
 			p.reserve[node] = map[types.UID][]string{}
 		}
+		if _, again := p.reserve[node][pod.UID]; !again {
+			p.reserved.Add(1)
+		}
 		p.reserve[node][pod.UID] = devices
 		p.mu.Unlock()
 	}
