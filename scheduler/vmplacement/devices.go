@@ -173,14 +173,14 @@ func freeMatching(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string]
 			}
 		}
 	}
-	pools := sets.New[string]()
-	for _, vf := range req.VFs {
-		pools.Insert(vf.ResourceName)
-	}
 	for _, p := range hv.Status.SRIOV {
+		wanted := false
+		for _, vf := range req.VFs {
+			wanted = wanted || vf.ResourceName == p.ResourceName
+		}
 		for _, f := range p.VirtualFunctions {
 			total++
-			if pools.Has(p.ResourceName) && !used.Has(f.PCIAddress) {
+			if wanted && !used.Has(f.PCIAddress) {
 				free++
 			}
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,20 +28,6 @@ type cycleState struct {
 	scores map[string]int64
 	// source is the node a migration's VM leaves, and its CPU model.
 	source, sourceCPUModel string
-
-	// usage remembers each node's nodeUse from Filter for Score; Filter runs
-	// on many nodes at once.
-	usage sync.Map
-}
-
-func (s *cycleState) rememberUse(node string, u nodeUse) { s.usage.Store(node, u) }
-
-func (s *cycleState) use(node string) (nodeUse, bool) {
-	u, ok := s.usage.Load(node)
-	if !ok {
-		return nodeUse{}, false
-	}
-	return u.(nodeUse), true
 }
 
 func (s *cycleState) Clone() fwk.StateData { return s }
@@ -274,7 +259,6 @@ func (p *Plugin) filter(s *cycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.St
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("CPU model %s differs from the source node's %s", hv.Status.CPUModel, s.sourceCPUModel))
 	}
 	use := p.usage(ni, pod)
-	s.rememberUse(node, use)
 	capCPU, capMem := e.capCPU, e.capMem
 	if use.vcpus+s.req.VCPUs > capCPU {
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("%d/%d vCPUs free, %d needed", max(capCPU-use.vcpus, 0), capCPU, s.req.VCPUs))

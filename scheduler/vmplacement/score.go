@@ -22,10 +22,8 @@ func (p *Plugin) Score(ctx context.Context, state fwk.CycleState, pod *corev1.Po
 		return 0, nil
 	}
 	hv := e.hv
-	use, ok := s.use(ni.Node().Name)
-	if !ok {
-		use = p.usage(ni, pod)
-	}
+	// Cheap: the node's use is cached by its generation (see podUsage).
+	use := p.usage(ni, pod)
 	capCPU, capMem := e.capCPU, e.capMem
 	cpu := frac(use.vcpus+s.req.VCPUs, capCPU)
 	mem := frac(use.memBytes+s.req.MemoryBytes, capMem)

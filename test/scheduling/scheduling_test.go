@@ -304,14 +304,19 @@ func TestMigrationTargets(t *testing.T) {
 		hv.Status.CPUModel = saved
 		require.NoError(t, env.Client.Status().Update(ctx, hv))
 	})
-	p := waitPod(target("mover-target-2"), func(p *corev1.Pod) bool {
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && strings.Contains(c.Message, "CPU model") {
-				return true
-			}
+	// The scheduler learns of the change through its informer: a target made
+	// before that may still be placed, so try until one is refused.
+	var p *corev1.Pod
+	for i := 0; p == nil; i++ {
+		require.Less(t, i, 50, "the CPU model change never reached the scheduler")
+		cand := target(fmt.Sprintf("mover-target-%d", i+2))
+		waitPod(cand, func(c *corev1.Pod) bool { return c.Spec.NodeName != "" || refused(c) })
+		if refused(cand) {
+			p = cand
+		} else {
+			require.NoError(t, env.Client.Delete(ctx, cand))
 		}
-		return false
-	})
+	}
 	assert.Empty(t, p.Spec.NodeName)
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled {
@@ -319,4 +324,14 @@ func TestMigrationTargets(t *testing.T) {
 			assert.Contains(t, c.Message, src+": the VM is migrating away from this node")
 		}
 	}
+}
+
+// refused is true once the scheduler has said why it cannot place the pod.
+func refused(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && strings.Contains(c.Message, "CPU model") {
+			return true
+		}
+	}
+	return false
 }
