@@ -87,9 +87,6 @@ func BuiltinPolicies() (map[string]string, error) {
 	return out, err
 }
 
-// LibraryFS is the embedded library with its tests, for the Rego test runner.
-func LibraryFS() fs.FS { return library }
-
 func parseEmbedded(dir string, withTests bool) (map[string]*ast.Module, error) {
 	mods := map[string]*ast.Module{}
 	err := fs.WalkDir(library, dir, func(p string, d fs.DirEntry, err error) error {

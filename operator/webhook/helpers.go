@@ -4,11 +4,8 @@ import (
 	"reflect"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
-
-func apierrorsIsNoMatch(err error) bool { return meta.IsNoMatchError(err) }
 
 // isNilObject tells a typed nil (no old object on CREATE) from an object.
 func isNilObject(o any) bool {

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/events"
@@ -208,7 +209,7 @@ func (v *VMValidator) validateNetworks(ctx context.Context, vm *novacronv1.Virtu
 		nad.SetGroupVersionKind(novacronv1.NetworkAttachmentDefinition)
 		err := v.APIReader.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: n.Name}, nad)
 		switch {
-		case apierrors.IsNotFound(err) || isNoMatch(err):
+		case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
 			errs = append(errs, field.Invalid(nets.Index(i).Child("name"), n.Name, fmt.Sprintf("sr-iov network %q needs a NetworkAttachmentDefinition named %s in namespace %s (and Multus installed)", n.Name, n.Name, vm.Namespace)))
 		case err != nil:
 			errs = append(errs, field.InternalError(nets.Index(i).Child("name"), err))
@@ -217,10 +218,6 @@ func (v *VMValidator) validateNetworks(ctx context.Context, vm *novacronv1.Virtu
 		}
 	}
 	return errs
-}
-
-func isNoMatch(err error) bool {
-	return err != nil && (apierrorsIsNoMatch(err))
 }
 
 // admitWithPolicies runs the admission policies: deny-enforced violations

@@ -3,7 +3,6 @@ package vmplacement
 import (
 	"fmt"
 	"sort"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/util/sets"
 
@@ -186,15 +185,4 @@ func freeMatching(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string]
 		}
 	}
 	return free, total
-}
-
-func (r *Request) String() string {
-	var parts []string
-	for _, g := range r.GPUs {
-		parts = append(parts, fmt.Sprintf("%dx %s", g.Count, g))
-	}
-	for _, v := range r.VFs {
-		parts = append(parts, "VF of "+v.ResourceName)
-	}
-	return strings.Join(parts, ", ")
 }

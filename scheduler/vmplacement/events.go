@@ -6,14 +6,11 @@ import (
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 )
-
-func metav1PatchOptions() metav1.PatchOptions { return metav1.PatchOptions{} }
 
 // Custom resources as the scheduling queue names them: resource.version.group.
 var (

@@ -6,7 +6,6 @@ package lab
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -177,5 +176,4 @@ func TestRealQEMULifecycle(t *testing.T) {
 	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's disk")
 	_, err = hv.VolumePath(ctx, "default", dom+"-cidata.iso")
 	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's cloud-init disk")
-	fmt.Fprintf(os.Stderr, "lab: create to Running %s\n", toRunning.Round(time.Millisecond))
 }
