@@ -49,6 +49,10 @@ fmt: ## gofmt and go vet.
 envtest: ## Build kube-apiserver, etcd and kubectl from the module proxy into bin/k8s/.
 	@hack/envtest.sh >/dev/null
 
+.PHONY: dev
+dev: deps ## Try NovaCron: API server, operator, scheduler and simulated hypervisor nodes on this machine (Ctrl-C stops). DEV_FLAGS="--nodes 6" etc.
+	@assets=$$(hack/envtest.sh); go build -o bin/ ./cmd/novacron && bin/novacron dev --assets $$assets $(DEV_FLAGS)
+
 ##@ Test
 
 .PHONY: test
@@ -64,6 +68,10 @@ test-unit: deps ## Run the tests that need no API server.
 .PHONY: test-integration
 test-integration: deps ## Run the envtest integration tests only.
 	@assets=$$(hack/envtest.sh); KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./test/...
+
+.PHONY: test-e2e
+test-e2e: deps ## Start `novacron dev` and run the README's kubectl workflow against it.
+	@assets=$$(hack/envtest.sh); NOVACRON_E2E=1 KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) -v -run . ./test/e2e/
 
 .PHONY: test-lab
 test-lab: deps ## Run the VM lifecycle against a real libvirtd + QEMU lab node (root; installs libvirt and QEMU).

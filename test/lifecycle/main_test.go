@@ -25,7 +25,7 @@ import (
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/provider/libvirt"
-	"github.com/novacron/operator/test/simnode"
+	"github.com/novacron/operator/devenv/simnode"
 	"github.com/novacron/operator/test/testenv"
 )
 

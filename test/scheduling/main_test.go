@@ -25,7 +25,7 @@ import (
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider/libvirt"
 	"github.com/novacron/operator/scheduler/server"
-	"github.com/novacron/operator/test/simnode"
+	"github.com/novacron/operator/devenv/simnode"
 	"github.com/novacron/operator/test/testenv"
 )
 
@@ -85,13 +85,11 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	var cm corev1.ConfigMap
-	if err := yaml.Unmarshal(raw, &cm); err != nil {
+	doc, err := server.LocalConfig(raw, env.Kubeconfig)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	doc := strings.Replace(cm.Data["config.yaml"], "leaderElect: true", "leaderElect: false", 1)
-	doc = strings.Replace(doc, "clientConnection:\n", "clientConnection:\n  kubeconfig: "+env.Kubeconfig+"\n", 1)
 	doc += `  - schedulerName: novacron-scheduler-pack
     plugins:
       multiPoint:

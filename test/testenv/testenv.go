@@ -102,10 +102,10 @@ func WithWebhooks() Option {
 }
 
 // WithTestCRDs also installs the CRDs of other projects NovaCron works with
-// (Multus' NetworkAttachmentDefinition), from test/fixtures/crds.
+// (Multus' NetworkAttachmentDefinition), from manifests/dev/crds.
 func WithTestCRDs() Option {
 	return func(e *envtest.Environment, root string) {
-		e.CRDDirectoryPaths = append(e.CRDDirectoryPaths, filepath.Join(root, "test", "fixtures", "crds"))
+		e.CRDDirectoryPaths = append(e.CRDDirectoryPaths, filepath.Join(root, "manifests", "dev", "crds"))
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 	golibvirt "libvirt.org/go/libvirt"
 
 	"github.com/novacron/operator/operator/provider"
-	"github.com/novacron/operator/test/simnode"
+	"github.com/novacron/operator/devenv/simnode"
 )
 
 func newNode(t *testing.T, name string) string {

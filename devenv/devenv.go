@@ -1,0 +1,341 @@
+// Package devenv is `novacron dev`: the whole of NovaCron on one machine with
+// no cluster. It runs a real etcd and kube-apiserver (the binaries `make
+// envtest` builds), installs what manifests/ holds, runs the operator (with
+// its webhooks) and novacron-scheduler in this process, and registers
+// hypervisor nodes backed by libvirt's test driver or by real lab nodes.
+//
+// What it simulates, and only here (never in the operator or scheduler): there
+// is no kubelet and no kube-controller-manager, so the registered Nodes are
+// simply published Ready, and a launcher pod bound to a node is marked Running
+// the way a kubelet running its pause container would (see kubelet.go).
+package devenv
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/novacron/operator/manifests"
+	"github.com/novacron/operator/operator/manager"
+	"github.com/novacron/operator/operator/provider/libvirt"
+	"github.com/novacron/operator/scheduler/server"
+)
+
+// Config is how `novacron dev` was asked to run.
+type Config struct {
+	// AssetsDir holds kube-apiserver, etcd and kubectl.
+	AssetsDir string
+	// Nodes is how many hypervisor nodes to register (0: one of each kind).
+	Nodes int
+	// Profile is a node profile file's content (nil: manifests/dev/nodes.yaml).
+	Profile []byte
+	// LabScript, when set, backs every node with a real libvirtd + QEMU lab node
+	// started by this script (test/lab/lab.sh; root).
+	LabScript string
+	// MetricsAddr is where the operator serves /metrics ("0": off).
+	MetricsAddr string
+	// Out gets progress and the instructions; Log gets the components' logs.
+	Out io.Writer
+}
+
+// Ready is what Run hands its caller once everything is up.
+type Ready struct {
+	Kubeconfig string
+	Kubectl    string
+	Nodes      []string
+}
+
+// OperatorNamespace is where the image catalog and webhook service live.
+const OperatorNamespace = "novacron-system"
+
+// Run starts the environment, calls ready once it is up, and tears all of it
+// down when ctx ends: the components stop, the API server and etcd exit, lab
+// nodes stop, and the working folder is removed.
+func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
+	start := time.Now()
+	raw := cfg.Profile
+	if raw == nil {
+		if raw, err = manifests.FS.ReadFile("dev/nodes.yaml"); err != nil {
+			return err
+		}
+	}
+	profile, err := ParseProfile(raw)
+	if err != nil {
+		return err
+	}
+	nodes := profile.Expand(cfg.Nodes)
+	for _, bin := range []string{"kube-apiserver", "etcd", "kubectl"} {
+		if _, err := os.Stat(filepath.Join(cfg.AssetsDir, bin)); err != nil {
+			return fmt.Errorf("%s not found in %s: run `make envtest` first (`make dev` does)", bin, cfg.AssetsDir)
+		}
+	}
+	dir, err := os.MkdirTemp("", "novacron-dev-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	p := &progress{out: cfg.Out}
+
+	p.step("starting etcd and kube-apiserver")
+	env, err := apiServer(cfg.AssetsDir)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		p.step("stopping etcd and kube-apiserver")
+		if serr := env.Stop(); serr != nil && err == nil {
+			err = serr
+		}
+		p.done()
+	}()
+	kubeconfig, c, err := admin(env, dir)
+	if err != nil {
+		return err
+	}
+	p.done()
+
+	// Everything below runs until ctx ends; teardown waits for all of it.
+	runCtx, stopAll := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	goRun := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(runCtx); err != nil && runCtx.Err() == nil {
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	defer func() {
+		p.step("stopping the operator and novacron-scheduler")
+		stopAll()
+		wg.Wait()
+		p.done()
+	}()
+
+	p.step("starting the operator (controllers, webhooks) and novacron-scheduler")
+	connector := libvirt.NewConnector()
+	defer connector.Close()
+	opts := manager.DefaultOptions()
+	opts.Namespace = OperatorNamespace
+	opts.MetricsAddr, opts.ProbeAddr, opts.LeaderElection = cfg.MetricsAddr, "0", false
+	opts.StatsInterval = 5 * time.Second
+	hooks := env.WebhookInstallOptions
+	opts.Webhooks, opts.WebhookHost, opts.WebhookPort, opts.WebhookCertDir = true, hooks.LocalServingHost, hooks.LocalServingPort, hooks.LocalServingCertDir
+	mgr, err := manager.New(env.Config, opts, connector)
+	if err != nil {
+		return err
+	}
+	goRun("operator", mgr.Start)
+	schedRaw, err := manifests.FS.ReadFile("scheduler/config.yaml")
+	if err != nil {
+		return err
+	}
+	schedCfg, err := server.LocalConfig(schedRaw, kubeconfig)
+	if err != nil {
+		return err
+	}
+	schedFile := filepath.Join(dir, "scheduler.yaml")
+	if err := os.WriteFile(schedFile, []byte(schedCfg), 0o600); err != nil {
+		return err
+	}
+	goRun("novacron-scheduler", func(ctx context.Context) error { return server.Run(ctx, schedFile) })
+	kubelet, err := newKubelet(env.Config, nodes)
+	if err != nil {
+		return err
+	}
+	goRun("simulated kubelet", kubelet.Start)
+	if err := waitWebhook(ctx, hooks.LocalServingHost, hooks.LocalServingPort); err != nil {
+		return err
+	}
+	p.done()
+
+	p.step("installing the built-in policies, image catalog and sample network")
+	catalog, err := install(ctx, c, cfg.LabScript != "")
+	if err != nil {
+		return err
+	}
+	p.done()
+
+	backing := "libvirt test driver"
+	if cfg.LabScript != "" {
+		backing = "real libvirtd + QEMU lab nodes"
+	}
+	p.step(fmt.Sprintf("registering %d hypervisor nodes (%s)", len(nodes), backing))
+	var uris map[string]string
+	if cfg.LabScript != "" {
+		lab := &labNodes{script: cfg.LabScript}
+		defer func() {
+			p.step("stopping the lab nodes")
+			lab.stop()
+			p.done()
+		}()
+		uris, err = lab.start(ctx, nodes)
+	} else {
+		uris, err = simulatedNodes(filepath.Join(dir, "nodes"), nodes, catalog)
+	}
+	if err != nil {
+		return err
+	}
+	if err := register(ctx, c, nodes, uris, cfg.LabScript != ""); err != nil {
+		return err
+	}
+	p.done()
+
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.Name
+	}
+	fmt.Fprintf(cfg.Out, "novacron dev: ready in %s\n", time.Since(start).Round(100*time.Millisecond))
+	ready(Ready{Kubeconfig: kubeconfig, Kubectl: filepath.Join(cfg.AssetsDir, "kubectl"), Nodes: names})
+
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errs:
+		return err
+	}
+}
+
+// scheme knows what devenv writes: Kubernetes' types, CRDs, NovaCron's.
+func scheme() *runtime.Scheme {
+	s := manager.Scheme()
+	utilruntime.Must(apiextensionsv1.AddToScheme(s))
+	return s
+}
+
+// apiServer starts etcd and kube-apiserver with NovaCron's CRDs (and Multus'
+// NetworkAttachmentDefinition, which SR-IOV networks name) and its webhook
+// configurations pointed at this process, with certificates envtest makes.
+func apiServer(assets string) (*envtest.Environment, error) {
+	var crds []*apiextensionsv1.CustomResourceDefinition
+	var mutating []*admissionv1.MutatingWebhookConfiguration
+	var validating []*admissionv1.ValidatingWebhookConfiguration
+	objs, err := decodeAll(scheme(), "crd/bases/*.yaml", "dev/crds/*.yaml", "webhook/manifests.yaml")
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *apiextensionsv1.CustomResourceDefinition:
+			crds = append(crds, o)
+		case *admissionv1.MutatingWebhookConfiguration:
+			mutating = append(mutating, o)
+		case *admissionv1.ValidatingWebhookConfiguration:
+			validating = append(validating, o)
+		}
+	}
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		Scheme:                scheme(),
+		CRDInstallOptions:     envtest.CRDInstallOptions{CRDs: crds},
+		WebhookInstallOptions: envtest.WebhookInstallOptions{MutatingWebhooks: mutating, ValidatingWebhooks: validating},
+	}
+	if _, err := env.Start(); err != nil {
+		return nil, fmt.Errorf("starting etcd and kube-apiserver from %s: %w", assets, err)
+	}
+	return env, nil
+}
+
+// admin writes an administrator's kubeconfig into dir.
+func admin(env *envtest.Environment, dir string) (string, client.Client, error) {
+	user, err := env.AddUser(envtest.User{Name: "novacron-dev-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", nil, err
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		return "", nil, err
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(path, kc, 0o600); err != nil {
+		return "", nil, err
+	}
+	c, err := client.New(env.Config, client.Options{Scheme: scheme()})
+	return path, c, err
+}
+
+// waitWebhook waits until the operator's webhook server answers TLS, so the
+// objects installed next are defaulted and validated as in a cluster.
+func waitWebhook(ctx context.Context, host string, port int) error {
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		d := &tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // a liveness probe, not a trust decision
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return conn.Close()
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("the operator's webhook server at %s did not answer: %w", addr, errors.Join(err, ctx.Err()))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// progress prints "step ... done (1.2s)" lines.
+type progress struct {
+	out   io.Writer
+	since time.Time
+}
+
+func (p *progress) step(what string) {
+	p.since = time.Now()
+	fmt.Fprintf(p.out, "novacron dev: %s ... ", what)
+}
+
+func (p *progress) done() {
+	fmt.Fprintf(p.out, "done (%s)\n", time.Since(p.since).Round(100*time.Millisecond))
+}
+
+// decodeAll reads the embedded manifests matching the patterns into typed
+// objects where the scheme knows the kind, unstructured otherwise.
+func decodeAll(s *runtime.Scheme, patterns ...string) ([]client.Object, error) {
+	var out []client.Object
+	for _, pattern := range patterns {
+		files, err := fsGlob(pattern)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range files {
+			raw, err := manifests.FS.ReadFile(f)
+			if err != nil {
+				return nil, err
+			}
+			objs, err := decodeYAML(s, raw)
+			if err != nil {
+				return nil, fmt.Errorf("manifests/%s: %w", f, err)
+			}
+			out = append(out, objs...)
+		}
+	}
+	return out, nil
+}
+
+func fsGlob(pattern string) ([]string, error) {
+	files, err := fsGlobRaw(pattern)
+	if err == nil && len(files) == 0 {
+		err = fmt.Errorf("no embedded manifests match %s", pattern)
+	}
+	return files, err
+}
+

@@ -1,0 +1,135 @@
+package devenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devenv/simnode"
+	"github.com/novacron/operator/operator/images"
+)
+
+// simulatedNodes writes one libvirt test-driver host per node, each with the
+// catalog's volumes staged in its "default" pool, and returns their URIs.
+func simulatedNodes(dir string, nodes []SimNode, catalog images.Catalog) (map[string]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var vols []string
+	for _, img := range catalog {
+		for _, v := range []string{img.Volume, img.Kernel, img.Initrd} {
+			if v != "" {
+				vols = append(vols, v)
+			}
+		}
+	}
+	sort.Strings(vols)
+	uris := map[string]string{}
+	for _, n := range nodes {
+		uri, err := simnode.Write(dir, simnode.Node{Name: n.Name, CPUs: int(n.Kind.CPUs), MemoryBytes: n.Kind.Memory.Value(), Images: vols})
+		if err != nil {
+			return nil, err
+		}
+		uris[n.Name] = uri
+	}
+	return uris, nil
+}
+
+// register publishes each node as the kubelet and novacron-node would: a Ready
+// Node with its capacity (GPUs and VFs as extended resources), and its
+// Hypervisor with the discovered devices.
+func register(ctx context.Context, c client.Client, nodes []SimNode, uris map[string]string, lab bool) error {
+	for _, n := range nodes {
+		labels := map[string]string{"kubernetes.io/hostname": n.Name, "kubernetes.io/os": "linux"}
+		for k, v := range n.Kind.Labels {
+			labels[k] = v
+		}
+		kn := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: labels}}
+		if err := c.Create(ctx, kn); err != nil {
+			return fmt.Errorf("creating Node %s: %w", n.Name, err)
+		}
+		alloc := n.Allocatable()
+		kn.Status = corev1.NodeStatus{Capacity: alloc, Allocatable: alloc,
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+				Message: "simulated by novacron dev", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}}
+		if err := c.Status().Update(ctx, kn); err != nil {
+			return fmt.Errorf("publishing Node %s status: %w", n.Name, err)
+		}
+		// The API server taints new Nodes not-ready until the node lifecycle
+		// controller sees them Ready; there is none here, so do its part.
+		kn.Spec.Taints = nil
+		if err := c.Update(ctx, kn); err != nil {
+			return fmt.Errorf("untainting Node %s: %w", n.Name, err)
+		}
+		hv := &novacronv1.Hypervisor{ObjectMeta: metav1.ObjectMeta{Name: n.Name},
+			Spec: novacronv1.HypervisorSpec{URI: uris[n.Name], StoragePool: "default", Overcommit: n.Kind.Overcommit}}
+		if lab {
+			// The lab has no working KVM: guests run under TCG.
+			hv.Spec.DomainType = "qemu"
+		}
+		if err := c.Create(ctx, hv); err != nil {
+			return fmt.Errorf("creating Hypervisor %s: %w", n.Name, err)
+		}
+		hv.Status = n.HypervisorStatus()
+		now := metav1.Now()
+		hv.Status.LastHeartbeatTime = &now
+		if err := c.Status().Update(ctx, hv); err != nil {
+			return fmt.Errorf("publishing Hypervisor %s status: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+// labNodes starts and stops real libvirtd + QEMU nodes with test/lab/lab.sh.
+type labNodes struct {
+	script  string
+	started []string
+}
+
+func (l *labNodes) run(ctx context.Context, args ...string) (string, error) {
+	var out, errb bytes.Buffer
+	cmd := exec.CommandContext(ctx, l.script, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("%s %s: %w: %s", l.script, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+func (l *labNodes) start(ctx context.Context, nodes []SimNode) (map[string]string, error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("--lab needs root: it starts libvirtd and QEMU for each node")
+	}
+	if _, err := l.run(ctx, "install"); err != nil {
+		return nil, err
+	}
+	if _, err := l.run(ctx, "guest"); err != nil {
+		return nil, err
+	}
+	uris := map[string]string{}
+	for _, n := range nodes {
+		uri, err := l.run(ctx, "start", "novacron-dev-"+n.Name)
+		if err != nil {
+			return nil, err
+		}
+		l.started = append(l.started, "novacron-dev-"+n.Name)
+		uris[n.Name] = uri
+	}
+	return uris, nil
+}
+
+// stop stops every node started, even after ctx ended.
+func (l *labNodes) stop() {
+	for _, n := range l.started {
+		_, _ = l.run(context.Background(), "stop", n)
+	}
+}
