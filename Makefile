@@ -6,6 +6,10 @@ SHELL := /usr/bin/env bash -o pipefail
 
 CONTROLLER_GEN := go tool controller-gen
 GO_TEST_FLAGS ?= -count=1
+# The image `docker-build` makes and `deploy` runs.
+IMG ?= novacron/operator:latest
+CONTAINER_TOOL ?= docker
+KUBECTL ?= kubectl
 # Packages whose tests need no API server.
 UNIT_PKGS := $$(go list ./... | grep -v /test/)
 
@@ -90,3 +94,35 @@ build: deps ## Build every binary into bin/.
 .PHONY: run
 run: deps ## Run the operator against the current kubeconfig (CRDs installed, namespace novacron-system).
 	go run ./cmd/novacron-operator --namespace novacron-system --metrics-bind-address :8080 --health-probe-bind-address :8081
+
+.PHONY: docker-build
+docker-build: ## Build the image with both binaries (IMG=..., CONTAINER_TOOL=docker|podman).
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the image (IMG=...).
+	$(CONTAINER_TOOL) push $(IMG)
+
+##@ Deploy (against the current kubeconfig)
+
+.PHONY: install
+install: ## Install the CRDs.
+	$(KUBECTL) apply --server-side -f manifests/crd/bases
+
+.PHONY: uninstall
+uninstall: ## Remove the CRDs (and with them every NovaCron object).
+	$(KUBECTL) delete --ignore-not-found -f manifests/crd/bases
+
+.PHONY: deploy
+deploy: install ## Deploy operator, scheduler, webhooks (needs cert-manager), catalog and policies with IMG.
+	$(KUBECTL) apply -f manifests/operator/namespace.yaml
+	$(KUBECTL) apply -f manifests/rbac -f manifests/webhook -f manifests/images
+	for f in manifests/operator/*.yaml manifests/scheduler/*.yaml; do sed 's|image: novacron/operator:latest|image: $(IMG)|' $$f; echo ---; done | $(KUBECTL) apply -f -
+	$(KUBECTL) -n novacron-system rollout status deployment/novacron-controller-manager --timeout=5m
+	$(KUBECTL) apply -f manifests/policies
+	if $(KUBECTL) get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1; then $(KUBECTL) apply -f manifests/monitoring; fi
+
+.PHONY: undeploy
+undeploy: ## Remove what deploy installed, CRDs excepted.
+	$(KUBECTL) delete --ignore-not-found -f manifests/monitoring -f manifests/policies -f manifests/scheduler -f manifests/webhook -f manifests/rbac -f manifests/images
+	$(KUBECTL) delete --ignore-not-found -f manifests/operator

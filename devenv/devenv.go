@@ -13,6 +13,7 @@ package devenv
 import (
 	"context"
 	"crypto/tls"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -36,13 +37,19 @@ import (
 	"github.com/novacron/operator/scheduler/server"
 )
 
+// defaultProfile is the node profile used unless another is given; it
+// documents the format.
+//
+//go:embed nodes.yaml
+var defaultProfile []byte
+
 // Config is how `novacron dev` was asked to run.
 type Config struct {
 	// AssetsDir holds kube-apiserver, etcd and kubectl.
 	AssetsDir string
 	// Nodes is how many hypervisor nodes to register (0: one of each kind).
 	Nodes int
-	// Profile is a node profile file's content (nil: manifests/dev/nodes.yaml).
+	// Profile is a node profile file's content (nil: devenv/nodes.yaml).
 	Profile []byte
 	// LabScript, when set, backs every node with a real libvirtd + QEMU lab node
 	// started by this script (test/lab/lab.sh; root).
@@ -70,9 +77,7 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 	start := time.Now()
 	raw := cfg.Profile
 	if raw == nil {
-		if raw, err = manifests.FS.ReadFile("dev/nodes.yaml"); err != nil {
-			return err
-		}
+		raw = defaultProfile
 	}
 	profile, err := ParseProfile(raw)
 	if err != nil {
@@ -338,4 +343,3 @@ func fsGlob(pattern string) ([]string, error) {
 	}
 	return files, err
 }
-

@@ -12,7 +12,7 @@ import (
 	"github.com/novacron/operator/operator/vm"
 )
 
-// Profile is a node profile file (manifests/dev/nodes.yaml documents it): the
+// Profile is a node profile file (devenv/nodes.yaml documents it): the
 // kinds of hypervisor node the dev environment registers.
 type Profile struct {
 	Nodes []NodeKind `json:"nodes"`

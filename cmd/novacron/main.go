@@ -37,7 +37,7 @@ func main() {
 	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
 	assets := fs.String("assets", defaultAssets(), "folder with kube-apiserver, etcd and kubectl (`make envtest` builds them)")
 	nodes := fs.Int("nodes", 0, "hypervisor nodes to register, cycling through the profile's kinds (0: one of each)")
-	profile := fs.String("node-profile", "", "node profile file (default: the built-in manifests/dev/nodes.yaml)")
+	profile := fs.String("node-profile", "", "node profile file (default: the built-in devenv/nodes.yaml)")
 	lab := fs.Bool("lab", false, "back the nodes with real libvirtd + QEMU lab nodes (root; test/lab/lab.sh installs them) instead of libvirt's test driver")
 	labScript := fs.String("lab-script", "test/lab/lab.sh", "the lab script --lab runs")
 	metrics := fs.String("metrics-bind-address", "127.0.0.1:8080", "where the operator serves /metrics (0: off)")

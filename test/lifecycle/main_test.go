@@ -22,10 +22,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devenv/simnode"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/provider/libvirt"
-	"github.com/novacron/operator/devenv/simnode"
 	"github.com/novacron/operator/test/testenv"
 )
 

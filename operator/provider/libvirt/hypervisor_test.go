@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 	golibvirt "libvirt.org/go/libvirt"
 
-	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/devenv/simnode"
+	"github.com/novacron/operator/operator/provider"
 )
 
 func newNode(t *testing.T, name string) string {
