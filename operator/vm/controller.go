@@ -199,7 +199,10 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 			return ctrl.Result{}, err
 		}
 		pod = BuildLauncherPod(vm, r.Launcher, pools)
-		if err := r.Client.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
+		if err := r.Client.Create(ctx, pod); apierrors.IsAlreadyExists(err) {
+			// The cache has not seen our own pod yet; its event brings us back.
+			return ctrl.Result{}, nil
+		} else if err != nil {
 			return ctrl.Result{}, fmt.Errorf("creating launcher pod for VM %s/%s: %w", vm.Namespace, vm.Name, err)
 		}
 		r.setPhase(vm, novacronv1.VMScheduling)

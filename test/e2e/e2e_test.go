@@ -228,8 +228,12 @@ func TestReadmeWorkflow(t *testing.T) {
 	// GPU and multiple NICs land on the nodes that have the devices.
 	d.kubectl(t, "kubectl apply -f manifests/samples/vm-gpu.yaml")
 	d.kubectl(t, "kubectl apply -f manifests/samples/vm-multi-nic.yaml")
+	d.kubectl(t, "kubectl apply -f manifests/samples/vm-node-affinity.yaml")
 	d.waitPhase(t, "gpu-vm", "Running")
 	d.waitPhase(t, "multi-nic-vm", "Running")
+	d.waitPhase(t, "affinity-vm", "Running")
+	// Only gpu-1 has the labels the seed's affinity example asks for.
+	assert.Equal(t, "gpu-1", d.kubectl(t, "kubectl get vm affinity-vm -o jsonpath='{.status.nodeName}'"))
 	assert.Equal(t, "gpu-1", d.kubectl(t, "kubectl get vm gpu-vm -o jsonpath='{.status.nodeName}'"))
 	assert.Contains(t, d.kubectl(t, "kubectl get vm gpu-vm -o jsonpath='{.status.devices}'"), "tesla-t4")
 	assert.Equal(t, "sriov-1", d.kubectl(t, "kubectl get vm multi-nic-vm -o jsonpath='{.status.nodeName}'"))
@@ -246,7 +250,7 @@ func TestReadmeWorkflow(t *testing.T) {
 
 	// Monitoring: the operator's metrics count the VMs left by phase.
 	resp := d.kubectl(t, "curl -sf http://"+d.metrics+"/metrics")
-	assert.Contains(t, resp, `novacron_vm_total{phase="Running"} 2`)
+	assert.Contains(t, resp, `novacron_vm_total{phase="Running"} 3`)
 
 	d.stop(t)
 	files, procs := leftovers(t, d.tmp)

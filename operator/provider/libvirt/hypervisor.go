@@ -105,7 +105,11 @@ func (h *hypervisor) EnsureVolume(ctx context.Context, vol provider.Volume) (str
 		x := libvirtxml.StorageVolume{
 			Name:     vol.Name,
 			Capacity: &libvirtxml.StorageVolumeSize{Unit: "bytes", Value: uint64(vol.CapacityBytes)},
-			Target:   &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: vol.Format}},
+			// Thin: the disk takes pool space as the guest writes. Without it
+			// the pool counts (and some pools reserve) the whole capacity, so a
+			// node's pool would refuse VMs long before it is full.
+			Allocation: &libvirtxml.StorageVolumeSize{Unit: "bytes", Value: 0},
+			Target:     &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: vol.Format}},
 		}
 		if vol.BackingVolume != "" {
 			b, err := p.LookupStorageVolByName(vol.BackingVolume)

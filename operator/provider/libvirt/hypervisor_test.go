@@ -194,3 +194,17 @@ func TestDomainXML(t *testing.T) {
 	_, err = domainXML("kvm", d)
 	assert.ErrorContains(t, err, `PCI address "3b:00" is not of the form`)
 }
+
+// Root disks are thin: a node's pool (100 GiB on the test driver) holds more
+// VMs than their disks' sizes add up to, as a real qcow2 pool does.
+func TestRootDisksAreThin(t *testing.T) {
+	ctx := context.Background()
+	c := NewConnector()
+	t.Cleanup(c.Close)
+	h, err := c.Hypervisor(ctx, newNode(t, "thin"))
+	require.NoError(t, err)
+	for _, name := range []string{"a.qcow2", "b.qcow2", "c.qcow2", "d.qcow2"} {
+		_, err := h.EnsureVolume(ctx, provider.Volume{Pool: "default", Name: name, CapacityBytes: 50 << 30, Format: "qcow2", BackingVolume: "base.qcow2", BackingFormat: "qcow2"})
+		require.NoError(t, err, name)
+	}
+}

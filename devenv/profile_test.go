@@ -1,0 +1,60 @@
+package devenv
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+)
+
+func TestDefaultProfile(t *testing.T) {
+	p, err := ParseProfile(defaultProfile)
+	require.NoError(t, err)
+	nodes := p.Expand(5)
+	var names []string
+	for _, n := range nodes {
+		names = append(names, n.Name)
+	}
+	assert.Equal(t, []string{"compute-1", "gpu-1", "sriov-1", "compute-2", "gpu-2"}, names)
+	assert.Len(t, p.Expand(0), 3, "one node of each kind by default")
+
+	gpu := nodes[1]
+	alloc := gpu.Allocatable()
+	q := alloc[corev1.ResourceName("devices.novacron.io/nvidia-tesla-t4")]
+	assert.Equal(t, int64(2), q.Value())
+	st := gpu.HypervisorStatus()
+	require.Len(t, st.GPUs, 2)
+	assert.NotEqual(t, st.GPUs[0].PCIAddress, st.GPUs[1].PCIAddress)
+
+	sriov := nodes[2].HypervisorStatus()
+	require.Len(t, sriov.SRIOV, 1)
+	assert.Len(t, sriov.SRIOV[0].VirtualFunctions, 4)
+	seen := map[string]bool{}
+	for _, vf := range sriov.SRIOV[0].VirtualFunctions {
+		assert.False(t, seen[vf.PCIAddress], "VF addresses are distinct")
+		seen[vf.PCIAddress] = true
+	}
+	vfs := nodes[2].Allocatable()[corev1.ResourceName("intel.com/sriov_data")]
+	assert.Equal(t, int64(4), vfs.Value())
+}
+
+func TestProfileErrorsNameTheField(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"nodes: []", "nodes: at least one"},
+		{"nodes: [{name: Big_Node, cpus: 4, memory: 8Gi}]", "nodes[0].name"},
+		{"nodes: [{name: a, cpus: 0, memory: 8Gi}]", "nodes[0].cpus"},
+		{"nodes: [{name: a, cpus: 4, memory: 8Mi}]", "nodes[0].memory"},
+		{"nodes: [{name: a, cpus: 4, memory: 8Gi}, {name: a, cpus: 4, memory: 8Gi}]", "nodes[1].name \"a\": used twice"},
+		{"nodes: [{name: a, cpus: 4, memory: 8Gi, gpus: [{vendor: nvidia, count: 1}]}]", "nodes[0].gpus[0]: vendor and model"},
+		{"nodes: [{name: a, cpus: 4, memory: 8Gi, gpus: [{vendor: nvidia, model: t4, count: 0}]}]", "nodes[0].gpus[0].count"},
+		{"nodes: [{name: a, cpus: 4, memory: 8Gi, sriov: [{vfs: 2}]}]", "nodes[0].sriov[0].resourceName"},
+		{"nodes: [{name: a, cpus: 4, memory: 8Gi, sriov: [{resourceName: x/y, vfs: 100}]}]", "nodes[0].sriov[0].vfs"},
+		{"nodes: [{name: a, cpus: 4, memory: 8Gi, overcommit: {cpu: \"0\"}}]", "nodes[0].overcommit.cpu"},
+		{"nodes: [{name: a, cpus: 4, memory: 8Gi, gpu: []}]", `unknown field "gpu"`},
+	} {
+		_, err := ParseProfile([]byte(c.yaml))
+		require.Error(t, err, c.yaml)
+		assert.Contains(t, err.Error(), c.want, c.yaml)
+	}
+}
