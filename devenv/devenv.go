@@ -127,12 +127,14 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 			}
 		}()
 	}
-	defer func() {
+	// The components stop before anything they use (lab nodes, API server).
+	stopComponents := sync.OnceFunc(func() {
 		p.step("stopping the operator and novacron-scheduler")
 		stopAll()
 		wg.Wait()
 		p.done()
-	}()
+	})
+	defer stopComponents()
 
 	p.step("starting the operator (controllers, webhooks) and novacron-scheduler")
 	connector := libvirt.NewConnector()
@@ -187,6 +189,7 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 	if cfg.LabScript != "" {
 		lab := &labNodes{script: cfg.LabScript}
 		defer func() {
+			stopComponents()
 			p.step("stopping the lab nodes")
 			lab.stop()
 			p.done()

@@ -106,6 +106,11 @@ EOF
 
 node_dir() { echo "$LAB_DIR/nodes/$1"; }
 
+# The bridge behind a node's libvirt network "default" (the NIC VMs get by
+# default): named per node, since every node's bridge lives in this network
+# namespace, and within the 15 characters Linux allows.
+node_bridge() { echo "ncb$(echo -n "$1" | md5sum | cut -c1-10)"; }
+
 cmd_uri() { echo "qemu:///system?socket=$(node_dir "$1")/run/libvirt/libvirt-sock"; }
 
 cmd_start() {
@@ -165,6 +170,19 @@ EOF
     virsh -c "$uri" pool-start default >/dev/null
   fi
   virsh -c "$uri" pool-refresh default >/dev/null
+  # An isolated network (no forwarding, no DHCP) so VMs' bridge NICs attach;
+  # it replaces the host's NAT "default" network copied with /etc/libvirt.
+  local br; br=$(node_bridge "$node")
+  if ! virsh -c "$uri" net-dumpxml default 2>/dev/null | grep -q "name='$br'"; then
+    virsh -c "$uri" net-destroy default >/dev/null 2>&1 || true
+    virsh -c "$uri" net-undefine default >/dev/null 2>&1 || true
+    echo "<network><name>default</name><bridge name='$br' stp='off'/></network>" >"$dir/net-default.xml"
+    virsh -c "$uri" net-define "$dir/net-default.xml" >/dev/null
+  fi
+  if ! virsh -c "$uri" net-info default | grep -q '^Active: *yes'; then
+    ip link del "$br" 2>/dev/null || true
+    virsh -c "$uri" net-start default >/dev/null
+  fi
   if [[ ! -d $LAB_DIR/capabilities && -d $dir/cache/qemu/capabilities ]]; then
     cp -a "$dir/cache/qemu/capabilities" "$LAB_DIR/capabilities" 2>/dev/null || true
   fi
@@ -190,6 +208,7 @@ cmd_stop() {
   for f in "$dir"/run/libvirt/qemu/*.pid; do [[ -e $f ]] && kill_pidfile "$f"; done
   kill_pidfile "$dir/run/libvirtd.pid"
   kill_pidfile "$dir/run/virtlogd.pid"
+  ip link del "$(node_bridge "$node")" 2>/dev/null || true
   rm -rf "$dir/run"
 }
 
