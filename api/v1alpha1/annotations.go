@@ -29,6 +29,17 @@ const (
 	// node the VM leaves: the scheduler never picks that node, and only picks
 	// nodes whose CPU model matches it.
 	LabelMigrationSource = "novacron.io/migration-source"
+
+	// LabelSnapshotScheduled marks the VirtualMachineSnapshots a VM's
+	// snapshotPolicy made ("true"); only those count against its retention.
+	LabelSnapshotScheduled = "novacron.io/scheduled"
+	// AnnotationScheduledAt is the schedule slot (RFC 3339) a scheduled
+	// snapshot was taken for.
+	AnnotationScheduledAt = "novacron.io/scheduled-at"
+	// AnnotationRestoring is set on a VM, to the name of a
+	// VirtualMachineRestore, while that restore works on its domain; the VM
+	// controller leaves the domain alone meanwhile.
+	AnnotationRestoring = "novacron.io/restoring"
 )
 
 // NetworkAttachmentDefinition is Multus' kind that an sr-iov network names; its

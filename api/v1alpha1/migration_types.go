@@ -58,6 +58,12 @@ const (
 	MigrationCancelled   MigrationPhase = "Cancelled"
 )
 
+// Done is true once the migration can no longer act: it succeeded, failed or
+// was cancelled.
+func (p MigrationPhase) Done() bool {
+	return p == MigrationSucceeded || p == MigrationFailed || p == MigrationCancelled
+}
+
 // MigrationProgress is the hypervisor's view of a running migration.
 type MigrationProgress struct {
 	// DataTotalBytes is the memory (and storage) to transfer.

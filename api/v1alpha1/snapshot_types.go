@@ -71,6 +71,10 @@ type VirtualMachineSnapshotStatus struct {
 	// SnapshotName is the snapshot's name on the hypervisor.
 	// +optional
 	SnapshotName string `json:"snapshotName,omitempty"`
+	// FailedAttempts counts tries that failed for a reason that may pass (an
+	// unreachable hypervisor); they are retried with backoff until the limit.
+	// +optional
+	FailedAttempts int32 `json:"failedAttempts,omitempty"`
 	// Conditions of the snapshot.
 	// +listType=map
 	// +listMapKey=type

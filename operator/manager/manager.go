@@ -15,6 +15,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -29,6 +30,7 @@ import (
 	"github.com/novacron/operator/operator/metrics"
 	"github.com/novacron/operator/operator/policy"
 	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/snapshot"
 	"github.com/novacron/operator/operator/vm"
 	novawebhook "github.com/novacron/operator/operator/webhook"
 	"github.com/novacron/operator/policies"
@@ -56,6 +58,16 @@ type Options struct {
 	StatsInterval time.Duration
 	// UnreachableRetry is how soon an unreachable hypervisor is tried again.
 	UnreachableRetry time.Duration
+
+	// Clock drives snapshot schedules (tests step a fake one); nil is the
+	// real clock.
+	Clock clock.PassiveClock
+	// ScheduleResync bounds how long a snapshot schedule goes without a look
+	// (tests make it short to follow a fake clock).
+	ScheduleResync time.Duration
+	// SnapshotRetryBase is the first wait before a failed snapshot is tried
+	// again (doubling up to five tries).
+	SnapshotRetryBase time.Duration
 
 	// Webhooks turns the admission webhook server on.
 	Webhooks bool
@@ -171,6 +183,19 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 	}
 	if err := r.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
 		return nil, fmt.Errorf("setting up the VirtualMachine controller: %w", err)
+	}
+	snaps := &snapshot.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("novacron-snapshot"),
+		Hypervisors: hypervisors, Clock: opts.Clock, RetryBase: opts.SnapshotRetryBase}
+	if err := snaps.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the VirtualMachineSnapshot controller: %w", err)
+	}
+	restores := &snapshot.RestoreReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("novacron-restore"), Hypervisors: hypervisors, Clock: opts.Clock}
+	if err := restores.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the VirtualMachineRestore controller: %w", err)
+	}
+	schedules := &snapshot.ScheduleReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("novacron-snapshot"), Clock: opts.Clock, Resync: opts.ScheduleResync}
+	if err := schedules.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the snapshot schedule controller: %w", err)
 	}
 	return mgr, nil
 }

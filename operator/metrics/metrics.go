@@ -42,6 +42,38 @@ var (
 	}, []string{"namespace", "name", "node"})
 )
 
+var (
+	snapshotsCreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "novacron_snapshot_created_total",
+		Help: "VM snapshots taken, by namespace and VM.",
+	}, []string{"namespace", "vm"})
+	snapshotsFailed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "novacron_snapshot_failed_total",
+		Help: "VM snapshots that failed for good, by namespace and VM.",
+	}, []string{"namespace", "vm"})
+	snapshotDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "novacron_snapshot_duration_seconds",
+		Help:    "Time the hypervisor took to take a snapshot.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+	})
+	snapshotLastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "novacron_snapshot_last_success_timestamp_seconds",
+		Help: "When the VM's last snapshot was taken (Unix time); alert on its age.",
+	}, []string{"namespace", "vm"})
+)
+
+// SnapshotTaken records a snapshot of a VM that took d and was taken at.
+func SnapshotTaken(namespace, vm string, d time.Duration, at time.Time) {
+	snapshotsCreated.WithLabelValues(namespace, vm).Inc()
+	snapshotDuration.Observe(d.Seconds())
+	snapshotLastSuccess.WithLabelValues(namespace, vm).Set(float64(at.Unix()))
+}
+
+// SnapshotFailed records a snapshot of a VM that failed for good.
+func SnapshotFailed(namespace, vm string) {
+	snapshotsFailed.WithLabelValues(namespace, vm).Inc()
+}
+
 // vmTotalCollector is registered once per process; each new manager (the dev
 // command and tests restart the operator in-process) points it at its cache.
 var vmTotalCollector = &vmTotal{}
@@ -50,7 +82,8 @@ var vmTotalCollector = &vmTotal{}
 // the reader (the manager's cache) at scrape time, so it is never stale.
 func Register(reg prometheus.Registerer, reader client.Reader) error {
 	vmTotalCollector.setReader(reader)
-	for _, c := range []prometheus.Collector{ReconcileTotal, ReconcileDuration, VMCPUUsage, VMMemoryUsage, vmTotalCollector} {
+	for _, c := range []prometheus.Collector{ReconcileTotal, ReconcileDuration, VMCPUUsage, VMMemoryUsage, vmTotalCollector,
+		snapshotsCreated, snapshotsFailed, snapshotDuration, snapshotLastSuccess} {
 		if err := reg.Register(c); err != nil {
 			if _, dup := err.(prometheus.AlreadyRegisteredError); !dup {
 				return err
@@ -64,6 +97,17 @@ func Register(reg prometheus.Registerer, reader client.Reader) error {
 func ForgetVM(namespace, name string) {
 	VMCPUUsage.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "name": name})
 	VMMemoryUsage.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "name": name})
+}
+
+// ForgetDeletedVM drops every series of a deleted VM.
+func ForgetDeletedVM(namespace, name string) {
+	ForgetVM(namespace, name)
+	for _, v := range []*prometheus.GaugeVec{snapshotLastSuccess} {
+		v.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "vm": name})
+	}
+	for _, v := range []*prometheus.CounterVec{snapshotsCreated, snapshotsFailed} {
+		v.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "vm": name})
+	}
 }
 
 var vmTotalDesc = prometheus.NewDesc("novacron_vm_total", "VirtualMachines by phase.", []string{"phase"}, nil)

@@ -48,7 +48,8 @@ type Hypervisor interface {
 
 	// Define creates the domain, or updates its persistent definition.
 	Define(ctx context.Context, d Domain) error
-	// Start boots a defined domain; starting a running one is not an error.
+	// Start boots a defined domain, or resumes a paused one; starting a
+	// running one is not an error.
 	Start(ctx context.Context, name string) error
 	// Shutdown asks the guest to power off (ACPI) and waits up to grace for it,
 	// then forces it off. A domain already off is not an error.
@@ -62,6 +63,45 @@ type Hypervisor interface {
 	State(ctx context.Context, name string) (DomainState, error)
 	// Stats reports the domain's resource use.
 	Stats(ctx context.Context, name string) (Stats, error)
+
+	// CreateSnapshot takes a snapshot of the domain's disks, with its memory
+	// state when it runs; a snapshot of that name already there is returned
+	// as it is.
+	CreateSnapshot(ctx context.Context, domain string, req SnapshotRequest) (Snapshot, error)
+	// RevertSnapshot puts the domain back to the snapshot; running says
+	// whether it should run afterwards (from the snapshot's memory state when
+	// it has one) or be left off.
+	RevertSnapshot(ctx context.Context, domain, snapshot string, running bool) error
+	// DeleteSnapshot removes the snapshot; a missing one (or domain) is not an
+	// error.
+	DeleteSnapshot(ctx context.Context, domain, snapshot string) error
+	// Snapshots lists the names of the domain's snapshots.
+	Snapshots(ctx context.Context, domain string) ([]string, error)
+}
+
+// SnapshotRequest asks for one snapshot of a domain.
+type SnapshotRequest struct {
+	Name        string
+	Description string
+	// DiskOnly leaves the memory state out.
+	DiskOnly bool
+	// Quiesce freezes the guest's file systems through its guest agent while
+	// the snapshot is taken, when the agent answers.
+	Quiesce bool
+}
+
+// Snapshot is a snapshot on the hypervisor.
+type Snapshot struct {
+	Name         string
+	CreationTime time.Time
+	// IncludesMemory is true when the domain ran and its memory was saved.
+	IncludesMemory bool
+	// Quiesced is true when the guest agent froze the file systems for it;
+	// only known to the call that took it (false when read back later).
+	Quiesced bool
+	// SizeBytes is the memory state saved plus what the disks hold, as far
+	// as the hypervisor reports it.
+	SizeBytes int64
 }
 
 // DomainState is a domain's run state.

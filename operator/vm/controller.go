@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/hypervisors"
 	"github.com/novacron/operator/operator/metrics"
 	"github.com/novacron/operator/operator/provider"
 )
@@ -75,6 +76,8 @@ type cpuSample struct {
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachines/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachines/finalizers,verbs=update
 // +kubebuilder:rbac:groups=novacron.io,resources=hypervisors,verbs=get;list;watch
+// +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinesnapshots,verbs=deletecollection
+// +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinerestores,verbs=get
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
@@ -152,6 +155,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	case !controllerutil.ContainsFinalizer(vm, Finalizer):
 		controllerutil.AddFinalizer(vm, Finalizer)
 		return ctrl.Result{}, r.Client.Update(ctx, vm)
+	case r.restoring(ctx, vm):
+		// A restore is reverting the domain; it hands the VM back when done.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	case vm.Spec.Running == nil || *vm.Spec.Running:
 		res, err = r.ensureRunning(ctx, vm)
 	default:
@@ -425,10 +431,7 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 			if err := hv.Undefine(ctx, name); err != nil {
 				return ctrl.Result{}, err
 			}
-			pool := hvObj.Spec.StoragePool
-			if pool == "" {
-				pool = "default"
-			}
+			pool := hypervisors.Pool(hvObj)
 			for _, vol := range []string{rootVolumeName(vm), cloudInitVolumeName(vm)} {
 				if err := hv.DeleteVolume(ctx, pool, vol); err != nil {
 					return ctrl.Result{}, err
@@ -444,7 +447,13 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 			return ctrl.Result{}, err
 		}
 	}
-	metrics.ForgetVM(vm.Namespace, vm.Name)
+	// Its snapshots lived in its disks; their objects go too (each one's
+	// finalizer finds its domain gone).
+	if err := r.Client.DeleteAllOf(ctx, &novacronv1.VirtualMachineSnapshot{}, client.InNamespace(vm.Namespace),
+		client.MatchingLabels{novacronv1.LabelVM: vm.Name}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("deleting the snapshots of VM %s/%s: %w", vm.Namespace, vm.Name, err)
+	}
+	metrics.ForgetDeletedVM(vm.Namespace, vm.Name)
 	controllerutil.RemoveFinalizer(vm, Finalizer)
 	return ctrl.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, vm))
 }
@@ -464,20 +473,32 @@ func (r *Reconciler) launcherPod(ctx context.Context, vm *novacronv1.VirtualMach
 	return pod, nil
 }
 
+// restoring says whether a VirtualMachineRestore holds the VM's domain. A
+// guard whose restore is gone or finished is dropped, so a deleted restore
+// never strands its VM.
+func (r *Reconciler) restoring(ctx context.Context, vm *novacronv1.VirtualMachine) bool {
+	name := vm.Annotations[novacronv1.AnnotationRestoring]
+	if name == "" {
+		return false
+	}
+	rs := &novacronv1.VirtualMachineRestore{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: name}, rs)
+	if err == nil && rs.Spec.VMName == vm.Name && rs.Status.Phase != novacronv1.RestoreSucceeded && rs.Status.Phase != novacronv1.RestoreFailed {
+		r.setCondition(vm, novacronv1.ConditionReady, metav1.ConditionFalse, "Restoring", "restore "+name+" is reverting the VM to a snapshot")
+		return true
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return true // unsure: leave the domain alone and look again
+	}
+	patch := client.MergeFrom(vm.DeepCopy())
+	delete(vm.Annotations, novacronv1.AnnotationRestoring)
+	_ = r.Client.Patch(ctx, vm, patch)
+	return false
+}
+
 // hypervisor finds the node's Hypervisor object and connects to it.
 func (r *Reconciler) hypervisor(ctx context.Context, node string) (*novacronv1.Hypervisor, provider.Hypervisor, error) {
-	hvObj := &novacronv1.Hypervisor{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: node}, hvObj); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil, fmt.Errorf("%w: node %s has no Hypervisor object: %w", provider.ErrUnreachable, node, err)
-		}
-		return nil, nil, err
-	}
-	hv, err := r.Hypervisors.Hypervisor(ctx, hvObj.Spec.URI)
-	if err != nil {
-		return nil, nil, fmt.Errorf("node %s: %w", node, err)
-	}
-	return hvObj, hv, nil
+	return hypervisors.ForNode(ctx, r.Client, r.Hypervisors, node)
 }
 
 func (r *Reconciler) markUnreachable(vm *novacronv1.VirtualMachine, before *novacronv1.VirtualMachineStatus, err error) {

@@ -16,6 +16,7 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/cloudinit"
+	"github.com/novacron/operator/operator/hypervisors"
 	"github.com/novacron/operator/operator/images"
 	"github.com/novacron/operator/operator/provider"
 )
@@ -188,10 +189,7 @@ func (r *Reconciler) buildDomain(ctx context.Context, vm *novacronv1.VirtualMach
 	if spec.Resources.Disk != nil {
 		disk = *spec.Resources.Disk
 	}
-	pool := hvObj.Spec.StoragePool
-	if pool == "" {
-		pool = "default"
-	}
+	pool := hypervisors.Pool(hvObj)
 	rootPath, err := hv.EnsureVolume(ctx, provider.Volume{
 		Pool: pool, Name: rootVolumeName(vm), CapacityBytes: disk.Value(), Format: "qcow2",
 		BackingVolume: img.Volume, BackingFormat: img.Format,

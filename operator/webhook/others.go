@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -75,9 +76,25 @@ func (v *MigrationValidator) ValidateCreate(ctx context.Context, m *novacronv1.V
 		return nil, apierrors.NewInternalError(err)
 	}
 	for _, o := range others.Items {
-		if o.Spec.VMName == vm.Name && o.Name != m.Name && !migrationDone(o.Status.Phase) {
+		if o.Spec.VMName == vm.Name && o.Name != m.Name && !o.Status.Phase.Done() {
 			errs = append(errs, field.Forbidden(vmPath, fmt.Sprintf("migration %s of this VM is still %s; wait for it or cancel it", o.Name, orUnknown(novacronv1.VMPhase(o.Status.Phase)))))
 		}
+	}
+	// Internal snapshots live inside the VM's qcow2 disks, which a live
+	// migration does not carry over (libvirt refuses it); snapshots stay with
+	// their node, so a VM with snapshots stays too.
+	var snaps novacronv1.VirtualMachineSnapshotList
+	if err := v.Client.List(ctx, &snaps, client.InNamespace(m.Namespace)); err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	var names []string
+	for _, s := range snaps.Items {
+		if s.Spec.VMName == vm.Name {
+			names = append(names, s.Name)
+		}
+	}
+	if len(names) > 0 {
+		errs = append(errs, field.Forbidden(vmPath, fmt.Sprintf("VirtualMachine %s has snapshots (%s), which live in its disks on node %s and cannot move with it; delete them first", vm.Name, strings.Join(names, ", "), vm.Status.NodeName)))
 	}
 	if len(errs) > 0 {
 		return nil, invalid("VirtualMachineMigration", m.Name, errs)
@@ -106,10 +123,6 @@ func (v *MigrationValidator) ValidateUpdate(_ context.Context, old, m *novacronv
 // ValidateDelete allows every delete (it cancels the migration).
 func (v *MigrationValidator) ValidateDelete(context.Context, *novacronv1.VirtualMachineMigration) (admission.Warnings, error) {
 	return nil, nil
-}
-
-func migrationDone(p novacronv1.MigrationPhase) bool {
-	return p == novacronv1.MigrationSucceeded || p == novacronv1.MigrationFailed || p == novacronv1.MigrationCancelled
 }
 
 func orUnknown(p novacronv1.VMPhase) string {

@@ -5,11 +5,11 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
-	"time"
+	"strings"
 
-	"github.com/robfig/cron/v3"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/snapshot"
 	"github.com/novacron/operator/policies"
 )
 
@@ -140,31 +141,17 @@ func ValidateVMSpec(vm *novacronv1.VirtualMachine) field.ErrorList {
 	return errs
 }
 
-// cronParser reads the standard 5-field form, and descriptors such as @daily.
-var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
-
-// validateSchedule checks a cron schedule parses, its time zone exists, and
-// it fires at all (0 0 30 2 * parses but February has no 30th).
 func validateSchedule(path *field.Path, schedule, tz string) field.ErrorList {
-	var errs field.ErrorList
-	loc := time.UTC
-	if tz != "" {
-		l, err := time.LoadLocation(tz)
-		if err != nil {
-			errs = append(errs, field.Invalid(path.Child("timeZone"), tz, "must be an IANA time zone such as Europe/Berlin"))
-		} else {
-			loc = l
-		}
+	_, _, err := snapshot.ParseSchedule(schedule, tz)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, snapshot.ErrTimeZone):
+		return field.ErrorList{field.Invalid(path.Child("timeZone"), tz, snapshot.ErrTimeZone.Error())}
+	case errors.Is(err, snapshot.ErrNeverFires):
+		return field.ErrorList{field.Invalid(path.Child("schedule"), schedule, snapshot.ErrNeverFires.Error())}
 	}
-	sched, err := cronParser.Parse(schedule)
-	if err != nil {
-		return append(errs, field.Invalid(path.Child("schedule"), schedule, fmt.Sprintf("must be a 5-field cron schedule (minute hour day-of-month month day-of-week): %v", err)))
-	}
-	// The parser gives up on schedules that never match within five years.
-	if sched.Next(time.Date(2026, 1, 1, 0, 0, 0, 0, loc)).IsZero() {
-		errs = append(errs, field.Invalid(path.Child("schedule"), schedule, "never fires (no such date); check the day of month and month"))
-	}
-	return errs
+	return field.ErrorList{field.Invalid(path.Child("schedule"), schedule, strings.TrimPrefix(err.Error(), fmt.Sprintf("schedule %q: ", schedule)))}
 }
 
 // validateRunningChanges refuses changes a running VM cannot take.

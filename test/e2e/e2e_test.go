@@ -225,6 +225,17 @@ func TestReadmeWorkflow(t *testing.T) {
 	stopWatch()
 	_ = watch.Wait()
 
+	// Snapshots: take one, restore to it (the restore stops and restarts
+	// the VM), and a scheduled policy shows its next run.
+	assert.Contains(t, d.kubectl(t, "kubectl apply -f manifests/samples/snapshot.yaml"), "my-vm-before-upgrade created")
+	d.kubectl(t, "kubectl wait --for=jsonpath='{.status.phase}'=Ready vmsnap/my-vm-before-upgrade --timeout=60s")
+	assert.Regexp(t, `my-vm-before-upgrade\s+my-vm\s+Ready\s+true\s+CrashConsistent`, d.kubectl(t, "kubectl get vmsnap"))
+	assert.Contains(t, d.kubectl(t, "kubectl apply -f manifests/samples/restore.yaml"), "my-vm-rollback created")
+	d.kubectl(t, "kubectl wait --for=jsonpath='{.status.phase}'=Succeeded vmrestore/my-vm-rollback --timeout=60s")
+	d.waitPhase(t, "my-vm", "Running")
+	d.kubectl(t, "kubectl apply -f manifests/samples/vm-snapshot-policy.yaml")
+	d.kubectl(t, "kubectl wait --for=jsonpath='{.status.snapshot.nextScheduleTime}' vm/my-vm-snapshotted --timeout=60s")
+
 	// GPU and multiple NICs land on the nodes that have the devices.
 	d.kubectl(t, "kubectl apply -f manifests/samples/vm-gpu.yaml")
 	d.kubectl(t, "kubectl apply -f manifests/samples/vm-multi-nic.yaml")
@@ -239,7 +250,7 @@ func TestReadmeWorkflow(t *testing.T) {
 	assert.Equal(t, "sriov-1", d.kubectl(t, "kubectl get vm multi-nic-vm -o jsonpath='{.status.nodeName}'"))
 
 	events := d.kubectl(t, "kubectl get events --field-selector involvedObject.name=my-vm")
-	for _, reason := range []string{"Stopping", "Stopped", "Started"} {
+	for _, reason := range []string{"Stopping", "Stopped", "Started", "SnapshotTaken", "Restored"} {
 		assert.Contains(t, events, reason)
 	}
 
@@ -250,7 +261,8 @@ func TestReadmeWorkflow(t *testing.T) {
 
 	// Monitoring: the operator's metrics count the VMs left by phase.
 	resp := d.kubectl(t, "curl -sf http://"+d.metrics+"/metrics")
-	assert.Contains(t, resp, `novacron_vm_total{phase="Running"} 3`)
+	assert.Contains(t, resp, `novacron_vm_total{phase="Running"} 4`)
+	assert.Contains(t, resp, "novacron_snapshot_duration_seconds_count 1")
 
 	d.stop(t)
 	files, procs := leftovers(t, d.tmp)

@@ -6,6 +6,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -82,10 +84,10 @@ func virsh(t *testing.T, uri string, args ...string) string {
 	return string(out)
 }
 
-func TestRealQEMULifecycle(t *testing.T) {
-	if os.Getenv("NOVACRON_LAB") != "1" {
-		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
-	}
+// startLab starts the lab node, an API server with the lab guest in the image
+// catalog and the node's Hypervisor, and the operator.
+func startLab(t *testing.T) (*testenv.Env, *libvirt.Connector, string, manager.Options) {
+	t.Helper()
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.ErrorLevel)))
 	labSh(t, "install")
 	labSh(t, "guest")
@@ -114,6 +116,15 @@ func TestRealQEMULifecycle(t *testing.T) {
 	opts.StopGracePeriod = 30 * time.Second
 	opts.Webhooks = false
 	env.StartOperator(t, opts, connector)
+	return env, connector, uri, opts
+}
+
+func TestRealQEMULifecycle(t *testing.T) {
+	if os.Getenv("NOVACRON_LAB") != "1" {
+		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
+	}
+	env, connector, uri, opts := startLab(t)
+	ctx := context.Background()
 
 	v := &novacronv1.VirtualMachine{
 		ObjectMeta: metav1.ObjectMeta{Name: "lab-vm", Namespace: "default"},
@@ -176,4 +187,96 @@ func TestRealQEMULifecycle(t *testing.T) {
 	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's disk")
 	_, err = hv.VolumePath(ctx, "default", dom+"-cidata.iso")
 	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's cloud-init disk")
+}
+
+// ticks are the guest's uptimes, in order, from its NOVACRON-TICK lines.
+func ticks(log string) []float64 {
+	var out []float64
+	for _, line := range strings.Split(log, "\n") {
+		var up float64
+		if i := strings.Index(line, "NOVACRON-TICK "); i >= 0 {
+			if _, err := fmt.Sscan(line[i+len("NOVACRON-TICK "):], &up); err == nil {
+				out = append(out, up)
+			}
+		}
+	}
+	return out
+}
+
+func lastTick(log string) float64 {
+	if t := ticks(log); len(t) > 0 {
+		return t[len(t)-1]
+	}
+	return 0
+}
+
+// A running guest is snapshotted with its memory, runs on, and is restored:
+// it resumes where the snapshot was (its uptime goes back, no new boot).
+func TestRealQEMUSnapshotRestore(t *testing.T) {
+	if os.Getenv("NOVACRON_LAB") != "1" {
+		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
+	}
+	env, _, uri, _ := startLab(t)
+	ctx := context.Background()
+	v := &novacronv1.VirtualMachine{
+		ObjectMeta: metav1.ObjectMeta{Name: "snap-vm", Namespace: "default"},
+		Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true), Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
+			Resources: novacronv1.VMResources{CPU: 1, Memory: resource.MustParse("128Mi"), Disk: ptr.To(resource.MustParse("64Mi"))},
+			Image:     novacronv1.ImageSource{Source: "marketplace://lab-guest"},
+		}}},
+	}
+	key := client.ObjectKeyFromObject(v)
+	require.NoError(t, env.Client.Create(ctx, v))
+	env.Bind(t, key, node, nil, time.Minute)
+	env.WaitVM(t, key, 2*time.Minute, "phase Running", testenv.PhaseIs(novacronv1.VMRunning))
+	dom := vm.DomainName(v)
+	waitLog(t, dom, time.Minute, "the guest to tick past 4 s", func(l string) bool { return lastTick(l) >= 4 })
+
+	snap := &novacronv1.VirtualMachineSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "lab-snap", Namespace: "default"},
+		Spec: novacronv1.VirtualMachineSnapshotSpec{VMName: v.Name}}
+	require.NoError(t, env.Client.Create(ctx, snap))
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKeyFromObject(snap), snap) == nil && snap.Status.Phase == novacronv1.SnapshotReady
+	}, time.Minute, 100*time.Millisecond, "snapshot Ready")
+	atSnapshot := lastTick(serialLog(dom))
+	assert.True(t, snap.Status.IncludesMemory)
+	assert.Contains(t, virsh(t, uri, "snapshot-list", dom, "--name"), "lab-snap")
+
+	// Let it run on well past the snapshot, then restore.
+	before := waitLog(t, dom, time.Minute, "the guest to run on", func(l string) bool { return lastTick(l) >= atSnapshot+6 })
+	boots := strings.Count(before, "NOVACRON-GUEST-BOOT")
+	latest := lastTick(before)
+	restore := &novacronv1.VirtualMachineRestore{ObjectMeta: metav1.ObjectMeta{Name: "lab-rollback", Namespace: "default"},
+		Spec: novacronv1.VirtualMachineRestoreSpec{VMName: v.Name, SnapshotName: snap.Name, StopVM: true}}
+	require.NoError(t, env.Client.Create(ctx, restore))
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKeyFromObject(restore), restore) == nil && restore.Status.Phase == novacronv1.RestoreSucceeded
+	}, 2*time.Minute, 100*time.Millisecond, "restore Succeeded")
+	env.Bind(t, key, node, nil, time.Minute)
+	env.WaitVM(t, key, time.Minute, "Running after the restore", testenv.PhaseIs(novacronv1.VMRunning))
+
+	// The guest resumed from the snapshot's memory: its uptime went back to
+	// about where it was then, without booting again.
+	// The restore stopped the guest (it logs its power-off); what it
+	// printed since then comes from the restored memory.
+	sincePowerOff := func(l string) string {
+		if i := strings.LastIndex(l, "NOVACRON-GUEST-POWEROFF"); i >= 0 {
+			return l[i:]
+		}
+		return ""
+	}
+	after := waitLog(t, dom, time.Minute, "ticks after the restore", func(l string) bool { return len(ticks(sincePowerOff(l))) >= 2 })
+	resumed := ticks(sincePowerOff(after))
+	t.Logf("guest uptime: %.2f s at the snapshot, %.2f s before the restore, then %.2f s, %.2f s", atSnapshot, latest, resumed[0], resumed[1])
+	assert.Less(t, resumed[0], latest, "the tick counter went back")
+	assert.Greater(t, resumed[0], atSnapshot, "to just after the snapshot (ticks come every 2 s)")
+	assert.LessOrEqual(t, resumed[0], atSnapshot+4)
+	assert.Equal(t, boots, strings.Count(after, "NOVACRON-GUEST-BOOT"), "resumed, not rebooted")
+
+	require.NoError(t, env.Client.Delete(ctx, snap))
+	require.Eventually(t, func() bool {
+		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(snap), snap))
+	}, time.Minute, 100*time.Millisecond, "snapshot deleted")
+	assert.NotContains(t, virsh(t, uri, "snapshot-list", dom, "--name"), "lab-snap", "its hypervisor snapshot is gone")
+	env.DeleteVMAndWait(t, key, 2*time.Minute)
 }

@@ -43,6 +43,9 @@ func domainXML(domType string, d provider.Domain) (string, error) {
 			Target: &libvirtxml.DomainDiskTarget{Dev: fmt.Sprintf("vd%c", 'a'+i), Bus: "virtio"},
 		}
 		if disk.CDROM {
+			// A read-only medium has nothing to snapshot, and internal
+			// snapshots refuse any snapshotted disk that is not qcow2.
+			dd.Snapshot = "no"
 			dd.Device = "cdrom"
 			dd.Target = &libvirtxml.DomainDiskTarget{Dev: fmt.Sprintf("sd%c", 'a'+i), Bus: "sata"}
 		}

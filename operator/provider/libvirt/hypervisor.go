@@ -30,7 +30,7 @@ func (h *hypervisor) wrap(err error, what string) error {
 		return nil
 	}
 	switch errCode(err) {
-	case golibvirt.ERR_NO_DOMAIN, golibvirt.ERR_NO_STORAGE_VOL:
+	case golibvirt.ERR_NO_DOMAIN, golibvirt.ERR_NO_STORAGE_VOL, golibvirt.ERR_NO_DOMAIN_SNAPSHOT:
 		return fmt.Errorf("%s on %s: %w: %v", what, h.uri, provider.ErrNotFound, err)
 	}
 	if isConnectionError(h.conn, err) {
@@ -264,6 +264,11 @@ func (h *hypervisor) withDomain(ctx context.Context, name, what string, f func(*
 
 func (h *hypervisor) Start(ctx context.Context, name string) error {
 	return h.withDomain(ctx, name, "starting", func(dom *golibvirt.Domain) error {
+		if st, _, err := dom.GetState(); err != nil {
+			return err
+		} else if st == golibvirt.DOMAIN_PAUSED {
+			return dom.Resume()
+		}
 		if active, err := dom.IsActive(); err != nil || active {
 			return err
 		}

@@ -208,3 +208,56 @@ func TestRootDisksAreThin(t *testing.T) {
 		require.NoError(t, err, name)
 	}
 }
+
+func TestSnapshots(t *testing.T) {
+	ctx := context.Background()
+	c := NewConnector()
+	t.Cleanup(c.Close)
+	h, err := c.Hypervisor(ctx, newNode(t, "snap"))
+	require.NoError(t, err)
+	path, err := h.EnsureVolume(ctx, provider.Volume{Pool: "default", Name: "vm-root.qcow2", CapacityBytes: 10 << 30, Format: "qcow2", BackingVolume: "base.qcow2", BackingFormat: "qcow2"})
+	require.NoError(t, err)
+	d := testDomain("vm")
+	d.Disks = []provider.Disk{{Path: path, Format: "qcow2"}}
+	require.NoError(t, h.Define(ctx, d))
+	require.NoError(t, h.Start(ctx, "vm"))
+
+	_, err = h.CreateSnapshot(ctx, "vm", provider.SnapshotRequest{Name: "disk", DiskOnly: true})
+	assert.ErrorIs(t, err, provider.ErrUnsupported, "disk-only of a running guest is refused, not silently taken with memory")
+
+	s, err := h.CreateSnapshot(ctx, "vm", provider.SnapshotRequest{Name: "s1", Quiesce: true})
+	require.NoError(t, err)
+	assert.Equal(t, "s1", s.Name)
+	assert.True(t, s.IncludesMemory)
+	assert.True(t, s.Quiesced, "the test driver's guest agent freezes")
+	assert.Equal(t, int64(512<<20), s.SizeBytes)
+	assert.WithinDuration(t, time.Now(), s.CreationTime, time.Minute)
+	again, err := h.CreateSnapshot(ctx, "vm", provider.SnapshotRequest{Name: "s1"})
+	require.NoError(t, err)
+	assert.Equal(t, s.CreationTime, again.CreationTime, "taking the same snapshot again returns the first")
+	assert.False(t, again.Quiesced, "whether it was quiesced is not known afterwards: reported crash-consistent")
+
+	require.NoError(t, h.RevertSnapshot(ctx, "vm", "s1", false))
+	st, err := h.State(ctx, "vm")
+	require.NoError(t, err)
+	assert.Equal(t, provider.StateShutoff, st, "reverted and left off")
+	require.NoError(t, h.RevertSnapshot(ctx, "vm", "s1", true))
+	st, err = h.State(ctx, "vm")
+	require.NoError(t, err)
+	assert.Equal(t, provider.StateRunning, st, "reverted into its running state")
+	assert.ErrorIs(t, h.RevertSnapshot(ctx, "vm", "nope", true), provider.ErrNotFound)
+
+	names, err := h.Snapshots(ctx, "vm")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"s1"}, names)
+	require.NoError(t, h.DeleteSnapshot(ctx, "vm", "s1"))
+	require.NoError(t, h.DeleteSnapshot(ctx, "vm", "s1"), "deleting again is not an error")
+	names, err = h.Snapshots(ctx, "vm")
+	require.NoError(t, err)
+	assert.Empty(t, names)
+	require.NoError(t, h.DeleteSnapshot(ctx, "gone", "s1"), "nor is a missing domain")
+	require.NoError(t, h.Shutdown(ctx, "vm", time.Second))
+	off, err := h.CreateSnapshot(ctx, "vm", provider.SnapshotRequest{Name: "off", DiskOnly: true})
+	require.NoError(t, err)
+	assert.False(t, off.IncludesMemory, "a stopped VM's snapshot is of its disks")
+}

@@ -1,0 +1,241 @@
+package snapshot
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/hypervisors"
+	"github.com/novacron/operator/operator/metrics"
+	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/vm"
+)
+
+// ConditionStoppedVM is True on a restore that stopped its VM (spec.stopVM)
+// and so starts it again when done. It is recorded before the VM is stopped.
+const ConditionStoppedVM = "StoppedVM"
+
+// RestoreReconciler puts VMs back to their snapshots.
+//
+// A restore works on a stopped VM: it stops a running one first when
+// spec.stopVM says so (and starts it again afterwards), and refuses otherwise.
+// While it reverts the domain the VM carries AnnotationRestoring, so the VM
+// controller leaves the domain alone. A VM started again by its restore resumes
+// from the snapshot's memory state when the snapshot has one; otherwise it
+// boots from the restored disks.
+type RestoreReconciler struct {
+	Client      client.Client
+	Recorder    events.EventRecorder
+	Hypervisors provider.Connector
+	Clock       clock.PassiveClock
+	// Wait is how soon a restore waiting for its VM to stop looks again.
+	Wait time.Duration
+}
+
+// +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinerestores,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinerestores/status,verbs=get;update;patch
+
+// SetupWithManager registers the controller.
+func (r *RestoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.Wait == 0 {
+		r.Wait = time.Second
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("virtualmachinerestore").
+		For(&novacronv1.VirtualMachineRestore{}).
+		Complete(metrics.Instrument("virtualmachinerestore", r))
+}
+
+// Reconcile drives one restore from Pending to Succeeded or Failed.
+func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return quietConflicts(r.reconcile(ctx, req))
+}
+
+func (r *RestoreReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	rs := &novacronv1.VirtualMachineRestore{}
+	if err := r.Client.Get(ctx, req.NamespacedName, rs); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if rs.Status.Phase == novacronv1.RestoreSucceeded || rs.Status.Phase == novacronv1.RestoreFailed {
+		return ctrl.Result{}, nil
+	}
+	v := &novacronv1.VirtualMachine{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: rs.Spec.VMName}, v); err != nil {
+		if apierrors.IsNotFound(err) {
+			return r.fail(ctx, rs, nil, "VMNotFound", fmt.Sprintf("VirtualMachine %s does not exist", rs.Spec.VMName))
+		}
+		return ctrl.Result{}, err
+	}
+	snap := &novacronv1.VirtualMachineSnapshot{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: rs.Spec.SnapshotName}, snap); err != nil {
+		if apierrors.IsNotFound(err) {
+			return r.fail(ctx, rs, v, "SnapshotNotFound", fmt.Sprintf("VirtualMachineSnapshot %s does not exist", rs.Spec.SnapshotName))
+		}
+		return ctrl.Result{}, err
+	}
+	switch {
+	case snap.Spec.VMName != v.Name:
+		return r.fail(ctx, rs, v, "WrongVM", fmt.Sprintf("snapshot %s is of VirtualMachine %s, not %s", snap.Name, snap.Spec.VMName, v.Name))
+	case snap.Status.Phase == novacronv1.SnapshotFailed:
+		return r.fail(ctx, rs, v, "SnapshotFailed", fmt.Sprintf("snapshot %s failed: %s", snap.Name, meta.FindStatusCondition(snap.Status.Conditions, ConditionReady).Message))
+	case !snap.Status.ReadyToUse || !snap.DeletionTimestamp.IsZero():
+		return r.wait(ctx, rs, fmt.Sprintf("snapshot %s is not ready to use", snap.Name))
+	case snap.Status.NodeName != v.Status.NodeName:
+		return r.fail(ctx, rs, v, "WrongNode", fmt.Sprintf("snapshot %s is on node %s but VirtualMachine %s is on node %s", snap.Name, snap.Status.NodeName, v.Name, v.Status.NodeName))
+	}
+	if other := v.Annotations[novacronv1.AnnotationRestoring]; other != "" && other != rs.Name {
+		return r.wait(ctx, rs, fmt.Sprintf("restore %s of VirtualMachine %s is under way", other, v.Name))
+	}
+
+	if rs.Status.Phase != novacronv1.RestoreInProgress {
+		if v.Spec.Running == nil || *v.Spec.Running {
+			if !rs.Spec.StopVM {
+				return r.fail(ctx, rs, v, "VMRunning", fmt.Sprintf("VirtualMachine %s is running; stop it first (spec.running: false) or set spec.stopVM: true on the restore", v.Name))
+			}
+			// Recorded first, so a restart after a crash still knows to start
+			// the VM again.
+			if meta.SetStatusCondition(&rs.Status.Conditions, metav1.Condition{Type: ConditionStoppedVM, Status: metav1.ConditionTrue, Reason: "StopVM",
+				Message: "stopped VirtualMachine " + v.Name + " for the restore; it starts again afterwards", ObservedGeneration: rs.Generation}) {
+				rs.Status.Phase = novacronv1.RestorePending
+				if err := r.Client.Status().Update(ctx, rs); err != nil {
+					return ctrl.Result{}, err
+				}
+			}
+			if err := r.setRunning(ctx, v, false); err != nil {
+				return ctrl.Result{}, err
+			}
+			r.event(rs, corev1.EventTypeNormal, "StoppingVM", "Restore", "stopping VirtualMachine %s for the restore", v.Name)
+			return r.wait(ctx, rs, fmt.Sprintf("VirtualMachine %s is stopping", v.Name))
+		}
+		if v.Status.Phase != novacronv1.VMStopped {
+			return r.wait(ctx, rs, fmt.Sprintf("VirtualMachine %s is %s, waiting for Stopped", v.Name, v.Status.Phase))
+		}
+		if err := r.guard(ctx, v, rs.Name); err != nil {
+			return ctrl.Result{}, err
+		}
+		now := metav1.NewTime(r.Clock.Now())
+		rs.Status.Phase = novacronv1.RestoreInProgress
+		rs.Status.StartTime = &now
+		setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionFalse, "InProgress", "reverting to snapshot "+snap.Name)
+		if err := r.Client.Status().Update(ctx, rs); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	// InProgress: the VM is stopped and guarded. Reverting again after a
+	// crash lands in the same state.
+	restart := meta.IsStatusConditionTrue(rs.Status.Conditions, ConditionStoppedVM)
+	if err := r.guard(ctx, v, rs.Name); err != nil {
+		return ctrl.Result{}, err
+	}
+	_, hv, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, snap.Status.NodeName)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := hv.RevertSnapshot(ctx, vm.DomainName(v), snap.Status.SnapshotName, restart && snap.Status.IncludesMemory); err != nil {
+		return ctrl.Result{}, fmt.Errorf("restore %s/%s: %w", rs.Namespace, rs.Name, err)
+	}
+	if restart {
+		if err := r.setRunning(ctx, v, true); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if err := r.guard(ctx, v, ""); err != nil {
+		return ctrl.Result{}, err
+	}
+	now := metav1.NewTime(r.Clock.Now())
+	rs.Status.Phase = novacronv1.RestoreSucceeded
+	rs.Status.CompletionTime = &now
+	rs.Status.ObservedGeneration = rs.Generation
+	msg := fmt.Sprintf("VirtualMachine %s restored to snapshot %s", v.Name, snap.Name)
+	if restart {
+		msg += " and started again"
+	}
+	setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionTrue, "Succeeded", msg)
+	if err := r.Client.Status().Update(ctx, rs); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.event(rs, corev1.EventTypeNormal, "Restored", "Restore", "%s", msg)
+	if r.Recorder != nil {
+		r.Recorder.Eventf(v, rs, corev1.EventTypeNormal, "Restored", "Restore", "restored to snapshot %s", snap.Name)
+	}
+	return ctrl.Result{}, nil
+}
+
+// guard sets (name) or clears ("") the VM's AnnotationRestoring.
+func (r *RestoreReconciler) guard(ctx context.Context, v *novacronv1.VirtualMachine, name string) error {
+	if v.Annotations[novacronv1.AnnotationRestoring] == name {
+		return nil
+	}
+	patch := client.MergeFrom(v.DeepCopy())
+	if name == "" {
+		delete(v.Annotations, novacronv1.AnnotationRestoring)
+	} else {
+		if v.Annotations == nil {
+			v.Annotations = map[string]string{}
+		}
+		v.Annotations[novacronv1.AnnotationRestoring] = name
+	}
+	return r.Client.Patch(ctx, v, patch)
+}
+
+func (r *RestoreReconciler) setRunning(ctx context.Context, v *novacronv1.VirtualMachine, running bool) error {
+	if v.Spec.Running != nil && *v.Spec.Running == running {
+		return nil
+	}
+	patch := client.MergeFrom(v.DeepCopy())
+	v.Spec.Running = ptr.To(running)
+	return r.Client.Patch(ctx, v, patch)
+}
+
+func (r *RestoreReconciler) wait(ctx context.Context, rs *novacronv1.VirtualMachineRestore, why string) (ctrl.Result, error) {
+	if rs.Status.Phase == "" {
+		rs.Status.Phase = novacronv1.RestorePending
+	}
+	rs.Status.ObservedGeneration = rs.Generation
+	if setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionFalse, "Waiting", "waiting: "+why) || rs.Status.Phase == novacronv1.RestorePending {
+		if err := r.Client.Status().Update(ctx, rs); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{RequeueAfter: r.Wait}, nil
+}
+
+// fail ends the restore, and gives the VM back if the restore held it.
+func (r *RestoreReconciler) fail(ctx context.Context, rs *novacronv1.VirtualMachineRestore, v *novacronv1.VirtualMachine, reason, msg string) (ctrl.Result, error) {
+	if v != nil && v.Annotations[novacronv1.AnnotationRestoring] == rs.Name {
+		if err := r.guard(ctx, v, ""); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	now := metav1.NewTime(r.Clock.Now())
+	rs.Status.Phase = novacronv1.RestoreFailed
+	rs.Status.CompletionTime = &now
+	rs.Status.ObservedGeneration = rs.Generation
+	setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionFalse, reason, msg)
+	if err := r.Client.Status().Update(ctx, rs); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.event(rs, corev1.EventTypeWarning, reason, "Restore", "%s", msg)
+	return ctrl.Result{}, nil
+}
+
+func (r *RestoreReconciler) event(o client.Object, typ, reason, action, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(o, nil, typ, reason, action, note, args...)
+	}
+}
