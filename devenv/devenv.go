@@ -196,12 +196,12 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 		}()
 		uris, err = lab.start(ctx, nodes)
 	} else {
-		uris, err = simulatedNodes(filepath.Join(dir, "nodes"), nodes, catalog)
+		uris, err = SimulatedNodes(filepath.Join(dir, "nodes"), nodes, catalog)
 	}
 	if err != nil {
 		return err
 	}
-	if err := register(ctx, c, nodes, uris, cfg.LabScript != ""); err != nil {
+	if err := Register(ctx, c, nodes, uris, cfg.LabScript != ""); err != nil {
 		return err
 	}
 	p.done()

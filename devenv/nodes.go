@@ -18,9 +18,9 @@ import (
 	"github.com/novacron/operator/operator/images"
 )
 
-// simulatedNodes writes one libvirt test-driver host per node, each with the
+// SimulatedNodes writes one libvirt test-driver host per node, each with the
 // catalog's volumes staged in its "default" pool, and returns their URIs.
-func simulatedNodes(dir string, nodes []SimNode, catalog images.Catalog) (map[string]string, error) {
+func SimulatedNodes(dir string, nodes []SimNode, catalog images.Catalog) (map[string]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -44,10 +44,10 @@ func simulatedNodes(dir string, nodes []SimNode, catalog images.Catalog) (map[st
 	return uris, nil
 }
 
-// register publishes each node as the kubelet and novacron-node would: a Ready
+// Register publishes each node as the kubelet and novacron-node would: a Ready
 // Node with its capacity (GPUs and VFs as extended resources), and its
-// Hypervisor with the discovered devices.
-func register(ctx context.Context, c client.Client, nodes []SimNode, uris map[string]string, lab bool) error {
+// Hypervisor with the discovered devices. Tests register their nodes with it.
+func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[string]string, lab bool) error {
 	for _, n := range nodes {
 		labels := map[string]string{"kubernetes.io/hostname": n.Name, "kubernetes.io/os": "linux"}
 		for k, v := range n.Kind.Labels {

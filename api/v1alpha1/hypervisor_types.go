@@ -42,6 +42,14 @@ type HypervisorSpec struct {
 	// +kubebuilder:default=default
 	// +optional
 	StoragePool string `json:"storagePool,omitempty"`
+
+	// MigrationURI is how other nodes' libvirtd reach this one for
+	// peer-to-peer live migration, such as qemu+tls://node-2/system. Defaults
+	// to URI; set it when NovaCron reaches the node another way (a local
+	// socket).
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	MigrationURI string `json:"migrationURI,omitempty"`
 }
 
 // Overcommit holds the overcommit ratios of a hypervisor.

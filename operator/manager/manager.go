@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/migration"
 	"github.com/novacron/operator/operator/metrics"
 	"github.com/novacron/operator/operator/policy"
 	"github.com/novacron/operator/operator/provider"
@@ -68,6 +69,12 @@ type Options struct {
 	// SnapshotRetryBase is the first wait before a failed snapshot is tried
 	// again (doubling up to five tries).
 	SnapshotRetryBase time.Duration
+
+	// MigrationMaxParallel and MigrationMaxOutboundPerNode limit live
+	// migrations in the cluster and leaving one node; MigrationPoll is how
+	// often a running one's progress is read.
+	MigrationMaxParallel, MigrationMaxOutboundPerNode int
+	MigrationPoll                                     time.Duration
 
 	// Webhooks turns the admission webhook server on.
 	Webhooks bool
@@ -183,6 +190,12 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 	}
 	if err := r.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
 		return nil, fmt.Errorf("setting up the VirtualMachine controller: %w", err)
+	}
+	migrations := &migration.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("novacron-migration"),
+		Hypervisors: hypervisors, Targets: r, Launcher: opts.Launcher,
+		MaxParallel: opts.MigrationMaxParallel, MaxOutboundPerNode: opts.MigrationMaxOutboundPerNode, Poll: opts.MigrationPoll}
+	if err := migrations.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the VirtualMachineMigration controller: %w", err)
 	}
 	snaps := &snapshot.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("novacron-snapshot"),
 		Hypervisors: hypervisors, Clock: opts.Clock, RetryBase: opts.SnapshotRetryBase}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -62,6 +63,44 @@ var (
 	}, []string{"namespace", "vm"})
 )
 
+var (
+	migrationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "novacron_migration_total",
+		Help: "Live migrations that ended, by result (Succeeded, Failed, Cancelled).",
+	}, []string{"result"})
+	migrationsRunning = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "novacron_migration_running",
+		Help: "Live migrations whose libvirt job is running.",
+	})
+	migrationDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "novacron_migration_duration_seconds",
+		Help:    "Wall time of live migrations that ran, from the libvirt call to its end.",
+		Buckets: prometheus.ExponentialBuckets(0.5, 2, 12),
+	})
+	migrationDowntime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "novacron_migration_downtime_seconds",
+		Help:    "Guest pause at the switch-over of succeeded live migrations.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+	})
+)
+
+// MigrationStarted records a migration job starting.
+func MigrationStarted() { migrationsRunning.Inc() }
+
+// MigrationFinished records a migration's end; started is when its job began
+// (nil if it never ran).
+func MigrationFinished(result string, started *metav1.Time, p *novacronv1.MigrationProgress) {
+	migrationsTotal.WithLabelValues(result).Inc()
+	if started == nil {
+		return
+	}
+	migrationsRunning.Dec()
+	migrationDuration.Observe(time.Since(started.Time).Seconds())
+	if p != nil && result == string(novacronv1.MigrationSucceeded) {
+		migrationDowntime.Observe(float64(p.DowntimeMilliseconds) / 1000)
+	}
+}
+
 // SnapshotTaken records a snapshot of a VM that took d and was taken at.
 func SnapshotTaken(namespace, vm string, d time.Duration, at time.Time) {
 	snapshotsCreated.WithLabelValues(namespace, vm).Inc()
@@ -83,7 +122,8 @@ var vmTotalCollector = &vmTotal{}
 func Register(reg prometheus.Registerer, reader client.Reader) error {
 	vmTotalCollector.setReader(reader)
 	for _, c := range []prometheus.Collector{ReconcileTotal, ReconcileDuration, VMCPUUsage, VMMemoryUsage, vmTotalCollector,
-		snapshotsCreated, snapshotsFailed, snapshotDuration, snapshotLastSuccess} {
+		snapshotsCreated, snapshotsFailed, snapshotDuration, snapshotLastSuccess,
+		migrationsTotal, migrationsRunning, migrationDuration, migrationDowntime} {
 		if err := reg.Register(c); err != nil {
 			if _, dup := err.(prometheus.AlreadyRegisteredError); !dup {
 				return err

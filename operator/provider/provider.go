@@ -77,6 +77,43 @@ type Hypervisor interface {
 	DeleteSnapshot(ctx context.Context, domain, snapshot string) error
 	// Snapshots lists the names of the domain's snapshots.
 	Snapshots(ctx context.Context, domain string) ([]string, error)
+
+	// Migrate moves the running domain live to the hypervisor at
+	// o.DestURI (peer to peer: this hypervisor dials it), defining it there
+	// and undefining it here on success. It returns when the migration
+	// ended; on failure the domain still runs here.
+	Migrate(ctx context.Context, domain string, o MigrateOptions) error
+	// MigrationProgress reports the domain's running migration job, or the
+	// completed one's final figures (Completed true).
+	MigrationProgress(ctx context.Context, domain string) (MigrationProgress, error)
+	// AbortMigration aborts the domain's running migration; none running is
+	// not an error.
+	AbortMigration(ctx context.Context, domain string) error
+}
+
+// MigrateOptions shape one live migration.
+type MigrateOptions struct {
+	// DestURI is the destination hypervisor as the source's daemon reaches it.
+	DestURI string
+	// Compressed, Encrypted (TLS; refused where it is not set up),
+	// AutoConverge and PostCopy switch those libvirt features on.
+	Compressed, Encrypted, AutoConverge, PostCopy bool
+	// BandwidthMiBps caps the transfer (0: no cap).
+	BandwidthMiBps uint64
+	// MaxDowntime is the longest pause allowed at the switch-over (0: libvirt's).
+	MaxDowntime time.Duration
+	// CopyStorage copies the disks' top layers to the destination, whose
+	// disks already exist there on the same backing images.
+	CopyStorage bool
+}
+
+// MigrationProgress is a migration job's figures.
+type MigrationProgress struct {
+	Completed                bool
+	DataTotal, DataProcessed int64
+	DataRemaining, DirtyRate int64
+	Iterations               int64
+	Elapsed, Downtime        time.Duration
 }
 
 // SnapshotRequest asks for one snapshot of a domain.

@@ -78,6 +78,7 @@ type cpuSample struct {
 // +kubebuilder:rbac:groups=novacron.io,resources=hypervisors,verbs=get;list;watch
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinesnapshots,verbs=deletecollection
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinerestores,verbs=get
+// +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinemigrations,verbs=get
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
@@ -157,6 +158,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, r.Client.Update(ctx, vm)
 	case r.restoring(ctx, vm):
 		// A restore is reverting the domain; it hands the VM back when done.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	case r.migrating(ctx, vm):
+		// A migration moves the domain; it hands the VM back, on its new
+		// node or the old one, when done.
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	case vm.Spec.Running == nil || *vm.Spec.Running:
 		res, err = r.ensureRunning(ctx, vm)
@@ -432,7 +437,7 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 				return ctrl.Result{}, err
 			}
 			pool := hypervisors.Pool(hvObj)
-			for _, vol := range []string{rootVolumeName(vm), cloudInitVolumeName(vm)} {
+			for _, vol := range VolumeNames(vm) {
 				if err := hv.DeleteVolume(ctx, pool, vol); err != nil {
 					return ctrl.Result{}, err
 				}
@@ -459,8 +464,19 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 }
 
 func (r *Reconciler) launcherPod(ctx context.Context, vm *novacronv1.VirtualMachine) (*corev1.Pod, error) {
+	// After a migration the VM's pod is the migration's target pod; once
+	// that is gone, a new one has the usual name.
+	names := []string{LauncherPodName(vm.Name)}
+	if n := vm.Status.LauncherPod; n != "" && n != names[0] {
+		names = append([]string{n}, names...)
+	}
 	pod := &corev1.Pod{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: LauncherPodName(vm.Name)}, pod)
+	var err error
+	for _, name := range names {
+		if err = r.Client.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: name}, pod); !apierrors.IsNotFound(err) {
+			break
+		}
+	}
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -471,6 +487,26 @@ func (r *Reconciler) launcherPod(ctx context.Context, vm *novacronv1.VirtualMach
 		return nil, specErrorf("LauncherPodConflict", "pod %s exists but does not belong to this VM; delete or rename it", pod.Name)
 	}
 	return pod, nil
+}
+
+// migrating says whether a VirtualMachineMigration holds the VM. A
+// migration state whose migration is gone or finished is dropped.
+func (r *Reconciler) migrating(ctx context.Context, vm *novacronv1.VirtualMachine) bool {
+	st := vm.Status.MigrationState
+	if st == nil {
+		return false
+	}
+	m := &novacronv1.VirtualMachineMigration{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: st.MigrationName}, m)
+	if err == nil && m.Spec.VMName == vm.Name && !m.Status.Phase.Done() {
+		r.setPhase(vm, novacronv1.VMMigrating)
+		return true
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return true // unsure: leave the domain alone and look again
+	}
+	vm.Status.MigrationState = nil
+	return false
 }
 
 // restoring says whether a VirtualMachineRestore holds the VM's domain. A

@@ -159,6 +159,19 @@ func (r *Reconciler) loadCatalog(ctx context.Context) (images.Catalog, error) {
 	return c, nil
 }
 
+// VolumeNames are the volumes the VM has in its node's storage pool.
+func VolumeNames(vm *novacronv1.VirtualMachine) []string {
+	return []string{rootVolumeName(vm), cloudInitVolumeName(vm)}
+}
+
+// PrepareTarget makes the VM's disks on a migration's target node (its root
+// disk on the same image, its cloud-init disk), as a start there would, so
+// that a live migration only copies what the guest changed.
+func (r *Reconciler) PrepareTarget(ctx context.Context, vm *novacronv1.VirtualMachine, pod *corev1.Pod, hvObj *novacronv1.Hypervisor, hv provider.Hypervisor) error {
+	_, err := r.buildDomain(ctx, vm, pod, hvObj, hv)
+	return err
+}
+
 // buildDomain makes the VM's disks on the hypervisor and returns its domain.
 func (r *Reconciler) buildDomain(ctx context.Context, vm *novacronv1.VirtualMachine, pod *corev1.Pod, hvObj *novacronv1.Hypervisor, hv provider.Hypervisor) (provider.Domain, error) {
 	spec := &vm.Spec.Template.Spec

@@ -151,14 +151,14 @@ func BuildLauncherPod(vm *novacronv1.VirtualMachine, cfg LauncherConfig, vfPools
 		},
 	}
 	if vm.Status.NodeName != "" {
-		pinToNode(pod, vm.Status.NodeName)
+		PinToNode(pod, vm.Status.NodeName)
 	}
 	return pod
 }
 
-// pinToNode adds a required node affinity to exactly one node, ANDed with the
+// PinToNode adds a required node affinity to exactly one node, ANDed with the
 // VM's own rules (added to each of its terms, which are ORed).
-func pinToNode(pod *corev1.Pod, node string) {
+func PinToNode(pod *corev1.Pod, node string) {
 	req := corev1.NodeSelectorRequirement{Key: "metadata.name", Operator: corev1.NodeSelectorOpIn, Values: []string{node}}
 	if pod.Spec.Affinity == nil {
 		pod.Spec.Affinity = &corev1.Affinity{}

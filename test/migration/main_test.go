@@ -1,0 +1,235 @@
+// Package migration tests VirtualMachineMigrations on envtest with the real
+// scheduler placing target pods and the operator moving VMs between simulated
+// nodes. libvirt's test driver cannot migrate, so the nodes' hypervisors are
+// wrapped: Migrate re-creates the domain on the destination node (from the
+// definition the operator gave the source) and removes it from the source, as
+// a peer-to-peer migration with PERSIST_DEST and UNDEFINE_SOURCE does. The
+// real migration runs in test/lab.
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/novacron/operator/devenv"
+	"github.com/novacron/operator/operator/images"
+	"github.com/novacron/operator/operator/manager"
+	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/provider/libvirt"
+	"github.com/novacron/operator/scheduler/server"
+	"github.com/novacron/operator/test/testenv"
+)
+
+const imageVolume = "ubuntu-22.04.qcow2"
+
+var (
+	env   *testenv.Env
+	hosts *migrator
+	uris  map[string]string
+	// restartOperator stops the running operator and starts a new one.
+	restartOperator func() error
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	level := zapcore.Level(2)
+	if os.Getenv("NOVACRON_TEST_VERBOSE") != "" {
+		level = zapcore.DebugLevel
+	}
+	ctrl.SetLogger(zap.New(zap.Level(level)))
+	var err error
+	if env, err = testenv.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	dir, err := os.MkdirTemp("", "novacron-migration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := env.InstallImageCatalog(ctx, map[string]string{"ubuntu-22.04-lts": imageVolume}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	profile, err := devenv.ParseProfile([]byte(`nodes: [{name: node, cpus: 16, memory: 64Gi, cpuModel: Icelake-Server}]`))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	nodes := profile.Expand(2)
+	if uris, err = devenv.SimulatedNodes(filepath.Join(dir, "nodes"), nodes, images.Catalog{"ubuntu-22.04-lts": {Volume: imageVolume}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := devenv.Register(ctx, env.Client, nodes, uris, false); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+
+	inner := libvirt.NewConnector()
+	defer inner.Close()
+	hosts = &migrator{inner: inner, defs: map[string]provider.Domain{}}
+	opts := manager.DefaultOptions()
+	opts.MetricsAddr, opts.ProbeAddr, opts.Webhooks = "0", "0", false
+	opts.StopGracePeriod = 2 * time.Second
+	opts.MigrationPoll = 20 * time.Millisecond
+	opts.MigrationMaxOutboundPerNode = 1
+	stop, errs, err := env.RunOperator(opts, hosts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	restartOperator = func() error {
+		stop()
+		if err := <-errs; err != nil {
+			return err
+		}
+		stop, errs, err = env.RunOperator(opts, hosts)
+		return err
+	}
+	defer func() { stop() }()
+
+	raw, err := os.ReadFile(filepath.Join(env.RepoRoot, "manifests", "scheduler", "config.yaml"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	doc, err := server.LocalConfig(raw, env.Kubeconfig)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cfg := filepath.Join(dir, "scheduler.yaml")
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	schedDone := make(chan error, 1)
+	go func() { schedDone <- server.Run(ctx, cfg) }()
+	defer func() { cancel(); <-schedDone }()
+	return m.Run()
+}
+
+// migrator wraps the simulated nodes' hypervisors with a Migrate that moves
+// the domain's definition, and lets tests hold or fail migrations.
+type migrator struct {
+	inner provider.Connector
+	mu    sync.Mutex
+	defs  map[string]provider.Domain // uri + "/" + domain -> definition
+	gate  chan struct{}
+	fails int
+	calls int
+}
+
+func (g *migrator) Hypervisor(ctx context.Context, uri string) (provider.Hypervisor, error) {
+	h, err := g.inner.Hypervisor(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	return &simHypervisor{Hypervisor: h, uri: uri, g: g}, nil
+}
+
+// hold makes migrations wait until release is called.
+func (g *migrator) hold() (release func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ch := make(chan struct{})
+	g.gate = ch
+	return func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.gate == ch {
+			g.gate = nil
+		}
+		close(ch)
+	}
+}
+
+func (g *migrator) failNext(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.fails = n
+}
+
+type simHypervisor struct {
+	provider.Hypervisor
+	uri string
+	g   *migrator
+}
+
+func (h *simHypervisor) Define(ctx context.Context, d provider.Domain) error {
+	if err := h.Hypervisor.Define(ctx, d); err != nil {
+		return err
+	}
+	h.g.mu.Lock()
+	defer h.g.mu.Unlock()
+	h.g.defs[h.uri+"/"+d.Name] = d
+	return nil
+}
+
+var errMigration = errors.New("simulated: migration stream broken")
+
+func (h *simHypervisor) Migrate(ctx context.Context, domain string, o provider.MigrateOptions) error {
+	h.g.mu.Lock()
+	gate, fail := h.g.gate, h.g.fails > 0
+	if fail {
+		h.g.fails--
+	}
+	h.g.calls++
+	def, ok := h.g.defs[h.uri+"/"+domain]
+	h.g.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if fail {
+		return errMigration
+	}
+	if !ok {
+		return fmt.Errorf("no definition of %s on %s", domain, h.uri)
+	}
+	dest, err := h.g.Hypervisor(context.Background(), o.DestURI)
+	if err != nil {
+		return err
+	}
+	if err := dest.Define(context.Background(), def); err != nil {
+		return err
+	}
+	if err := dest.Start(context.Background(), domain); err != nil {
+		return err
+	}
+	return h.Hypervisor.Undefine(context.Background(), domain)
+}
+
+func (h *simHypervisor) MigrationProgress(ctx context.Context, domain string) (provider.MigrationProgress, error) {
+	h.g.mu.Lock()
+	running := h.g.gate != nil
+	h.g.mu.Unlock()
+	if _, err := h.Hypervisor.State(ctx, domain); err != nil {
+		return provider.MigrationProgress{}, err
+	}
+	if running {
+		return provider.MigrationProgress{DataTotal: 1 << 30, DataProcessed: 1 << 29, DataRemaining: 1 << 29, Iterations: 1, Elapsed: time.Second}, nil
+	}
+	return provider.MigrationProgress{Completed: true, DataTotal: 1 << 30, DataProcessed: 1 << 30, Iterations: 3, Elapsed: 2 * time.Second, Downtime: 42 * time.Millisecond}, nil
+}
+
+func (h *simHypervisor) AbortMigration(context.Context, string) error { return nil }

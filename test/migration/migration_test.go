@@ -1,0 +1,237 @@
+package migration
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/migration"
+	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/vm"
+	"github.com/novacron/operator/test/testenv"
+)
+
+const (
+	ns      = "default"
+	timeout = 30 * time.Second
+)
+
+func key(name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: name} }
+
+// runningVM creates a migratable VM and waits until it runs where the
+// scheduler put it.
+func runningVM(t *testing.T, name string) *novacronv1.VirtualMachine {
+	t.Helper()
+	v := &novacronv1.VirtualMachine{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: novacronv1.VirtualMachineSpec{
+			Running: ptr.To(true),
+			Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
+				Resources: novacronv1.VMResources{CPU: 1, Memory: resource.MustParse("1Gi"), Disk: ptr.To(resource.MustParse("10Gi"))},
+				Image:     novacronv1.ImageSource{Source: "marketplace://ubuntu-22.04-lts"},
+			}},
+			MigrationPolicy: &novacronv1.MigrationPolicy{AllowLiveMigration: true, Bandwidth: "1Gbps"},
+		},
+	}
+	require.NoError(t, env.Client.Create(context.Background(), v))
+	t.Cleanup(func() { env.DeleteVMAndWait(t, key(name), timeout) })
+	return env.WaitVM(t, key(name), timeout, "phase Running", testenv.PhaseIs(novacronv1.VMRunning))
+}
+
+func migrate(t *testing.T, name, vmName string) *novacronv1.VirtualMachineMigration {
+	t.Helper()
+	m := &novacronv1.VirtualMachineMigration{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: novacronv1.VirtualMachineMigrationSpec{VMName: vmName}}
+	require.NoError(t, env.Client.Create(context.Background(), m))
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), m) })
+	return m
+}
+
+func waitMigration(t *testing.T, name, what string, ok func(*novacronv1.VirtualMachineMigration) bool) *novacronv1.VirtualMachineMigration {
+	t.Helper()
+	var m novacronv1.VirtualMachineMigration
+	deadline := time.Now().Add(timeout)
+	for env.Client.Get(context.Background(), key(name), &m) != nil || !ok(&m) {
+		if time.Now().After(deadline) {
+			t.Fatalf("migration %s: timed out waiting for %s; last seen %+v", name, what, m.Status)
+		}
+		time.Sleep(testenv.Poll)
+	}
+	return &m
+}
+
+func phaseIs(p novacronv1.MigrationPhase) func(*novacronv1.VirtualMachineMigration) bool {
+	return func(m *novacronv1.VirtualMachineMigration) bool { return m.Status.Phase == p }
+}
+
+func message(m *novacronv1.VirtualMachineMigration) string {
+	if c := meta.FindStatusCondition(m.Status.Conditions, migration.ConditionReady); c != nil {
+		return c.Message
+	}
+	return ""
+}
+
+// domainState is the VM's domain on a node, "" when absent.
+func domainState(t *testing.T, node string, v *novacronv1.VirtualMachine) provider.DomainState {
+	t.Helper()
+	h, err := hosts.inner.Hypervisor(context.Background(), uris[node])
+	require.NoError(t, err)
+	st, err := h.State(context.Background(), vm.DomainName(v))
+	if err != nil {
+		require.ErrorIs(t, err, provider.ErrNotFound)
+		return ""
+	}
+	return st
+}
+
+func other(node string) string {
+	if node == "node-1" {
+		return "node-2"
+	}
+	return "node-1"
+}
+
+func podExists(t *testing.T, name string) bool {
+	t.Helper()
+	err := env.Client.Get(context.Background(), key(name), &corev1.Pod{})
+	if apierrors.IsNotFound(err) {
+		return false
+	}
+	require.NoError(t, err)
+	return true
+}
+
+func TestMigrationMovesTheVM(t *testing.T) {
+	v := runningVM(t, "mover")
+	source, oldPod := v.Status.NodeName, v.Status.LauncherPod
+	target := other(source)
+
+	migrate(t, "move-1", v.Name)
+	m := waitMigration(t, "move-1", "Succeeded", phaseIs(novacronv1.MigrationSucceeded))
+	assert.Equal(t, source, m.Status.SourceNode)
+	assert.Equal(t, target, m.Status.TargetNode, "never the source node")
+	require.NotNil(t, m.Status.Progress)
+	assert.Equal(t, int64(42), m.Status.Progress.DowntimeMilliseconds)
+	assert.NotNil(t, m.Status.StartTime)
+	assert.NotNil(t, m.Status.CompletionTime)
+	assert.Contains(t, message(m), "now runs on node "+target+" (downtime 42 ms)")
+
+	got := env.WaitVM(t, key(v.Name), timeout, "Running on the target", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.NodeName == target
+	})
+	assert.Nil(t, got.Status.MigrationState)
+	assert.Equal(t, m.Status.TargetPod, got.Status.LauncherPod, "the target pod is the VM's launcher pod now")
+	assert.False(t, podExists(t, oldPod), "the source pod is removed")
+	var pod corev1.Pod
+	require.NoError(t, env.Client.Get(context.Background(), key(m.Status.TargetPod), &pod))
+	assert.Equal(t, target, pod.Spec.NodeName)
+	assert.True(t, metav1.IsControlledBy(&pod, got))
+	assert.Equal(t, provider.StateRunning, domainState(t, target, v))
+	assert.Equal(t, provider.DomainState(""), domainState(t, source, v), "the domain is on one hypervisor only")
+
+	// It stays there: the VM controller takes it over on the target.
+	env.PatchRunning(t, key(v.Name), false)
+	env.WaitVM(t, key(v.Name), timeout, "Stopped", testenv.PhaseIs(novacronv1.VMStopped))
+	env.PatchRunning(t, key(v.Name), true)
+	back := env.WaitVM(t, key(v.Name), timeout, "Running again", testenv.PhaseIs(novacronv1.VMRunning))
+	assert.Equal(t, target, back.Status.NodeName)
+	assert.Equal(t, vm.LauncherPodName(v.Name), back.Status.LauncherPod)
+}
+
+func TestFailedMigrationLeavesTheVMOnTheSource(t *testing.T) {
+	v := runningVM(t, "stayer")
+	source := v.Status.NodeName
+	hosts.failNext(1)
+
+	migrate(t, "doomed", v.Name)
+	m := waitMigration(t, "doomed", "Failed", phaseIs(novacronv1.MigrationFailed))
+	assert.Contains(t, message(m), "migration stream broken")
+	assert.False(t, podExists(t, m.Status.TargetPod), "the target pod is cleaned up")
+	got := env.WaitVM(t, key(v.Name), timeout, "Running on the source", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
+	})
+	assert.Equal(t, source, got.Status.NodeName)
+	assert.Equal(t, provider.StateRunning, domainState(t, source, v))
+	assert.Equal(t, provider.DomainState(""), domainState(t, other(source), v), "no domain left on the target")
+}
+
+func TestCancelAbortsAndRollsBack(t *testing.T) {
+	v := runningVM(t, "canceller")
+	source := v.Status.NodeName
+	release := hosts.hold()
+	defer release()
+
+	migrate(t, "cancelled", v.Name)
+	m := waitMigration(t, "cancelled", "Running with progress", func(m *novacronv1.VirtualMachineMigration) bool {
+		return m.Status.Phase == novacronv1.MigrationRunning && m.Status.Progress != nil
+	})
+	assert.Equal(t, int64(1<<29), m.Status.Progress.DataRemainingBytes)
+	inFlight := env.WaitVM(t, key(v.Name), timeout, "Migrating", testenv.PhaseIs(novacronv1.VMMigrating))
+	require.NotNil(t, inFlight.Status.MigrationState)
+	assert.Equal(t, "cancelled", inFlight.Status.MigrationState.MigrationName)
+
+	patch := client.MergeFrom(m.DeepCopy())
+	m.Spec.Cancel = true
+	require.NoError(t, env.Client.Patch(context.Background(), m, patch))
+	m = waitMigration(t, "cancelled", "Cancelled", phaseIs(novacronv1.MigrationCancelled))
+	assert.Contains(t, message(m), "cancel")
+	got := env.WaitVM(t, key(v.Name), timeout, "Running on the source", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
+	})
+	assert.Equal(t, source, got.Status.NodeName)
+	assert.Equal(t, provider.StateRunning, domainState(t, source, v))
+	assert.False(t, podExists(t, m.Status.TargetPod))
+}
+
+func TestOutboundLimitQueuesMigrations(t *testing.T) {
+	// The scheduler spreads: put both VMs on one node by moving the second
+	// there first if needed.
+	a := runningVM(t, "limit-a")
+	b := runningVM(t, "limit-b")
+	if b.Status.NodeName != a.Status.NodeName {
+		migrate(t, "limit-gather", b.Name)
+		waitMigration(t, "limit-gather", "Succeeded", phaseIs(novacronv1.MigrationSucceeded))
+	}
+	release := hosts.hold()
+	migrate(t, "limit-1", a.Name)
+	waitMigration(t, "limit-1", "Running", phaseIs(novacronv1.MigrationRunning))
+	migrate(t, "limit-2", b.Name)
+	queued := waitMigration(t, "limit-2", "waiting for the node's limit", func(m *novacronv1.VirtualMachineMigration) bool {
+		return m.Status.Phase == novacronv1.MigrationPending && message(m) != ""
+	})
+	assert.Contains(t, message(queued), "1 migrations are leaving node "+a.Status.NodeName+", its limit")
+	release()
+	waitMigration(t, "limit-1", "Succeeded", phaseIs(novacronv1.MigrationSucceeded))
+	waitMigration(t, "limit-2", "Succeeded", phaseIs(novacronv1.MigrationSucceeded))
+}
+
+func TestOperatorRestartMidMigrationEndsOnOneNode(t *testing.T) {
+	v := runningVM(t, "restarter")
+	source := v.Status.NodeName
+	release := hosts.hold()
+	migrate(t, "interrupted", v.Name)
+	waitMigration(t, "interrupted", "Running", phaseIs(novacronv1.MigrationRunning))
+
+	// The operator goes away while the source's libvirtd still drives the
+	// migration; the new one finds it there and follows it to its end.
+	require.NoError(t, restartOperator())
+	release()
+	m := waitMigration(t, "interrupted", "Succeeded", phaseIs(novacronv1.MigrationSucceeded))
+	got := env.WaitVM(t, key(v.Name), timeout, "Running on the target", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.NodeName == m.Status.TargetNode
+	})
+	assert.Equal(t, other(source), got.Status.NodeName)
+	assert.Equal(t, provider.StateRunning, domainState(t, other(source), v))
+	assert.Equal(t, provider.DomainState(""), domainState(t, source, v), "exactly one node runs it")
+}
