@@ -506,21 +506,31 @@ func (r *Reconciler) rollback(ctx context.Context, m *novacronv1.VirtualMachineM
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		tgtObj, tgt, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.TargetNode)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
 		_ = src.AbortMigration(ctx, domain)
 		srcState, err := state(ctx, src, domain)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		tgtState, err := state(ctx, tgt, domain)
-		if err != nil {
+		srcRuns := srcState == provider.StateRunning || srcState == provider.StatePaused
+		tgtObj, tgt, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.TargetNode)
+		if errors.Is(err, provider.ErrUnreachable) && srcRuns {
+			// The VM is safe on the source. The target's libvirtd drops the
+			// unfinished incoming guest (never made persistent) when it is
+			// back; its disks stay until then.
+			msg += fmt.Sprintf("; node %s cannot be reached, so its unfinished copy is left to its libvirtd", m.Status.TargetNode)
+			tgt = nil
+		} else if err != nil {
 			return ctrl.Result{}, err
 		}
+		var tgtState provider.DomainState
+		if tgt != nil {
+			if tgtState, err = state(ctx, tgt, domain); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
 		switch {
-		case srcState == provider.StateRunning || srcState == provider.StatePaused:
+		case srcRuns && tgt == nil:
+		case srcRuns:
 			if tgtState != "" {
 				if err := tgt.Undefine(ctx, domain); err != nil {
 					return ctrl.Result{}, err

@@ -4,7 +4,11 @@
 #
 #   lab.sh install          install libvirtd, QEMU and busybox (Debian packages)
 #   lab.sh guest            build the tiny test guest (kernel + busybox initramfs + disk)
-#   lab.sh start NODE       start NODE's own libvirtd; prints its libvirt URI
+#   lab.sh start NODE [IP]  start NODE's own libvirtd; prints its libvirt URI. With IP,
+#                           the node gets its own network namespace with that address
+#                           (/24) on the lab bridge, and its libvirtd listens on TCP
+#                           there (qemu+tcp://IP/system), so nodes can migrate VMs
+#                           to each other
 #   lab.sh uri NODE         print NODE's libvirt URI
 #   lab.sh stop NODE        stop NODE's guests and daemons
 #   lab.sh stop-all         stop every lab node
@@ -113,9 +117,31 @@ node_bridge() { echo "ncb$(echo -n "$1" | md5sum | cut -c1-10)"; }
 
 cmd_uri() { echo "qemu:///system?socket=$(node_dir "$1")/run/libvirt/libvirt-sock"; }
 
+# The lab bridge joins the nodes' network namespaces (10.200.0.0/24); the root
+# namespace has no address on it and reaches the nodes by their unix sockets.
+LAB_BRIDGE=nclabbr0
+
+node_netns() { echo "nclab-$1"; }
+
+# node_net gives NODE a network namespace with IP on the lab bridge.
+node_net() {
+  local node=$1 ip=$2 ns; ns=$(node_netns "$1")
+  ip link show "$LAB_BRIDGE" >/dev/null 2>&1 || { ip link add "$LAB_BRIDGE" type bridge && ip link set "$LAB_BRIDGE" up; }
+  ip netns del "$ns" 2>/dev/null || true
+  ip netns add "$ns"
+  local host; host="ncv$(echo -n "$node" | md5sum | cut -c1-10)"
+  ip link del "$host" 2>/dev/null || true
+  ip link add "$host" type veth peer name eth0 netns "$ns"
+  ip link set "$host" master "$LAB_BRIDGE" up
+  ip -n "$ns" addr add "$ip/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set lo up
+}
+
 cmd_start() {
   need_root
-  local node=${1:?usage: lab.sh start NODE}
+  local node=${1:?usage: lab.sh start NODE [IP]}
+  local ip=${2:-}
   local dir; dir=$(node_dir "$node")
   local uri; uri=$(cmd_uri "$node")
   if [[ -S $dir/run/libvirt/libvirt-sock ]] && virsh -c "$uri" version >/dev/null 2>&1; then
@@ -128,11 +154,19 @@ cmd_start() {
   cp -a /etc/libvirt/. "$dir/etc/"
   rm -f "$dir"/etc/qemu/networks/autostart/*.xml
   cat >"$dir/etc/libvirtd.conf" <<EOF
-# NovaCron lab node $node: unix socket only, its own host UUID.
+# NovaCron lab node $node: its own host UUID; TCP without auth only inside the
+# lab's own network namespaces.
 host_uuid = "$(cat /proc/sys/kernel/random/uuid)"
 unix_sock_rw_perms = "0770"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 EOF
+  local netns="" listen=""
+  if [[ -n $ip ]]; then
+    node_net "$node" "$ip"
+    netns="nsenter --net=/run/netns/$(node_netns "$node") --"
+    listen="--listen"
+    printf 'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "%s"\nauth_tcp = "none"\n' "$ip" >>"$dir/etc/libvirtd.conf"
+  fi
   cat >"$dir/etc/qemu.conf" <<EOF
 # Lab only: QEMU as root (kernel and logs anywhere; post-copy needs it), no
 # cgroups (two daemons would collide on names), no security driver.
@@ -141,6 +175,10 @@ group = "root"
 cgroup_controllers = [ ]
 security_driver = "none"
 EOF
+  if [[ -n $ip ]]; then
+    # Otherwise the destination advertises its hostname, which resolves here.
+    printf 'migration_address = "%s"\nmigration_host = "%s"\n' "$ip" "$ip" >>"$dir/etc/qemu.conf"
+  fi
   mkdir -p "$dir/lib/images"
   cp "$GUEST_DIR/vmlinuz" "$GUEST_DIR/initrd.img" "$dir/lib/images/"
   cp "$GUEST_DIR/disk.qcow2" "$dir/lib/images/lab-guest.qcow2"
@@ -149,7 +187,7 @@ EOF
     mkdir -p "$dir/cache/qemu" && cp -a "$LAB_DIR/capabilities" "$dir/cache/qemu/capabilities"
   fi
   log "starting libvirtd for $node"
-  unshare -m --propagation private -- sh -c "
+  unshare -m --propagation private -- $netns sh -c "
     mount --bind '$dir/etc' /etc/libvirt &&
     mount --bind '$dir/lib' /var/lib/libvirt &&
     mkdir -p /var/log/libvirt /var/cache/libvirt &&
@@ -158,7 +196,7 @@ EOF
     mount --bind '$dir/run' /run &&
     mkdir -p /run/libvirt &&
     virtlogd -d -p /run/virtlogd.pid &&
-    libvirtd -d -p /run/libvirtd.pid"
+    libvirtd -d $listen -p /run/libvirtd.pid"
   local i
   for i in $(seq 1 150); do
     virsh -c "$uri" version >/dev/null 2>&1 && break
@@ -209,6 +247,7 @@ cmd_stop() {
   kill_pidfile "$dir/run/libvirtd.pid"
   kill_pidfile "$dir/run/virtlogd.pid"
   ip link del "$(node_bridge "$node")" 2>/dev/null || true
+  ip netns del "$(node_netns "$node")" 2>/dev/null || true
   rm -rf "$dir/run"
 }
 

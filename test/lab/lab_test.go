@@ -23,12 +23,14 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/migration"
 	"github.com/novacron/operator/operator/images"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
@@ -59,8 +61,10 @@ func labSh(t *testing.T, args ...string) string {
 }
 
 // serialLog is the guest's serial console as written on the node.
-func serialLog(dom string) string {
-	b, _ := os.ReadFile(filepath.Join(labDir(), "nodes", node, "log", "qemu", dom+"-serial.log"))
+func serialLog(dom string) string { return serialLogOn(node, dom) }
+
+func serialLogOn(n, dom string) string {
+	b, _ := os.ReadFile(filepath.Join(labDir(), "nodes", n, "log", "qemu", dom+"-serial.log"))
 	return string(b)
 }
 
@@ -278,5 +282,126 @@ func TestRealQEMUSnapshotRestore(t *testing.T) {
 		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(snap), snap))
 	}, time.Minute, 100*time.Millisecond, "snapshot deleted")
 	assert.NotContains(t, virsh(t, uri, "snapshot-list", dom, "--name"), "lab-snap", "its hypervisor snapshot is gone")
+	env.DeleteVMAndWait(t, key, 2*time.Minute)
+}
+
+// bindTarget binds the migration's target pod to node, as the scheduler would.
+func bindTarget(t *testing.T, env *testenv.Env, mig, node string) {
+	t.Helper()
+	var pods corev1.PodList
+	require.Eventually(t, func() bool {
+		return env.Client.List(context.Background(), &pods, client.InNamespace("default"), client.MatchingLabels{migration.LabelMigration: mig}) == nil && len(pods.Items) == 1
+	}, time.Minute, 50*time.Millisecond, "the target pod of %s", mig)
+	cs, err := kubernetes.NewForConfig(env.Config)
+	require.NoError(t, err)
+	require.NoError(t, cs.CoreV1().Pods("default").Bind(context.Background(), &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Name: pods.Items[0].Name, Namespace: "default"},
+		Target:     corev1.ObjectReference{Kind: "Node", Name: node},
+	}, metav1.CreateOptions{}))
+}
+
+func migrateTo(t *testing.T, env *testenv.Env, vmName, name, node string) *novacronv1.VirtualMachineMigration {
+	t.Helper()
+	ctx := context.Background()
+	m := &novacronv1.VirtualMachineMigration{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: novacronv1.VirtualMachineMigrationSpec{VMName: vmName}}
+	require.NoError(t, env.Client.Create(ctx, m))
+	bindTarget(t, env, name, node)
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKeyFromObject(m), m) == nil && m.Status.Phase.Done()
+	}, 2*time.Minute, 100*time.Millisecond, "migration %s to end", name)
+	return m
+}
+
+// Two lab nodes in their own network namespaces: a VM created through the
+// API moves live from one to the other and back, its guest never rebooting.
+func TestRealQEMULiveMigration(t *testing.T) {
+	if os.Getenv("NOVACRON_LAB") != "1" {
+		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
+	}
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.ErrorLevel)))
+	labSh(t, "install")
+	labSh(t, "guest")
+	nodes := map[string]string{"lab-m1": "10.200.0.1", "lab-m2": "10.200.0.2"}
+	env, err := testenv.Start()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = env.Stop() })
+	ctx := context.Background()
+	require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "novacron-system"}}))
+	require.NoError(t, env.Client.Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: images.ConfigMapName, Namespace: "novacron-system"},
+		Data:       map[string]string{"lab-guest": "volume: lab-guest.qcow2\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: console=ttyS0 quiet\n"},
+	}))
+	for n, ip := range nodes {
+		uri := labSh(t, "start", n, ip)
+		t.Cleanup(func() { labSh(t, "stop", n) })
+		require.NoError(t, env.Client.Create(ctx, &novacronv1.Hypervisor{
+			ObjectMeta: metav1.ObjectMeta{Name: n},
+			Spec: novacronv1.HypervisorSpec{URI: uri, StoragePool: "default", DomainType: "qemu",
+				MigrationURI: "qemu+tcp://" + ip + "/system"},
+		}))
+	}
+	connector := libvirt.NewConnector()
+	t.Cleanup(connector.Close)
+	opts := manager.DefaultOptions()
+	opts.MetricsAddr, opts.ProbeAddr, opts.Webhooks = "0", "0", false
+	opts.StopGracePeriod = 30 * time.Second
+	opts.MigrationPoll = 200 * time.Millisecond
+	env.StartOperator(t, opts, connector)
+
+	v := &novacronv1.VirtualMachine{
+		ObjectMeta: metav1.ObjectMeta{Name: "mover", Namespace: "default"},
+		Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true),
+			MigrationPolicy: &novacronv1.MigrationPolicy{AllowLiveMigration: true},
+			Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
+				Resources: novacronv1.VMResources{CPU: 1, Memory: resource.MustParse("128Mi"), Disk: ptr.To(resource.MustParse("64Mi"))},
+				Image:     novacronv1.ImageSource{Source: "marketplace://lab-guest"},
+			}}},
+	}
+	key := client.ObjectKeyFromObject(v)
+	require.NoError(t, env.Client.Create(ctx, v))
+	env.Bind(t, key, "lab-m1", nil, time.Minute)
+	env.WaitVM(t, key, 2*time.Minute, "phase Running", testenv.PhaseIs(novacronv1.VMRunning))
+	dom := vm.DomainName(v)
+	waitLogOn := func(n, what string, ok func(string) bool) string {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			if l := serialLogOn(n, dom); ok(l) {
+				return l
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s on %s: timed out; serial log:\n%s", what, n, serialLogOn(n, dom))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitLogOn("lab-m1", "the guest ticking", func(l string) bool { return lastTick(l) >= 4 })
+
+	start := time.Now()
+	m := migrateTo(t, env, v.Name, "there", "lab-m2")
+	require.Equal(t, novacronv1.MigrationSucceeded, m.Status.Phase, "%+v", m.Status.Conditions)
+	t.Logf("migration lab-m1 -> lab-m2 through the operator: %s (job %d ms, downtime %d ms)", time.Since(start).Round(time.Millisecond),
+		m.Status.Progress.ElapsedMilliseconds, m.Status.Progress.DowntimeMilliseconds)
+	got := env.WaitVM(t, key, time.Minute, "Running on lab-m2", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.NodeName == "lab-m2"
+	})
+	assert.Equal(t, m.Status.TargetPod, got.Status.LauncherPod)
+	before := lastTick(serialLogOn("lab-m1", dom))
+	after := waitLogOn("lab-m2", "ticks on lab-m2", func(l string) bool { return len(ticks(l)) >= 1 })
+	assert.NotContains(t, after, "NOVACRON-GUEST-BOOT", "the guest did not boot again on lab-m2")
+	assert.GreaterOrEqual(t, ticks(after)[0], before, "its uptime continues")
+	assert.Less(t, ticks(after)[0], before+6)
+	assert.Contains(t, virsh(t, labSh(t, "uri", "lab-m2"), "list", "--name"), dom)
+	assert.NotContains(t, virsh(t, labSh(t, "uri", "lab-m1"), "list", "--all", "--name"), dom, "gone from lab-m1")
+
+	// And back.
+	m = migrateTo(t, env, v.Name, "back", "lab-m1")
+	require.Equal(t, novacronv1.MigrationSucceeded, m.Status.Phase, "%+v", m.Status.Conditions)
+	env.WaitVM(t, key, time.Minute, "Running on lab-m1", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.NodeName == "lab-m1"
+	})
+	onM2 := lastTick(serialLogOn("lab-m2", dom))
+	back := waitLogOn("lab-m1", "ticks on lab-m1 again", func(l string) bool { return lastTick(l) > onM2 })
+	assert.Equal(t, 1, strings.Count(back, "NOVACRON-GUEST-BOOT"), "one boot in all")
 	env.DeleteVMAndWait(t, key, 2*time.Minute)
 }
