@@ -27,6 +27,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/hypervisors"
@@ -65,8 +69,9 @@ type Reconciler struct {
 	// Poll is how often a running migration's progress is read.
 	Poll time.Duration
 
-	mu   sync.Mutex
-	jobs map[types.UID]*job
+	mu       sync.Mutex
+	jobs     map[types.UID]*job
+	finished chan event.TypedGenericEvent[*novacronv1.VirtualMachineMigration]
 }
 
 // job is a migration call in flight.
@@ -74,6 +79,9 @@ type job struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
+	// why, when set before cancel, is the failure to report instead of a
+	// cancellation.
+	why error
 }
 
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinemigrations,verbs=get;list;watch;update;patch
@@ -99,9 +107,19 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Poll = time.Second
 	}
 	r.jobs = map[types.UID]*job{}
+	r.finished = make(chan event.TypedGenericEvent[*novacronv1.VirtualMachineMigration], 16)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("virtualmachinemigration").
 		For(&novacronv1.VirtualMachineMigration{}).
+		// A target pod's binding, and a migration call's return, move a
+		// migration on at once rather than at the next poll.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if name := o.GetLabels()[LabelMigration]; name != "" {
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+			}
+			return nil
+		})).
+		WatchesRawSource(source.Channel(r.finished, &handler.TypedEnqueueRequestForObject[*novacronv1.VirtualMachineMigration]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
 		Complete(metrics.Instrument("virtualmachinemigration", r))
 }
@@ -190,7 +208,7 @@ func (r *Reconciler) begin(ctx context.Context, m *novacronv1.VirtualMachineMigr
 		return ctrl.Result{}, err
 	}
 	r.event(m, corev1.EventTypeNormal, "Scheduling", "Migrate", "moving VirtualMachine %s off node %s", v.Name, m.Status.SourceNode)
-	return ctrl.Result{RequeueAfter: r.Poll}, nil
+	return r.schedule(ctx, m, v)
 }
 
 // overLimits says why the migration must wait for others, or "".
@@ -251,7 +269,7 @@ func (r *Reconciler) schedule(ctx context.Context, m *novacronv1.VirtualMachineM
 		return ctrl.Result{}, err
 	}
 	r.event(m, corev1.EventTypeNormal, "TargetReady", "Migrate", "target node %s", pod.Spec.NodeName)
-	return ctrl.Result{RequeueAfter: 10 * time.Millisecond}, nil
+	return r.start(ctx, m, v)
 }
 
 // targetPod is the VM's launcher pod for the target node: the VM's own
@@ -321,18 +339,28 @@ func (r *Reconciler) start(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	r.jobs[m.UID] = j
 	r.mu.Unlock()
 	domain := vm.DomainName(v)
+	done := m.DeepCopy()
 	go func() {
-		defer close(j.done)
+		defer func() {
+			close(j.done)
+			select { // a full channel (or a stopped controller) leaves it to the poll
+			case r.finished <- event.TypedGenericEvent[*novacronv1.VirtualMachineMigration]{Object: done}:
+			default:
+			}
+		}()
 		defer cancel()
 		j.err = src.Migrate(jobCtx, domain, opts)
 		if jobCtx.Err() != nil {
 			// Timed out or cancelled: the call returned but the job may
 			// still run on the source; stop it there.
 			_ = src.AbortMigration(context.Background(), domain)
-			if errors.Is(jobCtx.Err(), context.DeadlineExceeded) {
+			switch {
+			case errors.Is(jobCtx.Err(), context.DeadlineExceeded):
 				j.err = fmt.Errorf("did not complete within %s (%s per GiB of memory); aborted", timeout, r.TimeoutPerGiB)
-			} else {
-				j.err = errors.New("cancelled")
+			case j.why != nil:
+				j.err = j.why
+			default:
+				j.err = errCancelled
 			}
 		}
 	}()
@@ -340,6 +368,8 @@ func (r *Reconciler) start(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	r.event(m, corev1.EventTypeNormal, "Migrating", "Migrate", "migrating live from node %s to node %s", m.Status.SourceNode, m.Status.TargetNode)
 	return ctrl.Result{RequeueAfter: r.Poll}, nil
 }
+
+var errCancelled = errors.New("cancelled")
 
 // migrateOptions turns the VM's migration policy into libvirt's terms.
 func migrateOptions(v *novacronv1.VirtualMachine, tgt *novacronv1.Hypervisor) (provider.MigrateOptions, error) {
@@ -350,12 +380,12 @@ func migrateOptions(v *novacronv1.VirtualMachine, tgt *novacronv1.Hypervisor) (p
 	if p := v.Spec.MigrationPolicy; p != nil {
 		o.Compressed, o.Encrypted = p.Compression, p.Encrypted
 		if p.Bandwidth != "" {
-			bps, err := novacronv1.ParseBandwidth(p.Bandwidth)
+			bytesPerSecond, err := novacronv1.ParseBandwidth(p.Bandwidth)
 			if err != nil {
 				return o, fmt.Errorf("spec.migrationPolicy.bandwidth: %w", err)
 			}
 			// libvirt takes MiB/s.
-			o.BandwidthMiBps = max(1, uint64(bps/8/(1<<20)))
+			o.BandwidthMiBps = max(1, uint64(bytesPerSecond/(1<<20)))
 		}
 	}
 	return o, nil
@@ -375,6 +405,14 @@ func (r *Reconciler) follow(ctx context.Context, m *novacronv1.VirtualMachineMig
 	select {
 	case <-j.done:
 	default:
+		// A target that stops answering cannot finish the migration; libvirt
+		// may take long to notice, so abort it now.
+		if why := r.targetLost(ctx, m); why != nil {
+			j.why = why
+			j.cancel()
+			<-j.done
+			return r.follow(ctx, m, v)
+		}
 		_, src, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.SourceNode)
 		if err == nil {
 			if p, err := src.MigrationProgress(ctx, domain); err == nil && !p.Completed {
@@ -391,12 +429,26 @@ func (r *Reconciler) follow(ctx context.Context, m *novacronv1.VirtualMachineMig
 	r.mu.Unlock()
 	if j.err != nil {
 		phase, reason := novacronv1.MigrationFailed, "MigrationFailed"
-		if j.err.Error() == "cancelled" {
+		if errors.Is(j.err, errCancelled) {
 			phase, reason = novacronv1.MigrationCancelled, "Cancelled"
 		}
 		return r.rollback(ctx, m, phase, reason, j.err.Error())
 	}
 	return r.succeed(ctx, m, v)
+}
+
+// targetLost says why the target node cannot take the VM any more, or nil.
+func (r *Reconciler) targetLost(ctx context.Context, m *novacronv1.VirtualMachineMigration) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, tgt, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.TargetNode)
+	if err == nil {
+		_, err = tgt.Info(ctx)
+	}
+	if errors.Is(err, provider.ErrUnreachable) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("node %s stopped answering during the migration, which was aborted: %v", m.Status.TargetNode, err)
+	}
+	return nil
 }
 
 // resolve finds where the VM runs after an operator restart mid-migration.

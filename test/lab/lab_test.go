@@ -25,6 +25,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+	"libvirt.org/go/libvirtxml"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -291,7 +292,7 @@ func bindTarget(t *testing.T, env *testenv.Env, mig, node string) {
 	var pods corev1.PodList
 	require.Eventually(t, func() bool {
 		return env.Client.List(context.Background(), &pods, client.InNamespace("default"), client.MatchingLabels{migration.LabelMigration: mig}) == nil && len(pods.Items) == 1
-	}, time.Minute, 50*time.Millisecond, "the target pod of %s", mig)
+	}, time.Minute, 10*time.Millisecond, "the target pod of %s", mig)
 	cs, err := kubernetes.NewForConfig(env.Config)
 	require.NoError(t, err)
 	require.NoError(t, cs.CoreV1().Pods("default").Bind(context.Background(), &corev1.Binding{
@@ -309,7 +310,7 @@ func migrateTo(t *testing.T, env *testenv.Env, vmName, name, node string) *novac
 	bindTarget(t, env, name, node)
 	require.Eventually(t, func() bool {
 		return env.Client.Get(ctx, client.ObjectKeyFromObject(m), m) == nil && m.Status.Phase.Done()
-	}, 2*time.Minute, 100*time.Millisecond, "migration %s to end", name)
+	}, 2*time.Minute, 20*time.Millisecond, "migration %s to end", name)
 	return m
 }
 
@@ -347,7 +348,9 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	opts.MetricsAddr, opts.ProbeAddr, opts.Webhooks = "0", "0", false
 	opts.StopGracePeriod = 30 * time.Second
 	opts.MigrationPoll = 200 * time.Millisecond
-	env.StartOperator(t, opts, connector)
+	stopOperator, _, err := env.RunOperator(opts, connector)
+	require.NoError(t, err)
+	t.Cleanup(func() { stopOperator() })
 
 	v := &novacronv1.VirtualMachine{
 		ObjectMeta: metav1.ObjectMeta{Name: "mover", Namespace: "default"},
@@ -379,6 +382,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 
 	start := time.Now()
 	m := migrateTo(t, env, v.Name, "there", "lab-m2")
+	opThere := time.Since(start)
 	require.Equal(t, novacronv1.MigrationSucceeded, m.Status.Phase, "%+v", m.Status.Conditions)
 	t.Logf("migration lab-m1 -> lab-m2 through the operator: %s (job %d ms, downtime %d ms)", time.Since(start).Round(time.Millisecond),
 		m.Status.Progress.ElapsedMilliseconds, m.Status.Progress.DowntimeMilliseconds)
@@ -395,7 +399,9 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	assert.NotContains(t, virsh(t, labSh(t, "uri", "lab-m1"), "list", "--all", "--name"), dom, "gone from lab-m1")
 
 	// And back.
+	start = time.Now()
 	m = migrateTo(t, env, v.Name, "back", "lab-m1")
+	opBack := time.Since(start)
 	require.Equal(t, novacronv1.MigrationSucceeded, m.Status.Phase, "%+v", m.Status.Conditions)
 	env.WaitVM(t, key, time.Minute, "Running on lab-m1", func(x *novacronv1.VirtualMachine) bool {
 		return x.Status.Phase == novacronv1.VMRunning && x.Status.NodeName == "lab-m1"
@@ -403,5 +409,130 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	onM2 := lastTick(serialLogOn("lab-m2", dom))
 	back := waitLogOn("lab-m1", "ticks on lab-m1 again", func(l string) bool { return lastTick(l) > onM2 })
 	assert.Equal(t, 1, strings.Count(back, "NOVACRON-GUEST-BOOT"), "one boot in all")
+
+	// The same guest migrated by bare virsh between the same nodes, for the
+	// operator's overhead (figures in test/perf/README.md).
+	bare := bareMigrations(t, dom)
+	t.Logf("BENCH operator there+back %s, bare virsh migrate --live --p2p there+back %s, ratio %.2f",
+		(opThere + opBack).Round(time.Millisecond), bare.Round(time.Millisecond), float64(opThere+opBack)/float64(bare))
+
+	// The target's libvirtd dies mid-migration: the VM keeps running on its
+	// node and the migration fails, saying why.
+	slow := &novacronv1.VirtualMachine{}
+	require.NoError(t, env.Client.Get(ctx, key, slow))
+	patch := client.MergeFrom(slow.DeepCopy())
+	slow.Spec.MigrationPolicy.Bandwidth = "8Mbps" // 1 MiB/s: long enough to interrupt
+	require.NoError(t, env.Client.Patch(ctx, slow, patch))
+	killed := &novacronv1.VirtualMachineMigration{ObjectMeta: metav1.ObjectMeta{Name: "interrupted", Namespace: "default"},
+		Spec: novacronv1.VirtualMachineMigrationSpec{VMName: v.Name}}
+	require.NoError(t, env.Client.Create(ctx, killed))
+	bindTarget(t, env, killed.Name, "lab-m2")
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKeyFromObject(killed), killed) == nil && killed.Status.Progress != nil && killed.Status.Progress.DataProcessedBytes > 0
+	}, time.Minute, 50*time.Millisecond, "the migration under way")
+	pid, err := os.ReadFile(filepath.Join(labDir(), "nodes", "lab-m2", "run", "libvirtd.pid"))
+	require.NoError(t, err)
+	killAt := time.Now()
+	require.NoError(t, exec.Command("kill", "-9", strings.TrimSpace(string(pid))).Run())
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKeyFromObject(killed), killed) == nil && killed.Status.Phase.Done()
+	}, 2*time.Minute, 100*time.Millisecond, "the migration to end")
+	assert.Equal(t, novacronv1.MigrationFailed, killed.Status.Phase)
+	t.Logf("target killed; migration %s %s later: %s", killed.Status.Phase, time.Since(killAt).Round(time.Millisecond), meta.FindStatusCondition(killed.Status.Conditions, migration.ConditionReady).Message)
+	stayed := env.WaitVM(t, key, time.Minute, "Running on lab-m1", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
+	})
+	assert.Equal(t, "lab-m1", stayed.Status.NodeName)
+	ticking := lastTick(serialLogOn("lab-m1", dom))
+	waitLogOn("lab-m1", "the guest ticking on", func(l string) bool { return lastTick(l) > ticking })
+	labSh(t, "start", "lab-m2", nodes["lab-m2"]) // back, empty
+
+	// The operator restarts mid-migration: the migration ends with the VM on
+	// exactly one node.
+	require.NoError(t, env.Client.Get(ctx, key, slow))
+	patch = client.MergeFrom(slow.DeepCopy())
+	slow.Spec.MigrationPolicy.Bandwidth = "24Mbps" // 3 MiB/s: seconds, time to restart
+	require.NoError(t, env.Client.Patch(ctx, slow, patch))
+	restartAt := time.Now()
+	resumed := &novacronv1.VirtualMachineMigration{ObjectMeta: metav1.ObjectMeta{Name: "resumed", Namespace: "default"},
+		Spec: novacronv1.VirtualMachineMigrationSpec{VMName: v.Name}}
+	require.NoError(t, env.Client.Create(ctx, resumed))
+	bindTarget(t, env, resumed.Name, "lab-m2")
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKeyFromObject(resumed), resumed) == nil && resumed.Status.Phase == novacronv1.MigrationRunning
+	}, time.Minute, 20*time.Millisecond, "the migration under way")
+	stopOperator()
+	stopOperator, _, err = env.RunOperator(opts, connector)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKeyFromObject(resumed), resumed) == nil && resumed.Status.Phase.Done()
+	}, 2*time.Minute, 100*time.Millisecond, "the migration to end")
+	final := env.WaitVM(t, key, time.Minute, "Running", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
+	})
+	t.Logf("after the restart: migration %s (%s) in %s, VM on %s", resumed.Status.Phase,
+		meta.FindStatusCondition(resumed.Status.Conditions, migration.ConditionReady).Message, time.Since(restartAt).Round(time.Millisecond), final.Status.NodeName)
+	running := 0
+	for _, n := range []string{"lab-m1", "lab-m2"} {
+		if strings.Contains(virsh(t, labSh(t, "uri", n), "list", "--name"), dom) {
+			running++
+			assert.Equal(t, n, final.Status.NodeName, "it runs where its status says")
+		}
+	}
+	assert.Equal(t, 1, running, "the guest runs on exactly one node")
 	env.DeleteVMAndWait(t, key, 2*time.Minute)
+}
+
+// bareMigrations defines a copy of the guest by hand on lab-m1 and times
+// `virsh migrate --live --p2p` of it to lab-m2 and back, with the flags the
+// operator uses.
+func bareMigrations(t *testing.T, dom string) time.Duration {
+	t.Helper()
+	m1, m2 := labSh(t, "uri", "lab-m1"), labSh(t, "uri", "lab-m2")
+	x := virsh(t, m1, "dumpxml", dom)
+	var d libvirtxml.Domain
+	require.NoError(t, d.Unmarshal(x))
+	d.Name, d.UUID = "bare-bench", ""
+	var disks []libvirtxml.DomainDisk
+	for _, disk := range d.Devices.Disks {
+		if disk.Device == "disk" {
+			disk.Source.File.File = "/var/lib/libvirt/images/bare-bench-root.qcow2"
+			disks = append(disks, disk)
+		}
+	}
+	d.Devices.Disks = disks
+	for i := range d.Devices.Serials {
+		if f := d.Devices.Serials[i].Source; f != nil && f.File != nil {
+			f.File.Path = "/var/log/libvirt/qemu/bare-bench-serial.log"
+		}
+	}
+	for i := range d.Devices.Consoles {
+		if f := d.Devices.Consoles[i].Source; f != nil && f.File != nil {
+			f.File.Path = "/var/log/libvirt/qemu/bare-bench-serial.log"
+		}
+	}
+	doc, err := d.Marshal()
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "bare.xml")
+	require.NoError(t, os.WriteFile(file, []byte(doc), 0o644))
+	for _, u := range []string{m1, m2} {
+		virsh(t, u, "vol-create-as", "default", "bare-bench-root.qcow2", "64M", "--format", "qcow2", "--backing-vol", "lab-guest.qcow2", "--backing-vol-format", "qcow2")
+	}
+	virsh(t, m1, "define", file)
+	virsh(t, m1, "start", "bare-bench")
+	waitLogOn := func() {
+		deadline := time.Now().Add(time.Minute)
+		for lastTick(serialLogOn("lab-m1", "bare-bench")) < 4 && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitLogOn()
+	flags := []string{"--live", "--p2p", "--persistent", "--undefinesource", "--copy-storage-inc", "--auto-converge"}
+	start := time.Now()
+	virsh(t, m1, append(append([]string{"migrate"}, flags...), "bare-bench", "qemu+tcp://10.200.0.2/system")...)
+	virsh(t, m2, append(append([]string{"migrate"}, flags...), "bare-bench", "qemu+tcp://10.200.0.1/system")...)
+	took := time.Since(start)
+	virsh(t, m1, "destroy", "bare-bench")
+	virsh(t, m1, "undefine", "bare-bench")
+	return took
 }
