@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -182,13 +183,15 @@ func (r *Reconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 // begin checks the VM can move and the limits allow it, then claims the VM.
 func (r *Reconciler) begin(ctx context.Context, m *novacronv1.VirtualMachineMigration, v *novacronv1.VirtualMachine) (ctrl.Result, error) {
-	switch {
-	case v.Status.Phase != novacronv1.VMRunning || v.Status.NodeName == "":
-		return r.finish(ctx, m, nil, novacronv1.MigrationFailed, "VMNotRunning", fmt.Sprintf("VirtualMachine %s is %s; only a Running VM can be live-migrated", v.Name, v.Status.Phase))
-	case v.Spec.MigrationPolicy == nil || !v.Spec.MigrationPolicy.AllowLiveMigration:
-		return r.finish(ctx, m, nil, novacronv1.MigrationFailed, "NotAllowed", fmt.Sprintf("VirtualMachine %s does not allow live migration (spec.migrationPolicy.allowLiveMigration)", v.Name))
-	case v.Status.MigrationState != nil && v.Status.MigrationState.MigrationName != m.Name:
-		return r.wait(ctx, m, fmt.Sprintf("migration %s of VirtualMachine %s is under way", v.Status.MigrationState.MigrationName, v.Name))
+	if st := v.Status.MigrationState; st != nil && st.MigrationName != m.Name {
+		return r.wait(ctx, m, fmt.Sprintf("migration %s of VirtualMachine %s is under way", st.MigrationName, v.Name))
+	}
+	snaps, err := SnapshotsOf(ctx, r.Client, v)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if why := Blockers(v, snaps); len(why) > 0 {
+		return r.finish(ctx, m, nil, novacronv1.MigrationFailed, "NotMigratable", strings.Join(why, "; "))
 	}
 	if why, err := r.overLimits(ctx, m, v.Status.NodeName); err != nil || why != "" {
 		if err != nil {
@@ -209,6 +212,21 @@ func (r *Reconciler) begin(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	}
 	r.event(m, corev1.EventTypeNormal, "Scheduling", "Migrate", "moving VirtualMachine %s off node %s", v.Name, m.Status.SourceNode)
 	return r.schedule(ctx, m, v)
+}
+
+// SnapshotsOf names the VM's snapshots.
+func SnapshotsOf(ctx context.Context, c client.Reader, v *novacronv1.VirtualMachine) ([]string, error) {
+	var list novacronv1.VirtualMachineSnapshotList
+	if err := c.List(ctx, &list, client.InNamespace(v.Namespace)); err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, s := range list.Items {
+		if s.Spec.VMName == v.Name {
+			names = append(names, s.Name)
+		}
+	}
+	return names, nil
 }
 
 // overLimits says why the migration must wait for others, or "".

@@ -40,6 +40,12 @@ const (
 	// VirtualMachineRestore, while that restore works on its domain; the VM
 	// controller leaves the domain alone meanwhile.
 	AnnotationRestoring = "novacron.io/restoring"
+
+	// AnnotationEvacuationPlan on a Hypervisor asks for a dry run of its
+	// drain; any new value asks again. The answer is in status.evacuationPlan.
+	AnnotationEvacuationPlan = "novacron.io/evacuation-plan"
+	// TaintMaintenance on a Node drains it like a cordon does.
+	TaintMaintenance = "node.novacron.io/maintenance"
 )
 
 // NetworkAttachmentDefinition is Multus' kind that an sr-iov network names; its

@@ -113,6 +113,42 @@ const (
 	HypervisorConditionReachable = "Reachable"
 )
 
+// Evacuation is the state of a node's drain.
+type Evacuation struct {
+	// Reason the node is being drained: Cordoned or Maintenance.
+	Reason string `json:"reason"`
+	// Migrating VMs (namespace/name) have a migration off the node.
+	// +optional
+	Migrating []string `json:"migrating,omitempty"`
+	// Blocked VMs cannot leave the node, each with why.
+	// +optional
+	Blocked []EvacuationEntry `json:"blocked,omitempty"`
+}
+
+// EvacuationPlan is a dry run of a drain.
+type EvacuationPlan struct {
+	// Request is the annotation value this plan answers.
+	Request string `json:"request"`
+	// PlannedAt is when the plan was made.
+	PlannedAt metav1.Time `json:"plannedAt"`
+	// VMs on the node, each with a target or a blocker.
+	// +optional
+	VMs []EvacuationEntry `json:"vms,omitempty"`
+}
+
+// EvacuationEntry is one VM of an evacuation.
+type EvacuationEntry struct {
+	// VM is namespace/name.
+	VM string `json:"vm"`
+	// Target is the node it would move to (a dry run's estimate; the
+	// scheduler decides when it moves).
+	// +optional
+	Target string `json:"target,omitempty"`
+	// Blocker says why it cannot move live.
+	// +optional
+	Blocker string `json:"blocker,omitempty"`
+}
+
 // HypervisorStatus is what NovaCron observes of a node's hypervisor.
 type HypervisorStatus struct {
 	// Capacity is the physical CPU and memory of the node.
@@ -139,6 +175,14 @@ type HypervisorStatus struct {
 	// SRIOV lists the VF pools on the node.
 	// +optional
 	SRIOV []SRIOVPool `json:"sriov,omitempty"`
+	// Evacuation reports a drain of the node: the VMs still on it and what
+	// keeps each there.
+	// +optional
+	Evacuation *Evacuation `json:"evacuation,omitempty"`
+	// EvacuationPlan answers the annotation novacron.io/evacuation-plan: for
+	// every VM on the node, where it would go or what blocks it.
+	// +optional
+	EvacuationPlan *EvacuationPlan `json:"evacuationPlan,omitempty"`
 	// LastHeartbeatTime is when the hypervisor last answered.
 	// +optional
 	LastHeartbeatTime *metav1.Time `json:"lastHeartbeatTime,omitempty"`

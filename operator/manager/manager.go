@@ -197,6 +197,10 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 	if err := migrations.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the VirtualMachineMigration controller: %w", err)
 	}
+	drains := &migration.DrainReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("novacron-drain")}
+	if err := drains.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the drain controller: %w", err)
+	}
 	snaps := &snapshot.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("novacron-snapshot"),
 		Hypervisors: hypervisors, Clock: opts.Clock, RetryBase: opts.SnapshotRetryBase}
 	if err := snaps.SetupWithManager(mgr); err != nil {

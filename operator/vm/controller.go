@@ -39,8 +39,9 @@ import (
 // Finalizer keeps a VM until its domain, disks and launcher pod are gone.
 const Finalizer = "novacron.io/vm-cleanup"
 
-// nodeNameIndex indexes VMs by status.nodeName, to find a Hypervisor's VMs.
-const nodeNameIndex = "status.nodeName"
+// NodeNameIndex indexes VMs by status.nodeName (in the manager's cache), to
+// find the VMs on a node.
+const NodeNameIndex = "status.nodeName"
 
 // Reconciler runs VirtualMachines on node hypervisors.
 type Reconciler struct {
@@ -100,7 +101,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 	if r.HTTPClient == nil {
 		r.HTTPClient = &http.Client{}
 	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &novacronv1.VirtualMachine{}, nodeNameIndex, func(o client.Object) []string {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &novacronv1.VirtualMachine{}, NodeNameIndex, func(o client.Object) []string {
 		if n := o.(*novacronv1.VirtualMachine).Status.NodeName; n != "" {
 			return []string{n}
 		}
@@ -121,7 +122,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 
 func (r *Reconciler) vmsOnHypervisor(ctx context.Context, o client.Object) []reconcile.Request {
 	var vms novacronv1.VirtualMachineList
-	if err := r.Client.List(ctx, &vms, client.MatchingFields{nodeNameIndex: o.GetName()}); err != nil {
+	if err := r.Client.List(ctx, &vms, client.MatchingFields{NodeNameIndex: o.GetName()}); err != nil {
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(vms.Items))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -13,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/migration"
 	"github.com/novacron/operator/policies"
 )
 
@@ -56,20 +56,13 @@ func (v *MigrationValidator) ValidateCreate(ctx context.Context, m *novacronv1.V
 	if ferr != nil {
 		return nil, invalid("VirtualMachineMigration", m.Name, field.ErrorList{ferr})
 	}
+	names, err := migration.SnapshotsOf(ctx, v.Client, vm)
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
 	var errs field.ErrorList
-	if mp := vm.Spec.MigrationPolicy; mp == nil || !mp.AllowLiveMigration {
-		errs = append(errs, field.Forbidden(vmPath, fmt.Sprintf("VirtualMachine %s does not allow live migration; set its spec.migrationPolicy.allowLiveMigration: true", vm.Name)))
-	}
-	if vm.Status.Phase != novacronv1.VMRunning {
-		errs = append(errs, field.Forbidden(vmPath, fmt.Sprintf("VirtualMachine %s is %s; only a Running VM can be live-migrated", vm.Name, orUnknown(vm.Status.Phase))))
-	}
-	if len(vm.Spec.Template.Spec.Devices) > 0 {
-		errs = append(errs, field.Forbidden(vmPath, fmt.Sprintf("VirtualMachine %s has passthrough devices (GPUs), whose state cannot move live; stop it and start it elsewhere instead", vm.Name)))
-	}
-	for _, n := range vm.Spec.Template.Spec.Networks {
-		if n.Type == novacronv1.NetworkTypeSRIOV {
-			errs = append(errs, field.Forbidden(vmPath, fmt.Sprintf("VirtualMachine %s has an sr-iov interface (%s), a passthrough device that cannot move live", vm.Name, n.Name)))
-		}
+	for _, why := range migration.Blockers(vm, names) {
+		errs = append(errs, field.Forbidden(vmPath, why))
 	}
 	var others novacronv1.VirtualMachineMigrationList
 	if err := v.Client.List(ctx, &others, client.InNamespace(m.Namespace)); err != nil {
@@ -79,22 +72,6 @@ func (v *MigrationValidator) ValidateCreate(ctx context.Context, m *novacronv1.V
 		if o.Spec.VMName == vm.Name && o.Name != m.Name && !o.Status.Phase.Done() {
 			errs = append(errs, field.Forbidden(vmPath, fmt.Sprintf("migration %s of this VM is still %s; wait for it or cancel it", o.Name, orUnknown(novacronv1.VMPhase(o.Status.Phase)))))
 		}
-	}
-	// Internal snapshots live inside the VM's qcow2 disks, which a live
-	// migration does not carry over (libvirt refuses it); snapshots stay with
-	// their node, so a VM with snapshots stays too.
-	var snaps novacronv1.VirtualMachineSnapshotList
-	if err := v.Client.List(ctx, &snaps, client.InNamespace(m.Namespace)); err != nil {
-		return nil, apierrors.NewInternalError(err)
-	}
-	var names []string
-	for _, s := range snaps.Items {
-		if s.Spec.VMName == vm.Name {
-			names = append(names, s.Name)
-		}
-	}
-	if len(names) > 0 {
-		errs = append(errs, field.Forbidden(vmPath, fmt.Sprintf("VirtualMachine %s has snapshots (%s), which live in its disks on node %s and cannot move with it; delete them first", vm.Name, strings.Join(names, ", "), vm.Status.NodeName)))
 	}
 	if len(errs) > 0 {
 		return nil, invalid("VirtualMachineMigration", m.Name, errs)

@@ -235,3 +235,69 @@ func TestOperatorRestartMidMigrationEndsOnOneNode(t *testing.T) {
 	assert.Equal(t, provider.StateRunning, domainState(t, other(source), v))
 	assert.Equal(t, provider.DomainState(""), domainState(t, source, v), "exactly one node runs it")
 }
+
+func setUnschedulable(t *testing.T, node string, on bool) {
+	t.Helper()
+	n := &corev1.Node{}
+	require.NoError(t, env.Client.Get(context.Background(), client.ObjectKey{Name: node}, n))
+	patch := client.MergeFrom(n.DeepCopy())
+	n.Spec.Unschedulable = on
+	require.NoError(t, env.Client.Patch(context.Background(), n, patch))
+}
+
+func TestDrainEvacuatesWhatCanMoveAndSaysWhatCannot(t *testing.T) {
+	ctx := context.Background()
+	mover := runningVM(t, "drain-mover")
+	node := mover.Status.NodeName
+	stuck := runningVM(t, "drain-stuck")
+	if stuck.Status.NodeName != node {
+		migrate(t, "drain-gather", stuck.Name)
+		waitMigration(t, "drain-gather", "Succeeded", phaseIs(novacronv1.MigrationSucceeded))
+	}
+	// This one may not move live.
+	s := &novacronv1.VirtualMachine{}
+	require.NoError(t, env.Client.Get(ctx, key(stuck.Name), s))
+	patch := client.MergeFrom(s.DeepCopy())
+	s.Spec.MigrationPolicy.AllowLiveMigration = false
+	require.NoError(t, env.Client.Patch(ctx, s, patch))
+
+	// A dry run first: where each VM would go, or why it stays.
+	hv := &novacronv1.Hypervisor{}
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: node}, hv))
+	hpatch := client.MergeFrom(hv.DeepCopy())
+	hv.Annotations = map[string]string{novacronv1.AnnotationEvacuationPlan: "1"}
+	require.NoError(t, env.Client.Patch(ctx, hv, hpatch))
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKey{Name: node}, hv) == nil && hv.Status.EvacuationPlan != nil && hv.Status.EvacuationPlan.Request == "1"
+	}, timeout, testenv.Poll, "an evacuation plan")
+	plan := map[string]novacronv1.EvacuationEntry{}
+	for _, e := range hv.Status.EvacuationPlan.VMs {
+		plan[e.VM] = e
+	}
+	assert.Equal(t, other(node), plan["default/drain-mover"].Target)
+	assert.Contains(t, plan["default/drain-stuck"].Blocker, "does not allow live migration")
+	assert.Equal(t, node, env.WaitVM(t, key(mover.Name), timeout, "still there", testenv.PhaseIs(novacronv1.VMRunning)).Status.NodeName, "a dry run moves nothing")
+
+	// Cordon: the movable VM leaves; the other is listed with why.
+	setUnschedulable(t, node, true)
+	t.Cleanup(func() { setUnschedulable(t, node, false) })
+	m := waitMigration(t, "drain-mover-drain-"+node, "Succeeded", phaseIs(novacronv1.MigrationSucceeded))
+	assert.Equal(t, novacronv1.MigrationDrain, m.Spec.Reason)
+	assert.Equal(t, other(node), env.WaitVM(t, key(mover.Name), timeout, "moved", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.NodeName == other(node) && x.Status.Phase == novacronv1.VMRunning
+	}).Status.NodeName)
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKey{Name: node}, hv) == nil && hv.Status.Evacuation != nil &&
+			len(hv.Status.Evacuation.Blocked) == 1 && len(hv.Status.Evacuation.Migrating) == 0
+	}, timeout, testenv.Poll, "the evacuation status")
+	assert.Equal(t, "Cordoned", hv.Status.Evacuation.Reason)
+	assert.Equal(t, "default/drain-stuck", hv.Status.Evacuation.Blocked[0].VM)
+	assert.Contains(t, hv.Status.Evacuation.Blocked[0].Blocker, "does not allow live migration")
+	assert.Equal(t, node, env.WaitVM(t, key(stuck.Name), timeout, "stays", testenv.PhaseIs(novacronv1.VMRunning)).Status.NodeName)
+
+	// Uncordoned, the node is no longer evacuated.
+	setUnschedulable(t, node, false)
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKey{Name: node}, hv) == nil && hv.Status.Evacuation == nil
+	}, timeout, testenv.Poll, "the evacuation status cleared")
+}
