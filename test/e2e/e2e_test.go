@@ -236,6 +236,17 @@ func TestReadmeWorkflow(t *testing.T) {
 	d.kubectl(t, "kubectl apply -f manifests/samples/vm-snapshot-policy.yaml")
 	d.kubectl(t, "kubectl wait --for=jsonpath='{.status.snapshot.nextScheduleTime}' vm/my-vm-snapshotted --timeout=60s")
 
+	// Live migration: the test driver cannot migrate, and the migration
+	// says so, leaving the VM where it runs.
+	d.kubectl(t, "kubectl apply -f manifests/samples/vm-live-migration.yaml")
+	d.waitPhase(t, "my-vm-migratable", "Running")
+	node := d.kubectl(t, "kubectl get vm my-vm-migratable -o jsonpath='{.status.nodeName}'")
+	d.kubectl(t, "kubectl apply -f manifests/samples/migration.yaml")
+	d.kubectl(t, "kubectl wait --for=jsonpath='{.status.phase}'=Failed vmim/my-vm-migratable-move --timeout=60s")
+	assert.Contains(t, d.kubectl(t, "kubectl describe vmim my-vm-migratable-move"), "not supported")
+	d.waitPhase(t, "my-vm-migratable", "Running")
+	assert.Equal(t, node, d.kubectl(t, "kubectl get vm my-vm-migratable -o jsonpath='{.status.nodeName}'"))
+
 	// GPU and multiple NICs land on the nodes that have the devices.
 	d.kubectl(t, "kubectl apply -f manifests/samples/vm-gpu.yaml")
 	d.kubectl(t, "kubectl apply -f manifests/samples/vm-multi-nic.yaml")
@@ -261,7 +272,7 @@ func TestReadmeWorkflow(t *testing.T) {
 
 	// Monitoring: the operator's metrics count the VMs left by phase.
 	resp := d.kubectl(t, "curl -sf http://"+d.metrics+"/metrics")
-	assert.Contains(t, resp, `novacron_vm_total{phase="Running"} 4`)
+	assert.Contains(t, resp, `novacron_vm_total{phase="Running"} 5`)
 	assert.Contains(t, resp, "novacron_snapshot_duration_seconds_count 1")
 
 	d.stop(t)

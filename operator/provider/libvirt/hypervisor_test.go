@@ -181,7 +181,7 @@ func TestDomainXML(t *testing.T) {
 	for _, want := range []string{
 		`<domain type="kvm">`, `<vcpu>2</vcpu>`, `<memory unit="KiB">524288</memory>`, `<acpi></acpi>`,
 		`<source file="/p/root.qcow2"></source>`, `<target dev="vda" bus="virtio"></target>`,
-		`<disk type="file" device="cdrom">`, `<readonly></readonly>`,
+		`<disk type="file" device="cdrom" snapshot="no">`, `<readonly></readonly>`,
 		`<interface type="network">`, `<mac address="52:54:00:00:00:01"></mac>`,
 		`<interface type="hostdev" managed="yes">`, `<address type="pci" domain="0x0000" bus="0x5e" slot="0x02" function="0x1">`,
 		`<hostdev mode="subsystem" type="pci" managed="yes">`, `bus="0x3b"`,
