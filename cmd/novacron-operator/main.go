@@ -33,11 +33,23 @@ func main() {
 	flag.BoolVar(&opts.Webhooks, "webhooks", opts.Webhooks, "serve the admission webhooks (defaults and policies)")
 	flag.IntVar(&opts.WebhookPort, "webhook-port", opts.WebhookPort, "port of the admission webhook server")
 	flag.StringVar(&opts.WebhookCertDir, "webhook-cert-dir", opts.WebhookCertDir, "folder with the webhook server's tls.crt and tls.key")
+	flag.DurationVar(&opts.RebalanceInterval, "rebalance-interval", opts.RebalanceInterval, "run the rebalancer this often (0: off)")
+	flag.BoolVar(&opts.RebalanceDryRun, "rebalance-dry-run", opts.RebalanceDryRun, "only write the rebalancer's plan to the ConfigMap novacron-rebalance-plan")
+	flag.Float64Var(&opts.Rebalance.High, "rebalance-high", opts.Rebalance.High, "node utilisation above which the rebalancer moves VMs off it")
+	flag.Float64Var(&opts.Rebalance.Target, "rebalance-target", opts.Rebalance.Target, "utilisation the rebalancer unloads a node to, and fills targets up to (below --rebalance-high)")
+	flag.IntVar(&opts.Rebalance.MaxMoves, "rebalance-max-moves", opts.Rebalance.MaxMoves, "most migrations one rebalance round starts")
+	flag.DurationVar(&opts.RebalanceCooldown, "rebalance-cooldown", opts.RebalanceCooldown, "a VM the rebalancer moved is not moved again for this long")
+	flag.IntVar(&opts.MigrationMaxParallel, "migration-max-parallel", opts.MigrationMaxParallel, "live migrations at once in the cluster (0: 4)")
+	flag.IntVar(&opts.MigrationMaxOutboundPerNode, "migration-max-outbound-per-node", opts.MigrationMaxOutboundPerNode, "live migrations at once leaving one node (0: 2)")
 	selfSigned := flag.String("webhook-self-signed-hosts", "", "comma-separated hosts to write a self-signed webhook certificate for into --webhook-cert-dir (local runs without cert-manager)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if opts.Rebalance.Target >= opts.Rebalance.High {
+		fmt.Fprintln(os.Stderr, "--rebalance-target must be below --rebalance-high")
+		os.Exit(2)
+	}
 	if *selfSigned != "" {
 		opts.WebhookSelfSignedHosts = strings.Split(*selfSigned, ",")
 	}

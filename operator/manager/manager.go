@@ -28,6 +28,7 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/migration"
+	"github.com/novacron/operator/migration/rebalance"
 	"github.com/novacron/operator/operator/metrics"
 	"github.com/novacron/operator/operator/policy"
 	"github.com/novacron/operator/operator/provider"
@@ -76,6 +77,13 @@ type Options struct {
 	MigrationMaxParallel, MigrationMaxOutboundPerNode int
 	MigrationPoll                                     time.Duration
 
+	// RebalanceInterval runs the rebalancer that often (0: off); the rest
+	// configure it (see migration.Rebalancer).
+	RebalanceInterval time.Duration
+	RebalanceDryRun   bool
+	Rebalance         rebalance.Config
+	RebalanceCooldown time.Duration
+
 	// Webhooks turns the admission webhook server on.
 	Webhooks bool
 	// WebhookHost and WebhookPort are where the webhook server listens.
@@ -92,11 +100,13 @@ type Options struct {
 // DefaultOptions are the settings the operator runs with unless told otherwise.
 func DefaultOptions() Options {
 	return Options{
-		MetricsAddr:     ":8080",
-		ProbeAddr:       ":8081",
-		Namespace:       "novacron-system",
-		Launcher:        vm.LauncherConfig{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1},
-		StopGracePeriod: 2 * time.Minute,
+		MetricsAddr:       ":8080",
+		ProbeAddr:         ":8081",
+		Namespace:         "novacron-system",
+		Rebalance:         rebalance.Config{High: 0.8, Target: 0.75, MaxMoves: 10},
+		RebalanceCooldown: time.Hour,
+		Launcher:          vm.LauncherConfig{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1},
+		StopGracePeriod:   2 * time.Minute,
 		// libvirt creates this folder on every node; it does not create parents.
 		SerialLogDir:            "/var/log/libvirt/qemu",
 		MaxConcurrentReconciles: 4,
@@ -196,6 +206,12 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 		MaxParallel: opts.MigrationMaxParallel, MaxOutboundPerNode: opts.MigrationMaxOutboundPerNode, Poll: opts.MigrationPoll}
 	if err := migrations.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the VirtualMachineMigration controller: %w", err)
+	}
+	if opts.RebalanceInterval > 0 {
+		if err := mgr.Add(&migration.Rebalancer{Client: mgr.GetClient(), Policies: engine, Namespace: opts.Namespace,
+			Interval: opts.RebalanceInterval, Config: opts.Rebalance, Cooldown: opts.RebalanceCooldown, DryRun: opts.RebalanceDryRun}); err != nil {
+			return nil, err
+		}
 	}
 	drains := &migration.DrainReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("novacron-drain")}
 	if err := drains.SetupWithManager(mgr); err != nil {

@@ -17,6 +17,7 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/migration"
+	"github.com/novacron/operator/migration/rebalance"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/vm"
 	"github.com/novacron/operator/test/testenv"
@@ -300,4 +301,74 @@ func TestDrainEvacuatesWhatCanMoveAndSaysWhatCannot(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return env.Client.Get(ctx, client.ObjectKey{Name: node}, hv) == nil && hv.Status.Evacuation == nil
 	}, timeout, testenv.Poll, "the evacuation status cleared")
+}
+
+func TestRebalancerMovesOffAHotNode(t *testing.T) {
+	ctx := context.Background()
+	// Three 5-vCPU VMs on one 16-CPU node: 94% loaded, the other node empty.
+	var vms []*novacronv1.VirtualMachine
+	for _, name := range []string{"rb-1", "rb-2", "rb-3"} {
+		v := &novacronv1.VirtualMachine{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true),
+				Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
+					Resources: novacronv1.VMResources{CPU: 5, Memory: resource.MustParse("4Gi"), Disk: ptr.To(resource.MustParse("10Gi"))},
+					Image:     novacronv1.ImageSource{Source: "marketplace://ubuntu-22.04-lts"},
+				}},
+				MigrationPolicy: &novacronv1.MigrationPolicy{AllowLiveMigration: true}},
+		}
+		require.NoError(t, env.Client.Create(ctx, v))
+		t.Cleanup(func() { env.DeleteVMAndWait(t, key(v.Name), timeout) })
+		vms = append(vms, env.WaitVM(t, key(name), timeout, "Running", testenv.PhaseIs(novacronv1.VMRunning)))
+	}
+	for _, v := range vms {
+		if v.Status.NodeName != "node-1" {
+			m := &novacronv1.VirtualMachineMigration{ObjectMeta: metav1.ObjectMeta{Name: v.Name + "-gather", Namespace: ns},
+				Spec: novacronv1.VirtualMachineMigrationSpec{VMName: v.Name, TargetNodeName: "node-1"}}
+			require.NoError(t, env.Client.Create(ctx, m))
+			waitMigration(t, m.Name, "done", func(m *novacronv1.VirtualMachineMigration) bool { return m.Status.Phase.Done() })
+		}
+	}
+	r := &migration.Rebalancer{Client: env.Client, Namespace: "novacron-system", Config: rebalance.Config{High: 0.8, Target: 0.7}, Cooldown: time.Hour}
+	var onOne int
+	for _, v := range vms {
+		if env.WaitVM(t, key(v.Name), timeout, "Running", testenv.PhaseIs(novacronv1.VMRunning)).Status.NodeName == "node-1" {
+			onOne++
+		}
+	}
+	require.Equal(t, 3, onOne, "all three gathered on node-1")
+
+	// Dry run: the plan, nothing moved.
+	r.DryRun = true
+	moves, err := r.Round(ctx)
+	require.NoError(t, err)
+	require.Len(t, moves, 1, "one 5-vCPU VM brings 15/16 to 10/16")
+	assert.Equal(t, "node-2", moves[0].To)
+	var cm corev1.ConfigMap
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: "novacron-system", Name: migration.PlanConfigMap}, &cm))
+	assert.Contains(t, cm.Data["moves"], moves[0].VM+": node-1 -> node-2")
+
+	// For real: a Rebalance migration to the planned node; a second round
+	// right away does nothing while it runs or cools down.
+	r.DryRun = false
+	moves, err = r.Round(ctx)
+	require.NoError(t, err)
+	require.Len(t, moves, 1)
+	var migs novacronv1.VirtualMachineMigrationList
+	require.NoError(t, env.Client.List(ctx, &migs, client.InNamespace(ns)))
+	var mine []novacronv1.VirtualMachineMigration
+	for _, m := range migs.Items {
+		if m.Spec.Reason == novacronv1.MigrationRebalance {
+			mine = append(mine, m)
+		}
+	}
+	require.Len(t, mine, 1)
+	assert.Equal(t, "node-2", mine[0].Spec.TargetNodeName)
+	again, err := r.Round(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, again, "no new round while the last one moves")
+	waitMigration(t, mine[0].Name, "Succeeded", phaseIs(novacronv1.MigrationSucceeded))
+	again, err = r.Round(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, again, "balanced now")
 }

@@ -1,0 +1,185 @@
+package migration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/migration/rebalance"
+	"github.com/novacron/operator/policies"
+)
+
+// PlanConfigMap is where a dry-running rebalancer writes its last plan, in
+// the operator's namespace.
+const PlanConfigMap = "novacron-rebalance-plan"
+
+// Rebalancer periodically moves VMs off nodes loaded above a threshold
+// (rebalance.Plan: fewest, cheapest moves, hysteresis, a budget per round).
+// Every move is a VirtualMachineMigration with reason Rebalance and the
+// planned target as its targetNodeName; migration policies can veto a move; a
+// VM is not moved again within its cooldown; no round starts while the last
+// round's migrations run. In dry-run mode it only writes the plan to the
+// ConfigMap novacron-rebalance-plan.
+type Rebalancer struct {
+	Client    client.Client
+	Policies  *policies.Engine
+	Namespace string
+	Interval  time.Duration
+	Config    rebalance.Config
+	Cooldown  time.Duration
+	DryRun    bool
+}
+
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=create;patch
+
+// NeedLeaderElection: only the leader moves VMs.
+func (r *Rebalancer) NeedLeaderElection() bool { return true }
+
+// Start runs a round every Interval until ctx ends.
+func (r *Rebalancer) Start(ctx context.Context) error {
+	t := time.NewTicker(r.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := r.Round(ctx); err != nil {
+				log.FromContext(ctx).Error(err, "rebalance round")
+			}
+		}
+	}
+}
+
+// Round plans and (unless dry-running) starts one round of moves.
+func (r *Rebalancer) Round(ctx context.Context) ([]rebalance.Move, error) {
+	var migs novacronv1.VirtualMachineMigrationList
+	if err := r.Client.List(ctx, &migs); err != nil {
+		return nil, err
+	}
+	busy := map[string]bool{}
+	for _, m := range migs.Items {
+		if !m.Status.Phase.Done() {
+			if m.Spec.Reason == novacronv1.MigrationRebalance && !r.DryRun {
+				return nil, nil // the last round is still moving
+			}
+			busy[m.Namespace+"/"+m.Spec.VMName] = true
+		}
+		if m.Spec.Reason == novacronv1.MigrationRebalance && m.Status.CompletionTime != nil && time.Since(m.Status.CompletionTime.Time) < r.Cooldown {
+			busy[m.Namespace+"/"+m.Spec.VMName] = true
+		}
+	}
+	nodes, vms, byKey, err := r.cluster(ctx, busy)
+	if err != nil {
+		return nil, err
+	}
+	var moves []rebalance.Move
+	for _, mv := range rebalance.Plan(nodes, vms, r.Config) {
+		v := byKey[mv.VM]
+		if r.Policies != nil {
+			denials, _, err := r.Policies.AllowMigration(ctx, policies.MigrationInput{VM: v, SourceNode: mv.From, TargetNode: mv.To, Reason: string(novacronv1.MigrationRebalance),
+				Migration: &novacronv1.VirtualMachineMigration{Spec: novacronv1.VirtualMachineMigrationSpec{VMName: v.Name, TargetNodeName: mv.To, Reason: novacronv1.MigrationRebalance}}})
+			if err != nil {
+				return nil, err
+			}
+			if len(denials) > 0 {
+				log.FromContext(ctx).Info("rebalance move vetoed by policy", "vm", mv.VM, "to", mv.To, "why", strings.Join(denials, "; "))
+				continue
+			}
+		}
+		moves = append(moves, mv)
+	}
+	if r.DryRun {
+		return moves, r.writePlan(ctx, moves)
+	}
+	for _, mv := range moves {
+		v := byKey[mv.VM]
+		m := &novacronv1.VirtualMachineMigration{
+			ObjectMeta: metav1.ObjectMeta{Namespace: v.Namespace, Name: fmt.Sprintf("%s-rebalance-%d", v.Name, time.Now().Unix())},
+			Spec:       novacronv1.VirtualMachineMigrationSpec{VMName: v.Name, TargetNodeName: mv.To, Reason: novacronv1.MigrationRebalance},
+		}
+		if err := r.Client.Create(ctx, m); err != nil && !apierrors.IsAlreadyExists(err) {
+			return moves, err
+		}
+	}
+	return moves, nil
+}
+
+// cluster reads nodes and VMs into the planner's terms: load by requested
+// size; VMs that cannot move now (blockers, busy, cooldown) are fixed.
+func (r *Rebalancer) cluster(ctx context.Context, busy map[string]bool) ([]rebalance.Node, []rebalance.VM, map[string]*novacronv1.VirtualMachine, error) {
+	var hvs novacronv1.HypervisorList
+	if err := r.Client.List(ctx, &hvs); err != nil {
+		return nil, nil, nil, err
+	}
+	var vmList novacronv1.VirtualMachineList
+	if err := r.Client.List(ctx, &vmList); err != nil {
+		return nil, nil, nil, err
+	}
+	idx := map[string]int{}
+	var nodes []rebalance.Node
+	for _, h := range hvs.Items {
+		n := rebalance.Node{Name: h.Name, CPUModel: h.Status.CPUModel, Target: true}
+		cpuRatio, memRatio := 1.0, 1.0
+		if q := h.Spec.Overcommit.CPU; q != nil {
+			cpuRatio = q.AsApproximateFloat64()
+		}
+		if q := h.Spec.Overcommit.Memory; q != nil {
+			memRatio = q.AsApproximateFloat64()
+		}
+		n.CPU = h.Status.Capacity.Cpu().AsApproximateFloat64() * cpuRatio
+		n.Memory = h.Status.Capacity.Memory().AsApproximateFloat64() * memRatio
+		node := &corev1.Node{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Name: h.Name}, node); err != nil || draining(node) != "" {
+			n.Target = false
+		}
+		idx[h.Name] = len(nodes)
+		nodes = append(nodes, n)
+	}
+	byKey := map[string]*novacronv1.VirtualMachine{}
+	var vms []rebalance.VM
+	for i := range vmList.Items {
+		v := &vmList.Items[i]
+		ni, ok := idx[v.Status.NodeName]
+		if !ok {
+			continue
+		}
+		res := v.Spec.Template.Spec.Resources
+		nodes[ni].UsedCPU += float64(res.CPU)
+		nodes[ni].UsedMemory += float64(res.Memory.Value())
+		snaps, err := SnapshotsOf(ctx, r.Client, v)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		k := v.Namespace + "/" + v.Name
+		byKey[k] = v
+		vms = append(vms, rebalance.VM{Key: k, Node: v.Status.NodeName, CPU: float64(res.CPU), Memory: float64(res.Memory.Value()),
+			Movable: !busy[k] && len(Blockers(v, snaps)) == 0})
+	}
+	return nodes, vms, byKey, nil
+}
+
+// writePlan records a dry run's moves in the plan ConfigMap.
+func (r *Rebalancer) writePlan(ctx context.Context, moves []rebalance.Move) error {
+	var b strings.Builder
+	for _, m := range moves {
+		fmt.Fprintf(&b, "%s: %s -> %s\n", m.VM, m.From, m.To)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: PlanConfigMap, Namespace: r.Namespace},
+		Data: map[string]string{"plannedAt": time.Now().UTC().Format(time.RFC3339), "moves": b.String()}}
+	err := r.Client.Create(ctx, cm)
+	if apierrors.IsAlreadyExists(err) {
+		// Replace the data without reading it back (the operator caches no
+		// ConfigMaps).
+		return r.Client.Patch(ctx, cm, client.Merge)
+	}
+	return err
+}
