@@ -20,6 +20,7 @@ import (
 	"github.com/novacron/operator/migration/rebalance"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/vm"
+	"github.com/novacron/operator/policies"
 	"github.com/novacron/operator/test/testenv"
 )
 
@@ -337,6 +338,20 @@ func TestRebalancerMovesOffAHotNode(t *testing.T) {
 		}
 	}
 	require.Equal(t, 3, onOne, "all three gathered on node-1")
+
+	// A migration policy that vetoes rebalancing keeps every VM in place.
+	engine, err := policies.NewEngine()
+	require.NoError(t, err)
+	require.NoError(t, engine.Upsert(ctx, &novacronv1.VirtualMachinePolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "no-rebalance"},
+		Spec: novacronv1.VirtualMachinePolicySpec{DecisionPoints: []novacronv1.DecisionPoint{novacronv1.DecisionMigration}, Enforcement: novacronv1.EnforcementDeny,
+			Rego: "package test.norebalance\n\ndeny_migration contains \"the rebalancer is paused\" if input.reason == \"Rebalance\"\n"},
+	}))
+	r.Policies, r.DryRun = engine, true
+	vetoed, err := r.Round(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, vetoed, "every move vetoed")
+	r.Policies = nil
 
 	// Dry run: the plan, nothing moved.
 	r.DryRun = true
