@@ -60,10 +60,10 @@ func decodeYAML(s *runtime.Scheme, raw []byte) ([]client.Object, error) {
 	}
 }
 
-// labImage is the lab guest's catalog entry (test/lab/lab.sh stages its
+// LabGuestImage is the lab guest's catalog entry (test/lab/lab.sh stages its
 // volumes on every lab node); in lab mode every catalog image boots it, so the
 // samples run unchanged on real QEMU.
-const labImage = "volume: lab-guest.qcow2\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: console=ttyS0 quiet\nosFamily: linux\n"
+const LabGuestImage = "volume: lab-guest.qcow2\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: console=ttyS0 quiet\nosFamily: linux\n"
 
 // install creates the operator's namespace, the image catalog, the built-in
 // policies and the samples' network, as `kubectl apply -f manifests/...`
@@ -82,7 +82,7 @@ func install(ctx context.Context, c client.Client, lab bool) (images.Catalog, er
 		if cm, ok := o.(*corev1.ConfigMap); ok && cm.Name == images.ConfigMapName {
 			if lab {
 				for k := range cm.Data {
-					cm.Data[k] = labImage
+					cm.Data[k] = LabGuestImage
 				}
 			}
 			if catalog, err = images.Parse(cm.Data); err != nil {

@@ -370,8 +370,10 @@ func (r *Reconciler) start(ctx context.Context, m *novacronv1.VirtualMachineMigr
 		j.err = src.Migrate(jobCtx, domain, opts)
 		if jobCtx.Err() != nil {
 			// Timed out or cancelled: the call returned but the job may
-			// still run on the source; stop it there.
-			_ = src.AbortMigration(context.Background(), domain)
+			// still run on the source; stop it there (rollback asks again).
+			abortCtx, cancelAbort := context.WithTimeout(context.Background(), abortTimeout)
+			_ = src.AbortMigration(abortCtx, domain)
+			cancelAbort()
 			switch {
 			case errors.Is(jobCtx.Err(), context.DeadlineExceeded):
 				j.err = fmt.Errorf("did not complete within %s (%s per GiB of memory); aborted", timeout, r.TimeoutPerGiB)
@@ -388,6 +390,10 @@ func (r *Reconciler) start(ctx context.Context, m *novacronv1.VirtualMachineMigr
 }
 
 var errCancelled = errors.New("cancelled")
+
+// abortTimeout bounds an abort: a source daemon stuck talking to a dead
+// target must not hold the rollback, which looks at the domain's state next.
+const abortTimeout = 5 * time.Second
 
 // migrateOptions turns the VM's migration policy into libvirt's terms.
 func migrateOptions(v *novacronv1.VirtualMachine, tgt *novacronv1.Hypervisor) (provider.MigrateOptions, error) {
@@ -576,7 +582,9 @@ func (r *Reconciler) rollback(ctx context.Context, m *novacronv1.VirtualMachineM
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		_ = src.AbortMigration(ctx, domain)
+		abortCtx, cancelAbort := context.WithTimeout(ctx, abortTimeout)
+		_ = src.AbortMigration(abortCtx, domain)
+		cancelAbort()
 		srcState, err := state(ctx, src, domain)
 		if err != nil {
 			return ctrl.Result{}, err

@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devenv"
 	"github.com/novacron/operator/migration"
 	"github.com/novacron/operator/operator/images"
 	"github.com/novacron/operator/operator/manager"
@@ -89,6 +90,29 @@ func virsh(t *testing.T, uri string, args ...string) string {
 	return string(out)
 }
 
+// installLabCatalog makes the operator's namespace with an image catalog of
+// the lab guest (lab.sh stages its volumes on every node).
+func installLabCatalog(t *testing.T, env *testenv.Env) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "novacron-system"}}))
+	require.NoError(t, env.Client.Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: images.ConfigMapName, Namespace: "novacron-system"},
+		Data:       map[string]string{"lab-guest": devenv.LabGuestImage},
+	}))
+}
+
+// labGuestVM is a VM of the lab guest: 128 MiB, a 64 MiB qcow2 root disk.
+func labGuestVM(name string) *novacronv1.VirtualMachine {
+	return &novacronv1.VirtualMachine{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true), Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
+			Resources: novacronv1.VMResources{CPU: 1, Memory: resource.MustParse("128Mi"), Disk: ptr.To(resource.MustParse("64Mi"))},
+			Image:     novacronv1.ImageSource{Source: "marketplace://lab-guest"},
+		}}},
+	}
+}
+
 // startLab starts the lab node, an API server with the lab guest in the image
 // catalog and the node's Hypervisor, and the operator.
 func startLab(t *testing.T) (*testenv.Env, *libvirt.Connector, string, manager.Options) {
@@ -103,11 +127,7 @@ func startLab(t *testing.T) (*testenv.Env, *libvirt.Connector, string, manager.O
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = env.Stop() })
 	ctx := context.Background()
-	require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "novacron-system"}}))
-	require.NoError(t, env.Client.Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: images.ConfigMapName, Namespace: "novacron-system"},
-		Data:       map[string]string{"lab-guest": "volume: lab-guest.qcow2\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: console=ttyS0 quiet\n"},
-	}))
+	installLabCatalog(t, env)
 	require.NoError(t, env.Client.Create(ctx, &novacronv1.Hypervisor{
 		ObjectMeta: metav1.ObjectMeta{Name: node},
 		// The lab runs guests under TCG, as the CI machines have no working KVM.
@@ -131,13 +151,7 @@ func TestRealQEMULifecycle(t *testing.T) {
 	env, connector, uri, opts := startLab(t)
 	ctx := context.Background()
 
-	v := &novacronv1.VirtualMachine{
-		ObjectMeta: metav1.ObjectMeta{Name: "lab-vm", Namespace: "default"},
-		Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true), Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
-			Resources: novacronv1.VMResources{CPU: 1, Memory: resource.MustParse("128Mi"), Disk: ptr.To(resource.MustParse("64Mi"))},
-			Image:     novacronv1.ImageSource{Source: "marketplace://lab-guest"},
-		}}},
-	}
+	v := labGuestVM("lab-vm")
 	key := client.ObjectKeyFromObject(v)
 	start := time.Now()
 	require.NoError(t, env.Client.Create(ctx, v))
@@ -223,13 +237,7 @@ func TestRealQEMUSnapshotRestore(t *testing.T) {
 	}
 	env, _, uri, _ := startLab(t)
 	ctx := context.Background()
-	v := &novacronv1.VirtualMachine{
-		ObjectMeta: metav1.ObjectMeta{Name: "snap-vm", Namespace: "default"},
-		Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true), Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
-			Resources: novacronv1.VMResources{CPU: 1, Memory: resource.MustParse("128Mi"), Disk: ptr.To(resource.MustParse("64Mi"))},
-			Image:     novacronv1.ImageSource{Source: "marketplace://lab-guest"},
-		}}},
-	}
+	v := labGuestVM("snap-vm")
 	key := client.ObjectKeyFromObject(v)
 	require.NoError(t, env.Client.Create(ctx, v))
 	env.Bind(t, key, node, nil, time.Minute)
@@ -321,6 +329,8 @@ func TestRealQEMULiveMigration(t *testing.T) {
 		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
 	}
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.ErrorLevel)))
+	began := time.Now()
+	step := func(what string) { t.Logf("%6.1fs %s", time.Since(began).Seconds(), what) }
 	labSh(t, "install")
 	labSh(t, "guest")
 	nodes := map[string]string{"lab-m1": "10.200.0.1", "lab-m2": "10.200.0.2"}
@@ -328,11 +338,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = env.Stop() })
 	ctx := context.Background()
-	require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "novacron-system"}}))
-	require.NoError(t, env.Client.Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: images.ConfigMapName, Namespace: "novacron-system"},
-		Data:       map[string]string{"lab-guest": "volume: lab-guest.qcow2\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: console=ttyS0 quiet\n"},
-	}))
+	installLabCatalog(t, env)
 	for n, ip := range nodes {
 		uri := labSh(t, "start", n, ip)
 		t.Cleanup(func() { labSh(t, "stop", n) })
@@ -352,15 +358,8 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { stopOperator() })
 
-	v := &novacronv1.VirtualMachine{
-		ObjectMeta: metav1.ObjectMeta{Name: "mover", Namespace: "default"},
-		Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true),
-			MigrationPolicy: &novacronv1.MigrationPolicy{AllowLiveMigration: true},
-			Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
-				Resources: novacronv1.VMResources{CPU: 1, Memory: resource.MustParse("128Mi"), Disk: ptr.To(resource.MustParse("64Mi"))},
-				Image:     novacronv1.ImageSource{Source: "marketplace://lab-guest"},
-			}}},
-	}
+	v := labGuestVM("mover")
+	v.Spec.MigrationPolicy = &novacronv1.MigrationPolicy{AllowLiveMigration: true}
 	key := client.ObjectKeyFromObject(v)
 	require.NoError(t, env.Client.Create(ctx, v))
 	env.Bind(t, key, "lab-m1", nil, time.Minute)
@@ -379,6 +378,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 		}
 	}
 	waitLogOn("lab-m1", "the guest ticking", func(l string) bool { return lastTick(l) >= 4 })
+	step("guest booted on lab-m1")
 
 	start := time.Now()
 	m := migrateTo(t, env, v.Name, "there", "lab-m2")
@@ -413,6 +413,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	// The same guest migrated by bare virsh between the same nodes, for the
 	// operator's overhead (figures in test/perf/README.md).
 	bare := bareMigrations(t, dom)
+	step("bare virsh migrations done")
 	t.Logf("BENCH operator there+back %s, bare virsh migrate --live --p2p there+back %s, ratio %.2f",
 		(opThere + opBack).Round(time.Millisecond), bare.Round(time.Millisecond), float64(opThere+opBack)/float64(bare))
 
@@ -446,6 +447,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	ticking := lastTick(serialLogOn("lab-m1", dom))
 	waitLogOn("lab-m1", "the guest ticking on", func(l string) bool { return lastTick(l) > ticking })
 	labSh(t, "start", "lab-m2", nodes["lab-m2"]) // back, empty
+	step("lab-m2 restarted")
 
 	// The operator restarts mid-migration: the migration ends with the VM on
 	// exactly one node.
@@ -480,6 +482,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, running, "the guest runs on exactly one node")
+	step("restart case done")
 	env.DeleteVMAndWait(t, key, 2*time.Minute)
 }
 

@@ -26,7 +26,6 @@ import (
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/provider/libvirt"
-	"github.com/novacron/operator/scheduler/server"
 	"github.com/novacron/operator/test/testenv"
 )
 
@@ -104,36 +103,22 @@ func run(m *testing.M) int {
 	}
 	defer func() { stop() }()
 
-	raw, err := os.ReadFile(filepath.Join(env.RepoRoot, "manifests", "scheduler", "config.yaml"))
+	stopScheduler, err := env.RunScheduler(dir, "")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	doc, err := server.LocalConfig(raw, env.Kubeconfig)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	cfg := filepath.Join(dir, "scheduler.yaml")
-	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	schedDone := make(chan error, 1)
-	go func() { schedDone <- server.Run(ctx, cfg) }()
-	defer func() { cancel(); <-schedDone }()
+	defer stopScheduler()
 	return m.Run()
 }
 
 // migrator wraps the simulated nodes' hypervisors with a Migrate that moves
 // the domain's definition, and lets tests hold or fail migrations.
 type migrator struct {
+	testenv.Faults
 	inner provider.Connector
 	mu    sync.Mutex
 	defs  map[string]provider.Domain // uri + "/" + domain -> definition
-	gate  chan struct{}
-	fails int
-	calls int
 }
 
 func (g *migrator) Hypervisor(ctx context.Context, uri string) (provider.Hypervisor, error) {
@@ -142,28 +127,6 @@ func (g *migrator) Hypervisor(ctx context.Context, uri string) (provider.Hypervi
 		return nil, err
 	}
 	return &simHypervisor{Hypervisor: h, uri: uri, g: g}, nil
-}
-
-// hold makes migrations wait until release is called.
-func (g *migrator) hold() (release func()) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	ch := make(chan struct{})
-	g.gate = ch
-	return func() {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		if g.gate == ch {
-			g.gate = nil
-		}
-		close(ch)
-	}
-}
-
-func (g *migrator) failNext(n int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.fails = n
 }
 
 type simHypervisor struct {
@@ -185,24 +148,16 @@ func (h *simHypervisor) Define(ctx context.Context, d provider.Domain) error {
 var errMigration = errors.New("simulated: migration stream broken")
 
 func (h *simHypervisor) Migrate(ctx context.Context, domain string, o provider.MigrateOptions) error {
-	h.g.mu.Lock()
-	gate, fail := h.g.gate, h.g.fails > 0
-	if fail {
-		h.g.fails--
-	}
-	h.g.calls++
-	def, ok := h.g.defs[h.uri+"/"+domain]
-	h.g.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	fail, err := h.g.Enter(ctx)
+	if err != nil {
+		return err
 	}
 	if fail {
 		return errMigration
 	}
+	h.g.mu.Lock()
+	def, ok := h.g.defs[h.uri+"/"+domain]
+	h.g.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("no definition of %s on %s", domain, h.uri)
 	}
@@ -220,9 +175,7 @@ func (h *simHypervisor) Migrate(ctx context.Context, domain string, o provider.M
 }
 
 func (h *simHypervisor) MigrationProgress(ctx context.Context, domain string) (provider.MigrationProgress, error) {
-	h.g.mu.Lock()
-	running := h.g.gate != nil
-	h.g.mu.Unlock()
+	running := h.g.Held()
 	if _, err := h.Hypervisor.State(ctx, domain); err != nil {
 		return provider.MigrationProgress{}, err
 	}

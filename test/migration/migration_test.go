@@ -154,7 +154,7 @@ func TestMigrationMovesTheVM(t *testing.T) {
 func TestFailedMigrationLeavesTheVMOnTheSource(t *testing.T) {
 	v := runningVM(t, "stayer")
 	source := v.Status.NodeName
-	hosts.failNext(1)
+	hosts.FailNext(1)
 
 	migrate(t, "doomed", v.Name)
 	m := waitMigration(t, "doomed", "Failed", phaseIs(novacronv1.MigrationFailed))
@@ -171,7 +171,7 @@ func TestFailedMigrationLeavesTheVMOnTheSource(t *testing.T) {
 func TestCancelAbortsAndRollsBack(t *testing.T) {
 	v := runningVM(t, "canceller")
 	source := v.Status.NodeName
-	release := hosts.hold()
+	release := hosts.Hold()
 	defer release()
 
 	migrate(t, "cancelled", v.Name)
@@ -205,7 +205,7 @@ func TestOutboundLimitQueuesMigrations(t *testing.T) {
 		migrate(t, "limit-gather", b.Name)
 		waitMigration(t, "limit-gather", "Succeeded", phaseIs(novacronv1.MigrationSucceeded))
 	}
-	release := hosts.hold()
+	release := hosts.Hold()
 	migrate(t, "limit-1", a.Name)
 	waitMigration(t, "limit-1", "Running", phaseIs(novacronv1.MigrationRunning))
 	migrate(t, "limit-2", b.Name)
@@ -221,7 +221,7 @@ func TestOutboundLimitQueuesMigrations(t *testing.T) {
 func TestOperatorRestartMidMigrationEndsOnOneNode(t *testing.T) {
 	v := runningVM(t, "restarter")
 	source := v.Status.NodeName
-	release := hosts.hold()
+	release := hosts.Hold()
 	migrate(t, "interrupted", v.Name)
 	waitMigration(t, "interrupted", "Running", phaseIs(novacronv1.MigrationRunning))
 

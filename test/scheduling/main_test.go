@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -23,7 +22,6 @@ import (
 	"github.com/novacron/operator/devenv/simnode"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider/libvirt"
-	"github.com/novacron/operator/scheduler/server"
 	"github.com/novacron/operator/test/testenv"
 )
 
@@ -77,18 +75,7 @@ func run(m *testing.M) int {
 
 	// The scheduler, as manifests/scheduler/config.yaml configures it, plus a
 	// second profile that packs, to compare the strategies.
-	cfg := filepath.Join(dir, "scheduler.yaml")
-	raw, err := os.ReadFile(filepath.Join(env.RepoRoot, "manifests", "scheduler", "config.yaml"))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	doc, err := server.LocalConfig(raw, env.Kubeconfig)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	doc += `  - schedulerName: novacron-scheduler-pack
+	stopScheduler, err := env.RunScheduler(dir, `  - schedulerName: novacron-scheduler-pack
     plugins:
       multiPoint:
         enabled:
@@ -101,14 +88,12 @@ func run(m *testing.M) int {
       - name: VMPlacement
         args:
           scoringStrategy: pack
-`
-	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+`)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	schedDone := make(chan error, 1)
-	go func() { schedDone <- server.Run(ctx, cfg) }()
-	defer func() { cancel(); <-schedDone }()
+	defer stopScheduler()
 	return m.Run()
 }
 

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -97,10 +96,8 @@ func run(m *testing.M) int {
 
 // gatedConnector lets a test hold snapshots in progress and make them fail.
 type gatedConnector struct {
+	testenv.Faults
 	inner provider.Connector
-	mu    sync.Mutex
-	gate  chan struct{} // while set, CreateSnapshot waits for it to close
-	fails int           // CreateSnapshot fails this many more times
 }
 
 func (g *gatedConnector) Hypervisor(ctx context.Context, uri string) (provider.Hypervisor, error) {
@@ -111,48 +108,18 @@ func (g *gatedConnector) Hypervisor(ctx context.Context, uri string) (provider.H
 	return &gatedHypervisor{Hypervisor: h, g: g}, nil
 }
 
-// hold makes snapshots wait until the returned release is called.
-func (g *gatedConnector) hold() (release func()) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	ch := make(chan struct{})
-	g.gate = ch
-	return func() {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		g.gate = nil
-		close(ch)
-	}
-}
-
-// failNext makes the next n snapshots fail with errFlaky.
-func (g *gatedConnector) failNext(n int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.fails = n
-}
-
 type gatedHypervisor struct {
 	provider.Hypervisor
 	g *gatedConnector
 }
 
 func (h *gatedHypervisor) CreateSnapshot(ctx context.Context, domain string, req provider.SnapshotRequest) (provider.Snapshot, error) {
-	h.g.mu.Lock()
-	gate, fail := h.g.gate, h.g.fails > 0
-	if fail {
-		h.g.fails--
+	fail, err := h.g.Enter(ctx)
+	if err != nil {
+		return provider.Snapshot{}, err
 	}
-	h.g.mu.Unlock()
 	if fail {
 		return provider.Snapshot{}, errFlaky
-	}
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return provider.Snapshot{}, ctx.Err()
-		}
 	}
 	return h.Hypervisor.CreateSnapshot(ctx, domain, req)
 }

@@ -189,7 +189,7 @@ func TestOneSnapshotAtATimeAndNeverDuringAMigration(t *testing.T) {
 	ctx := context.Background()
 	v := runningVM(t, "serial-vm", nil)
 
-	release := hosts.hold()
+	release := hosts.Hold()
 	takeSnapshot(t, "first", v.Name)
 	waitSnapshot(t, "first", "InProgress", snapshotPhase(novacronv1.SnapshotInProgress))
 	takeSnapshot(t, "second", v.Name)
@@ -218,14 +218,14 @@ func TestFailuresAreRetriedThenReported(t *testing.T) {
 	v := runningVM(t, "flaky-vm", nil)
 
 	// A failure that passes: retried with backoff, then taken.
-	hosts.failNext(2)
+	hosts.FailNext(2)
 	takeSnapshot(t, "retried", v.Name)
 	s := waitSnapshot(t, "retried", "Ready", snapshotPhase(novacronv1.SnapshotReady))
 	assert.Equal(t, int32(2), s.Status.FailedAttempts)
 	assert.Contains(t, eventNotes(t, "retried"), "try 2 of 5 failed, trying again in 40ms: simulated: qemu monitor busy")
 
 	// One that does not: Failed, with the reason, after five tries.
-	hosts.failNext(5)
+	hosts.FailNext(5)
 	takeSnapshot(t, "doomed", v.Name)
 	s = waitSnapshot(t, "doomed", "Failed", snapshotPhase(novacronv1.SnapshotFailed))
 	assert.Equal(t, int32(5), s.Status.FailedAttempts)
@@ -327,7 +327,7 @@ func TestScheduleRetentionAndCatchUp(t *testing.T) {
 	require.NoError(t, env.Client.Get(context.Background(), key("cron-vm-manual"), &manual), "the manual snapshot is kept")
 
 	// A failed scheduled snapshot shows on the VM.
-	hosts.failNext(5)
+	hosts.FailNext(5)
 	failedSlot := latest.Add(10 * time.Minute)
 	clock.SetTime(failedSlot.Add(time.Second))
 	got = env.WaitVM(t, key(v.Name), timeout, "last result Failed", func(v *novacronv1.VirtualMachine) bool {
