@@ -82,7 +82,7 @@ func run(m *testing.M) int {
 
 	inner := libvirt.NewConnector()
 	defer inner.Close()
-	hosts = &migrator{inner: inner, defs: map[string]provider.Domain{}}
+	hosts = &migrator{inner: inner, defs: map[string]provider.Domain{}, moving: map[string]bool{}}
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr, opts.Webhooks = "0", "0", false
 	opts.StopGracePeriod = 2 * time.Second
@@ -119,6 +119,8 @@ type migrator struct {
 	inner provider.Connector
 	mu    sync.Mutex
 	defs  map[string]provider.Domain // uri + "/" + domain -> definition
+	// moving holds the uri + "/" + domain of migrations in flight.
+	moving map[string]bool
 }
 
 func (g *migrator) Hypervisor(ctx context.Context, uri string) (provider.Hypervisor, error) {
@@ -148,6 +150,14 @@ func (h *simHypervisor) Define(ctx context.Context, d provider.Domain) error {
 var errMigration = errors.New("simulated: migration stream broken")
 
 func (h *simHypervisor) Migrate(ctx context.Context, domain string, o provider.MigrateOptions) error {
+	h.g.mu.Lock()
+	h.g.moving[h.uri+"/"+domain] = true
+	h.g.mu.Unlock()
+	defer func() {
+		h.g.mu.Lock()
+		delete(h.g.moving, h.uri+"/"+domain)
+		h.g.mu.Unlock()
+	}()
 	fail, err := h.g.Enter(ctx)
 	if err != nil {
 		return err
@@ -175,7 +185,9 @@ func (h *simHypervisor) Migrate(ctx context.Context, domain string, o provider.M
 }
 
 func (h *simHypervisor) MigrationProgress(ctx context.Context, domain string) (provider.MigrationProgress, error) {
-	running := h.g.Held()
+	h.g.mu.Lock()
+	running := h.g.moving[h.uri+"/"+domain]
+	h.g.mu.Unlock()
 	if _, err := h.Hypervisor.State(ctx, domain); err != nil {
 		return provider.MigrationProgress{}, err
 	}

@@ -223,7 +223,10 @@ func TestOperatorRestartMidMigrationEndsOnOneNode(t *testing.T) {
 	source := v.Status.NodeName
 	release := hosts.Hold()
 	migrate(t, "interrupted", v.Name)
-	waitMigration(t, "interrupted", "Running", phaseIs(novacronv1.MigrationRunning))
+	// In flight on the source (it reports progress), not merely recorded.
+	waitMigration(t, "interrupted", "Running with progress", func(m *novacronv1.VirtualMachineMigration) bool {
+		return m.Status.Phase == novacronv1.MigrationRunning && m.Status.Progress != nil
+	})
 
 	// The operator goes away while the source's libvirtd still drives the
 	// migration; the new one finds it there and follows it to its end.
