@@ -161,8 +161,13 @@ func (r *Rebalancer) cluster(ctx context.Context, busy map[string]bool) ([]rebal
 		}
 		k := v.Namespace + "/" + v.Name
 		byKey[k] = v
+		// The planner does not know the VM's own placement rules, so a VM
+		// that has any stays: a move the scheduler could not honour would hold
+		// the next rounds back.
+		spec := v.Spec.Template.Spec
+		placed := len(spec.NodeSelector) > 0 || spec.Affinity != nil
 		vms = append(vms, rebalance.VM{Key: k, Node: v.Status.NodeName, CPU: float64(res.CPU), Memory: float64(res.Memory.Value()),
-			Movable: !busy[k] && len(Blockers(v, snaps)) == 0})
+			Movable: !busy[k] && !placed && len(Blockers(v, snaps)) == 0})
 	}
 	return nodes, vms, byKey, nil
 }
