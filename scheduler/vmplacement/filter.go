@@ -148,9 +148,9 @@ type nodeUse struct {
 
 // The pod being placed is not among the node's pods here: Filter, Score and
 // Reserve see the snapshot taken before it was assumed.
-func (p *Plugin) usage(ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
+func (p *Plugin) usage(e *hvEntry, ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
 	node := ni.Node().Name
-	base := p.podUsage(ni)
+	base := podUsage(e, ni)
 	u := nodeUse{vcpus: base.vcpus, memBytes: base.memBytes, devices: base.devices}
 	if p.reserved.Load() == 0 {
 		return u // the common case: no device pod in flight, no lock
@@ -171,10 +171,10 @@ func (p *Plugin) usage(ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
 // podUsage sums the launcher pods on a node. It is computed once per change of
 // the node's pods (the NodeInfo's generation), not once per pod and node: it
 // would otherwise be most of the plugin's time.
-func (p *Plugin) podUsage(ni fwk.NodeInfo) nodeUse {
-	node, gen := ni.Node().Name, ni.GetGeneration()
-	if c, ok := p.usageCache.Load(node); ok && c.(cachedUse).generation == gen {
-		return c.(cachedUse).use
+func podUsage(e *hvEntry, ni fwk.NodeInfo) nodeUse {
+	gen := ni.GetGeneration()
+	if c := e.use.Load(); c != nil && c.generation == gen {
+		return c.use
 	}
 	u := nodeUse{devices: sets.New[string]()}
 	for _, pi := range ni.GetPods() {
@@ -193,7 +193,7 @@ func (p *Plugin) podUsage(ni fwk.NodeInfo) nodeUse {
 			}
 		}
 	}
-	p.usageCache.Store(node, cachedUse{generation: gen, use: u})
+	e.use.Store(&cachedUse{generation: gen, use: u})
 	return u
 }
 
@@ -258,7 +258,7 @@ func (p *Plugin) filter(s *cycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.St
 	if s.source != "" && s.sourceCPUModel != "" && hv.Status.CPUModel != s.sourceCPUModel {
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("CPU model %s differs from the source node's %s", hv.Status.CPUModel, s.sourceCPUModel))
 	}
-	use := p.usage(ni, pod)
+	use := p.usage(e, ni, pod)
 	capCPU, capMem := e.capCPU, e.capMem
 	if use.vcpus+s.req.VCPUs > capCPU {
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("%d/%d vCPUs free, %d needed", max(capCPU-use.vcpus, 0), capCPU, s.req.VCPUs))

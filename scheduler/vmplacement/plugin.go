@@ -66,8 +66,6 @@ type Plugin struct {
 	reserve  map[string]map[types.UID][]string
 	reserved atomic.Int64 // pods in reserve, read without the lock
 	nads     map[string]nadEntry
-	// usageCache: per node, its VMs' use at a NodeInfo generation.
-	usageCache sync.Map // node name -> cachedUse
 
 	// hvCache holds every Hypervisor converted once per change, not once per
 	// node per pod: Filter and Score read it for every node of every cycle.
@@ -81,6 +79,9 @@ type hvEntry struct {
 	hv             *novacronv1.Hypervisor
 	capCPU, capMem int64
 	unreachable    string // the Reachable condition's message when False
+	// use caches the node's VMs' use at a NodeInfo generation; kept here so
+	// Filter and Score find everything about a node with one look-up.
+	use atomic.Pointer[cachedUse]
 }
 
 var (

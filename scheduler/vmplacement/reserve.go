@@ -33,14 +33,14 @@ func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.
 	if err != nil {
 		return fwk.AsStatus(err)
 	}
-	hv, err := p.hypervisor(node)
+	e, err := p.hypervisorEntry(node)
 	if err != nil {
 		return fwk.AsStatus(err)
 	}
 	var a novacronv1.DeviceAssignment
 	if s.req.hasDevices() {
 		var reason string
-		a, reason = assign(&s.req, hv, p.usage(ni, pod).devices, p.args.NUMAAlignment)
+		a, reason = assign(&s.req, e.hv, p.usage(e, ni, pod).devices, p.args.NUMAAlignment)
 		if reason != "" {
 			return fwk.NewStatus(fwk.Unschedulable, reason)
 		}

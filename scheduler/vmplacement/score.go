@@ -23,7 +23,7 @@ func (p *Plugin) Score(ctx context.Context, state fwk.CycleState, pod *corev1.Po
 	}
 	hv := e.hv
 	// Cheap: the node's use is cached by its generation (see podUsage).
-	use := p.usage(ni, pod)
+	use := p.usage(e, ni, pod)
 	capCPU, capMem := e.capCPU, e.capMem
 	cpu := frac(use.vcpus+s.req.VCPUs, capCPU)
 	mem := frac(use.memBytes+s.req.MemoryBytes, capMem)
