@@ -14,6 +14,7 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/migration/rebalance"
+	"github.com/novacron/operator/operator/metrics"
 	"github.com/novacron/operator/policies"
 )
 
@@ -36,6 +37,10 @@ type Rebalancer struct {
 	Config    rebalance.Config
 	Cooldown  time.Duration
 	DryRun    bool
+	// Measured weighs VMs by their measured use (domain stats) where the
+	// operator has it, instead of their requested size: a node full of idle
+	// VMs is not hot.
+	Measured bool
 }
 
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=create;patch
@@ -153,8 +158,12 @@ func (r *Rebalancer) cluster(ctx context.Context, busy map[string]bool) ([]rebal
 			continue
 		}
 		res := v.Spec.Template.Spec.Resources
-		nodes[ni].UsedCPU += float64(res.CPU)
-		nodes[ni].UsedMemory += float64(res.Memory.Value())
+		cpu, mem := float64(res.CPU), float64(res.Memory.Value())
+		if u, ok := metrics.MeasuredUsage(v.Namespace, v.Name); ok && r.Measured {
+			cpu, mem = u.Cores, u.MemoryBytes
+		}
+		nodes[ni].UsedCPU += cpu
+		nodes[ni].UsedMemory += mem
 		snaps, err := SnapshotsOf(ctx, r.Client, v)
 		if err != nil {
 			return nil, nil, nil, err
@@ -166,7 +175,7 @@ func (r *Rebalancer) cluster(ctx context.Context, busy map[string]bool) ([]rebal
 		// the next rounds back.
 		spec := v.Spec.Template.Spec
 		placed := len(spec.NodeSelector) > 0 || spec.Affinity != nil
-		vms = append(vms, rebalance.VM{Key: k, Node: v.Status.NodeName, CPU: float64(res.CPU), Memory: float64(res.Memory.Value()),
+		vms = append(vms, rebalance.VM{Key: k, Node: v.Status.NodeName, CPU: cpu, Memory: mem,
 			Movable: !busy[k] && !placed && len(Blockers(v, snaps)) == 0})
 	}
 	return nodes, vms, byKey, nil

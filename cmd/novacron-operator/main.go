@@ -35,6 +35,7 @@ func main() {
 	flag.StringVar(&opts.WebhookCertDir, "webhook-cert-dir", opts.WebhookCertDir, "folder with the webhook server's tls.crt and tls.key")
 	flag.DurationVar(&opts.RebalanceInterval, "rebalance-interval", opts.RebalanceInterval, "run the rebalancer this often (0: off)")
 	flag.BoolVar(&opts.RebalanceDryRun, "rebalance-dry-run", opts.RebalanceDryRun, "only write the rebalancer's plan to the ConfigMap novacron-rebalance-plan")
+	flag.BoolVar(&opts.RebalanceMeasured, "rebalance-measured", opts.RebalanceMeasured, "weigh VMs by their measured use (domain stats) where known, instead of their requested size")
 	flag.Float64Var(&opts.Rebalance.High, "rebalance-high", opts.Rebalance.High, "node utilisation above which the rebalancer moves VMs off it")
 	flag.Float64Var(&opts.Rebalance.Target, "rebalance-target", opts.Rebalance.Target, "utilisation the rebalancer unloads a node to, and fills targets up to (below --rebalance-high)")
 	flag.IntVar(&opts.Rebalance.MaxMoves, "rebalance-max-moves", opts.Rebalance.MaxMoves, "most migrations one rebalance round starts")

@@ -81,6 +81,7 @@ type Options struct {
 	// configure it (see migration.Rebalancer).
 	RebalanceInterval time.Duration
 	RebalanceDryRun   bool
+	RebalanceMeasured bool
 	Rebalance         rebalance.Config
 	RebalanceCooldown time.Duration
 
@@ -209,7 +210,7 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 	}
 	if opts.RebalanceInterval > 0 {
 		if err := mgr.Add(&migration.Rebalancer{Client: mgr.GetClient(), Policies: engine, Namespace: opts.Namespace,
-			Interval: opts.RebalanceInterval, Config: opts.Rebalance, Cooldown: opts.RebalanceCooldown, DryRun: opts.RebalanceDryRun}); err != nil {
+			Interval: opts.RebalanceInterval, Config: opts.Rebalance, Cooldown: opts.RebalanceCooldown, DryRun: opts.RebalanceDryRun, Measured: opts.RebalanceMeasured}); err != nil {
 			return nil, err
 		}
 	}

@@ -133,8 +133,46 @@ func Register(reg prometheus.Registerer, reader client.Reader) error {
 	return nil
 }
 
+// Usage is a running VM's measured use.
+type Usage struct {
+	Cores, MemoryBytes float64
+}
+
+// measured holds the latest Usage per namespace/name, for the rebalancer in
+// the same process.
+var measured sync.Map
+
+// RecordMemory and RecordCPU set a VM's usage gauges and remember the figures.
+func RecordMemory(namespace, name, node string, bytes float64) {
+	VMMemoryUsage.WithLabelValues(namespace, name, node).Set(bytes)
+	u, _ := measured.Load(namespace + "/" + name)
+	v, _ := u.(Usage)
+	v.MemoryBytes = bytes
+	measured.Store(namespace+"/"+name, v)
+}
+
+// RecordCPU: see RecordMemory.
+func RecordCPU(namespace, name, node string, cores float64) {
+	VMCPUUsage.WithLabelValues(namespace, name, node).Set(cores)
+	u, _ := measured.Load(namespace + "/" + name)
+	v, _ := u.(Usage)
+	v.Cores = cores
+	measured.Store(namespace+"/"+name, v)
+}
+
+// MeasuredUsage is the VM's last measured use, if both figures are known.
+func MeasuredUsage(namespace, name string) (Usage, bool) {
+	u, ok := measured.Load(namespace + "/" + name)
+	if !ok {
+		return Usage{}, false
+	}
+	v := u.(Usage)
+	return v, v.Cores > 0 && v.MemoryBytes > 0
+}
+
 // ForgetVM drops a VM's usage series once it no longer runs.
 func ForgetVM(namespace, name string) {
+	measured.Delete(namespace + "/" + name)
 	VMCPUUsage.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "name": name})
 	VMMemoryUsage.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "name": name})
 }

@@ -563,11 +563,11 @@ func (r *Reconciler) recordStats(ctx context.Context, vm *novacronv1.VirtualMach
 	}
 	now := time.Now()
 	key := vm.Namespace + "/" + vm.Name
-	metrics.VMMemoryUsage.WithLabelValues(vm.Namespace, vm.Name, node).Set(float64(stats.MemoryUsedBytes))
+	metrics.RecordMemory(vm.Namespace, vm.Name, node, float64(stats.MemoryUsedBytes))
 	if prev, ok := r.cpuSamples.Load(key); ok {
 		p := prev.(cpuSample)
 		if dt := now.Sub(p.at); dt > 0 && stats.CPUTime >= p.cpu {
-			metrics.VMCPUUsage.WithLabelValues(vm.Namespace, vm.Name, node).Set(float64(stats.CPUTime-p.cpu) / float64(dt))
+			metrics.RecordCPU(vm.Namespace, vm.Name, node, float64(stats.CPUTime-p.cpu)/float64(dt))
 		}
 	}
 	r.cpuSamples.Store(key, cpuSample{cpu: stats.CPUTime, at: now})

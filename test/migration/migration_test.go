@@ -18,6 +18,7 @@ import (
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/migration"
 	"github.com/novacron/operator/migration/rebalance"
+	"github.com/novacron/operator/operator/metrics"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/vm"
 	"github.com/novacron/operator/policies"
@@ -355,6 +356,17 @@ func TestRebalancerMovesOffAHotNode(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, vetoed, "every move vetoed")
 	r.Policies = nil
+
+	// By measured use the same VMs are idle: the node is not hot.
+	for _, v := range vms {
+		metrics.RecordCPU(ns, v.Name, "node-1", 0.5)
+		metrics.RecordMemory(ns, v.Name, "node-1", 1<<30)
+	}
+	r.Measured, r.DryRun = true, true
+	idle, err := r.Round(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, idle, "1.5 of 16 cores used")
+	r.Measured = false
 
 	// Dry run: the plan, nothing moved.
 	r.DryRun = true
