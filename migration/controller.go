@@ -150,6 +150,17 @@ func (r *Reconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, m))
 	}
 	if m.Status.Phase.Done() {
+		if c := meta.FindStatusCondition(m.Status.Conditions, ConditionSourceCleaned); c != nil && c.Status == metav1.ConditionFalse {
+			v := &novacronv1.VirtualMachine{}
+			if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Spec.VMName}, v); err != nil {
+				if !apierrors.IsNotFound(err) {
+					return ctrl.Result{}, err
+				}
+				// Deleted since: the volumes are named after it all the same.
+				v = &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Namespace: m.Namespace, Name: m.Spec.VMName}}
+			}
+			return r.cleanSource(ctx, m, v)
+		}
 		return ctrl.Result{}, nil
 	}
 	if !controllerutil.ContainsFinalizer(m, Finalizer) {
@@ -543,17 +554,39 @@ func (r *Reconciler) succeed(ctx context.Context, m *novacronv1.VirtualMachineMi
 			return ctrl.Result{}, err
 		}
 	}
-	if srcObj, src, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.SourceNode); err == nil {
-		// The source's copies of the disks are stale now.
-		for _, vol := range vm.VolumeNames(v) {
-			_ = src.DeleteVolume(ctx, hypervisors.Pool(srcObj), vol)
-		}
-	}
 	msg := fmt.Sprintf("VirtualMachine %s now runs on node %s", v.Name, m.Status.TargetNode)
 	if p := m.Status.Progress; p != nil {
 		msg += fmt.Sprintf(" (downtime %d ms)", p.DowntimeMilliseconds)
 	}
-	return r.finish(ctx, m, v, novacronv1.MigrationSucceeded, "Succeeded", msg)
+	// The source's stale disks go after the VM is handed over, recorded so
+	// that a restart still removes them.
+	meta.SetStatusCondition(&m.Status.Conditions, metav1.Condition{Type: ConditionSourceCleaned, Status: metav1.ConditionFalse,
+		Reason: "Pending", Message: "the VM's old disks on node " + m.Status.SourceNode + " are to be removed", ObservedGeneration: m.Generation})
+	res, err := r.finish(ctx, m, v, novacronv1.MigrationSucceeded, "Succeeded", msg)
+	if err != nil {
+		return res, err
+	}
+	return r.cleanSource(ctx, m, v)
+}
+
+// ConditionSourceCleaned is True once a succeeded migration removed the VM's
+// disks from the node it left.
+const ConditionSourceCleaned = "SourceCleaned"
+
+// cleanSource removes the disks a succeeded migration left on the source.
+func (r *Reconciler) cleanSource(ctx context.Context, m *novacronv1.VirtualMachineMigration, v *novacronv1.VirtualMachine) (ctrl.Result, error) {
+	srcObj, src, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.SourceNode)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	for _, vol := range vm.VolumeNames(v) {
+		if err := src.DeleteVolume(ctx, hypervisors.Pool(srcObj), vol); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	meta.SetStatusCondition(&m.Status.Conditions, metav1.Condition{Type: ConditionSourceCleaned, Status: metav1.ConditionTrue,
+		Reason: "Removed", Message: "the VM's old disks on node " + m.Status.SourceNode + " were removed", ObservedGeneration: m.Generation})
+	return ctrl.Result{}, r.Client.Status().Update(ctx, m)
 }
 
 // rollback aborts the migration and removes everything on the target, as long

@@ -437,7 +437,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	require.NoError(t, exec.Command("kill", "-9", strings.TrimSpace(string(pid))).Run())
 	require.Eventually(t, func() bool {
 		return env.Client.Get(ctx, client.ObjectKeyFromObject(killed), killed) == nil && killed.Status.Phase.Done()
-	}, 2*time.Minute, 100*time.Millisecond, "the migration to end")
+	}, 2*time.Minute, 100*time.Millisecond, "the migration to end; last seen %+v", &killed.Status)
 	assert.Equal(t, novacronv1.MigrationFailed, killed.Status.Phase)
 	t.Logf("target killed; migration %s %s later: %s", killed.Status.Phase, time.Since(killAt).Round(time.Millisecond), meta.FindStatusCondition(killed.Status.Conditions, migration.ConditionReady).Message)
 	stayed := env.WaitVM(t, key, time.Minute, "Running on lab-m1", func(x *novacronv1.VirtualMachine) bool {

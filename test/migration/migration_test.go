@@ -129,6 +129,13 @@ func TestMigrationMovesTheVM(t *testing.T) {
 	assert.NotNil(t, m.Status.StartTime)
 	assert.NotNil(t, m.Status.CompletionTime)
 	assert.Contains(t, message(m), "now runs on node "+target+" (downtime 42 ms)")
+	m = waitMigration(t, "move-1", "source cleaned", func(m *novacronv1.VirtualMachineMigration) bool {
+		return meta.IsStatusConditionTrue(m.Status.Conditions, migration.ConditionSourceCleaned)
+	})
+	h, err := hosts.inner.Hypervisor(context.Background(), uris[source])
+	require.NoError(t, err)
+	_, err = h.VolumePath(context.Background(), "default", vm.DomainName(v)+"-root.qcow2")
+	assert.ErrorIs(t, err, provider.ErrNotFound, "the stale root disk is gone from the source")
 
 	got := env.WaitVM(t, key(v.Name), timeout, "Running on the target", func(x *novacronv1.VirtualMachine) bool {
 		return x.Status.Phase == novacronv1.VMRunning && x.Status.NodeName == target
