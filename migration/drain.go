@@ -260,16 +260,9 @@ func (r *DrainReconciler) plan(ctx context.Context, hv *novacronv1.Hypervisor, o
 		if err := r.Client.Get(ctx, client.ObjectKey{Name: h.Name}, node); err != nil || draining(node) != "" {
 			continue
 		}
-		cpuRatio, memRatio := 1.0, 1.0
-		if q := h.Spec.Overcommit.CPU; q != nil {
-			cpuRatio = q.AsApproximateFloat64()
-		}
-		if q := h.Spec.Overcommit.Memory; q != nil {
-			memRatio = q.AsApproximateFloat64()
-		}
+		capCPU, capMem := h.VMCapacity()
 		cands = append(cands, &capacity{name: h.Name, cpuModel: h.Status.CPUModel,
-			cpu: h.Status.Capacity.Cpu().AsApproximateFloat64()*cpuRatio - used[h.Name][0],
-			mem: h.Status.Capacity.Memory().AsApproximateFloat64()*memRatio - used[h.Name][1]})
+			cpu: float64(capCPU) - used[h.Name][0], mem: float64(capMem) - used[h.Name][1]})
 	}
 	plan := &novacronv1.EvacuationPlan{PlannedAt: metav1.Now()}
 	for i := range onNode {

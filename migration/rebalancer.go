@@ -133,15 +133,8 @@ func (r *Rebalancer) cluster(ctx context.Context, busy map[string]bool) ([]rebal
 	var nodes []rebalance.Node
 	for _, h := range hvs.Items {
 		n := rebalance.Node{Name: h.Name, CPUModel: h.Status.CPUModel, Target: true}
-		cpuRatio, memRatio := 1.0, 1.0
-		if q := h.Spec.Overcommit.CPU; q != nil {
-			cpuRatio = q.AsApproximateFloat64()
-		}
-		if q := h.Spec.Overcommit.Memory; q != nil {
-			memRatio = q.AsApproximateFloat64()
-		}
-		n.CPU = h.Status.Capacity.Cpu().AsApproximateFloat64() * cpuRatio
-		n.Memory = h.Status.Capacity.Memory().AsApproximateFloat64() * memRatio
+		capCPU, capMem := h.VMCapacity()
+		n.CPU, n.Memory = float64(capCPU), float64(capMem)
 		node := &corev1.Node{}
 		if err := r.Client.Get(ctx, client.ObjectKey{Name: h.Name}, node); err != nil || draining(node) != "" {
 			n.Target = false

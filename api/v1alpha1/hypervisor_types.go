@@ -229,3 +229,16 @@ type HypervisorList struct {
 func init() {
 	SchemeBuilder.Register(&Hypervisor{}, &HypervisorList{})
 }
+
+// VMCapacity is what VMs may take on the node: its capacity times its
+// overcommit ratios (1 where unset).
+func (h *Hypervisor) VMCapacity() (vcpus, memBytes int64) {
+	cpuRatio, memRatio := 1.0, 1.0
+	if q := h.Spec.Overcommit.CPU; q != nil {
+		cpuRatio = q.AsApproximateFloat64()
+	}
+	if q := h.Spec.Overcommit.Memory; q != nil {
+		memRatio = q.AsApproximateFloat64()
+	}
+	return int64(float64(h.Status.Capacity.Cpu().Value()) * cpuRatio), int64(float64(h.Status.Capacity.Memory().Value()) * memRatio)
+}

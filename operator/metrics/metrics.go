@@ -145,18 +145,21 @@ var measured sync.Map
 // RecordMemory and RecordCPU set a VM's usage gauges and remember the figures.
 func RecordMemory(namespace, name, node string, bytes float64) {
 	VMMemoryUsage.WithLabelValues(namespace, name, node).Set(bytes)
-	u, _ := measured.Load(namespace + "/" + name)
-	v, _ := u.(Usage)
-	v.MemoryBytes = bytes
-	measured.Store(namespace+"/"+name, v)
+	remember(namespace, name, func(u *Usage) { u.MemoryBytes = bytes })
 }
 
 // RecordCPU: see RecordMemory.
 func RecordCPU(namespace, name, node string, cores float64) {
 	VMCPUUsage.WithLabelValues(namespace, name, node).Set(cores)
+	remember(namespace, name, func(u *Usage) { u.Cores = cores })
+}
+
+// remember updates one figure of the VM's Usage; a VM's stats are recorded by
+// one reconcile at a time, so load-modify-store does not race.
+func remember(namespace, name string, set func(*Usage)) {
 	u, _ := measured.Load(namespace + "/" + name)
 	v, _ := u.(Usage)
-	v.Cores = cores
+	set(&v)
 	measured.Store(namespace+"/"+name, v)
 }
 

@@ -207,21 +207,6 @@ func annotationInt(pod *corev1.Pod, key string) int64 {
 	return v
 }
 
-// capacity is what VMs may take on a node: the Hypervisor's capacity times its
-// overcommit ratios.
-func capacity(hv *novacronv1.Hypervisor) (vcpus, memBytes int64) {
-	cpuRatio, memRatio := 1.0, 1.0
-	if q := hv.Spec.Overcommit.CPU; q != nil {
-		cpuRatio = q.AsApproximateFloat64()
-	}
-	if q := hv.Spec.Overcommit.Memory; q != nil {
-		memRatio = q.AsApproximateFloat64()
-	}
-	cpu := hv.Status.Capacity[corev1.ResourceCPU]
-	mem := hv.Status.Capacity[corev1.ResourceMemory]
-	return int64(float64(cpu.Value()) * cpuRatio), int64(float64(mem.Value()) * memRatio)
-}
-
 // Filter says whether the VM fits on the node, and if not, why.
 //
 // Each reason starts with the node's name: the scheduler's summary of a pod it

@@ -232,7 +232,7 @@ func (p *Plugin) cacheHypervisor(o any) {
 		return
 	}
 	e := &hvEntry{hv: hv}
-	e.capCPU, e.capMem = capacity(hv)
+	e.capCPU, e.capMem = hv.VMCapacity()
 	if c := meta.FindStatusCondition(hv.Status.Conditions, novacronv1.HypervisorConditionReachable); c != nil && c.Status == metav1.ConditionFalse {
 		e.unreachable = "hypervisor unreachable: " + c.Message
 	}
