@@ -157,8 +157,10 @@ func (r *Reconciler) blocked(ctx context.Context, snap *novacronv1.VirtualMachin
 	if v.Status.Phase == novacronv1.VMMigrating {
 		return fmt.Sprintf("VirtualMachine %s is migrating", v.Name), nil
 	}
+	// Past the cache too: a migration created a moment ago must hold the
+	// snapshot back.
 	var migs novacronv1.VirtualMachineMigrationList
-	if err := r.Client.List(ctx, &migs, client.InNamespace(snap.Namespace)); err != nil {
+	if err := r.APIReader.List(ctx, &migs, client.InNamespace(snap.Namespace)); err != nil {
 		return "", err
 	}
 	for _, m := range migs.Items {
