@@ -201,15 +201,24 @@ func TestOneSnapshotAtATimeAndNeverDuringAMigration(t *testing.T) {
 	waitSnapshot(t, "first", "Ready", snapshotPhase(novacronv1.SnapshotReady))
 	waitSnapshot(t, "second", "Ready", snapshotPhase(novacronv1.SnapshotReady))
 
-	// A migration under way holds snapshots back until it ends.
+	// A migration under way holds snapshots back until it ends. It needs a
+	// VM that may move and has no snapshots yet; with no scheduler here its
+	// target pod is never placed, so it stays under way.
+	mover := runningVM(t, "moving-vm", nil)
+	patch := client.MergeFrom(mover.DeepCopy())
+	mover.Spec.MigrationPolicy = &novacronv1.MigrationPolicy{AllowLiveMigration: true}
+	require.NoError(t, env.Client.Patch(ctx, mover, patch))
 	mig := &novacronv1.VirtualMachineMigration{ObjectMeta: metav1.ObjectMeta{Name: "moving", Namespace: ns},
-		Spec: novacronv1.VirtualMachineMigrationSpec{VMName: v.Name}}
+		Spec: novacronv1.VirtualMachineMigrationSpec{VMName: mover.Name}}
 	require.NoError(t, env.Client.Create(ctx, mig))
-	takeSnapshot(t, "during-move", v.Name)
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKeyFromObject(mig), mig) == nil && mig.Status.Phase == novacronv1.MigrationScheduling
+	}, timeout, testenv.Poll, "the migration under way")
+	takeSnapshot(t, "during-move", mover.Name)
 	during := waitSnapshot(t, "during-move", "waiting for the migration", func(s *novacronv1.VirtualMachineSnapshot) bool {
 		return s.Status.Phase == novacronv1.SnapshotPending && readyMessage(s.Status.Conditions) != ""
 	})
-	assert.Contains(t, readyMessage(during.Status.Conditions), "migration moving of VirtualMachine serial-vm is under way")
+	assert.Contains(t, readyMessage(during.Status.Conditions), "VirtualMachine moving-vm is migrating")
 	require.NoError(t, env.Client.Delete(ctx, mig))
 	waitSnapshot(t, "during-move", "Ready once the migration is gone", snapshotPhase(novacronv1.SnapshotReady))
 }
