@@ -15,7 +15,7 @@ const (
 	LabelComponent = "novacron.io/component"
 
 	// AnnotationAssignedDevices is set on a launcher pod by novacron-scheduler
-	// (in PreBind) to the JSON form of DeviceAssignment: the concrete devices the
+	// (in the binding itself) to the JSON form of DeviceAssignment: the concrete devices the
 	// VM gets on the pod's node.
 	AnnotationAssignedDevices = "novacron.io/assigned-devices"
 

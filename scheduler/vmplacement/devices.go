@@ -162,9 +162,8 @@ func assignOn(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string], nu
 
 // freeMatching counts the free devices a request could use on a node, for the
 // fragmentation score.
-func freeMatching(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string]) (free, total int) {
+func freeMatching(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string]) (free int) {
 	for _, d := range hv.Status.GPUs {
-		total++
 		for _, g := range req.GPUs {
 			if g.matches(d) && !used.Has(d.PCIAddress) {
 				free++
@@ -177,12 +176,14 @@ func freeMatching(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string]
 		for _, vf := range req.VFs {
 			wanted = wanted || vf.ResourceName == p.ResourceName
 		}
+		if !wanted {
+			continue
+		}
 		for _, f := range p.VirtualFunctions {
-			total++
-			if wanted && !used.Has(f.PCIAddress) {
+			if !used.Has(f.PCIAddress) {
 				free++
 			}
 		}
 	}
-	return free, total
+	return free
 }

@@ -61,13 +61,9 @@ func (p *Plugin) SignPod(_ context.Context, pod *corev1.Pod) ([]fwk.SignFragment
 	if p.engine.Serves(novacronv1.DecisionPlacement) {
 		return nil, fwk.NewStatus(fwk.Unschedulable, "placement policies may read any field of the VM")
 	}
-	o, err := p.vms.ByNamespace(pod.Namespace).Get(pod.Labels[novacronv1.LabelVM])
+	vm, err := p.vm(pod)
 	if err != nil {
 		return nil, fwk.NewStatus(fwk.Unschedulable, "VirtualMachine not found")
-	}
-	vm, err := toTyped[novacronv1.VirtualMachine](o)
-	if err != nil {
-		return nil, fwk.AsStatus(err)
 	}
 	spec := &vm.Spec.Template.Spec
 	var nets []string

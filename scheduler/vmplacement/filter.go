@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	fwk "k8s.io/kube-scheduler/framework"
 
@@ -28,6 +29,8 @@ type cycleState struct {
 	scores map[string]int64
 	// source is the node a migration's VM leaves, and its CPU model.
 	source, sourceCPUModel string
+	// noDevicesReason is why a VM with devices does not fit a node without any.
+	noDevicesReason string
 }
 
 func (s *cycleState) Clone() fwk.StateData { return s }
@@ -46,11 +49,10 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	if !isLauncher(pod) {
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
-	o, err := p.vms.ByNamespace(pod.Namespace).Get(pod.Labels[novacronv1.LabelVM])
-	if err != nil {
+	vm, err := p.vm(pod)
+	if apierrors.IsNotFound(err) {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("VirtualMachine %s/%s not found", pod.Namespace, pod.Labels[novacronv1.LabelVM]))
 	}
-	vm, err := toTyped[novacronv1.VirtualMachine](o)
 	if err != nil {
 		return nil, fwk.AsStatus(err)
 	}
@@ -75,6 +77,11 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 			return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("sr-iov network %s: NetworkAttachmentDefinition %s/%s names no resource (k8s.v1.cni.cncf.io/resourceName)", n.Name, pod.Namespace, n.Name))
 		}
 		s.req.VFs = append(s.req.VFs, VFRequest{Network: n.Name, ResourceName: res})
+	}
+	if s.req.hasDevices() {
+		// Most nodes have no devices at all; they all fail for the same
+		// reason, worked out once here rather than once per node.
+		_, s.noDevicesReason = assign(&s.req, &novacronv1.Hypervisor{}, nil, p.args.NUMAAlignment)
 	}
 	if src := pod.Labels[novacronv1.LabelMigrationSource]; src != "" {
 		s.source = src
@@ -144,28 +151,60 @@ func (p *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
 type nodeUse struct {
 	vcpus, memBytes int64
 	devices         sets.Set[string]
+	// withDevices are the pods whose devices are counted from their annotation.
+	withDevices sets.Set[types.UID]
 }
 
 // The pod being placed is not among the node's pods here: Filter, Score and
 // Reserve see the snapshot taken before it was assumed.
+//
+// A reservation counts until this cycle's snapshot holds the pod with its
+// devices annotation, and is dropped then. Dropping it when the pod's update
+// reaches the plugin's own informer would race with the scheduler's cache,
+// which hears of the same update on another goroutine: a cycle in between
+// would see the device free.
 func (p *Plugin) usage(e *hvEntry, ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
-	node := ni.Node().Name
-	base := podUsage(e, ni)
-	u := nodeUse{vcpus: base.vcpus, memBytes: base.memBytes, devices: base.devices}
+	u := podUsage(e, ni)
 	if p.reserved.Load() == 0 {
 		return u // the common case: no device pod in flight, no lock
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if res := p.reserve[node]; len(res) > 0 {
-		u.devices = u.devices.Clone()
-		for uid, devices := range res {
-			if uid != self.UID {
-				u.devices.Insert(devices...)
-			}
+	node := ni.Node().Name
+	var extra []string
+	stale := false
+	p.mu.RLock()
+	for uid, devices := range p.reserve[node] {
+		switch {
+		case uid == self.UID:
+		case u.withDevices.Has(uid):
+			stale = true
+		default:
+			extra = append(extra, devices...)
 		}
 	}
+	p.mu.RUnlock()
+	if stale {
+		p.dropCounted(node, u.withDevices)
+	}
+	if len(extra) > 0 {
+		u.devices = u.devices.Clone().Insert(extra...)
+	}
 	return u
+}
+
+// dropCounted ends the reservations on node of pods the snapshot already
+// counts from their annotation.
+func (p *Plugin) dropCounted(node string, counted sets.Set[types.UID]) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for uid := range p.reserve[node] {
+		if counted.Has(uid) {
+			delete(p.reserve[node], uid)
+			p.reserved.Add(-1)
+		}
+	}
+	if len(p.reserve[node]) == 0 {
+		delete(p.reserve, node)
+	}
 }
 
 // podUsage sums the launcher pods on a node. It is computed once per change of
@@ -176,7 +215,7 @@ func podUsage(e *hvEntry, ni fwk.NodeInfo) nodeUse {
 	if c := e.use.Load(); c != nil && c.generation == gen {
 		return c.use
 	}
-	u := nodeUse{devices: sets.New[string]()}
+	u := nodeUse{devices: sets.New[string](), withDevices: sets.New[types.UID]()}
 	for _, pi := range ni.GetPods() {
 		pod := pi.GetPod()
 		if !isLauncher(pod) {
@@ -185,6 +224,7 @@ func podUsage(e *hvEntry, ni fwk.NodeInfo) nodeUse {
 		u.vcpus += annotationInt(pod, novacronv1.AnnotationVCPUs)
 		u.memBytes += annotationInt(pod, novacronv1.AnnotationMemoryBytes)
 		if a, ok := parseAssignment(pod); ok {
+			u.withDevices.Insert(pod.UID)
 			for _, g := range a.GPUs {
 				u.devices.Insert(g.PCIAddress)
 			}
@@ -252,6 +292,9 @@ func (p *Plugin) filter(s *cycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.St
 		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("%dMi/%dMi of VM memory free, %dMi needed", max(capMem-use.memBytes, 0)>>20, capMem>>20, s.req.MemoryBytes>>20))
 	}
 	if s.req.hasDevices() {
+		if e.devices == 0 {
+			return fwk.NewStatus(fwk.Unschedulable, s.noDevicesReason)
+		}
 		if _, reason := assign(&s.req, hv, use.devices, p.args.NUMAAlignment); reason != "" {
 			return fwk.NewStatus(fwk.Unschedulable, reason)
 		}

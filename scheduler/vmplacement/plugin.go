@@ -3,7 +3,7 @@
 // the node's overcommit ratios, GPUs by vendor/model/count, SR-IOV VFs per
 // network, optional NUMA alignment) and by the platform team's placement
 // policies, picks the concrete devices in Reserve and records them on the pod
-// in PreBind for the operator.
+// for the operator as it binds it.
 package vmplacement
 
 import (
@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -59,10 +60,10 @@ type Plugin struct {
 	dyn    dynamic.Interface
 	vms    cache.GenericLister
 	engine *policies.Engine
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	// reserve holds, per node, the devices of pods between Reserve and their
-	// annotation reaching the cache. vCPUs and memory need no reservation: the
-	// scheduler's cache holds the assumed pod, annotations and all.
+	// annotation reaching the scheduler's snapshot (see usage). vCPUs and
+	// memory need no reservation: the assumed pod carries their annotations.
 	reserve  map[string]map[types.UID][]string
 	reserved atomic.Int64 // pods in reserve, read without the lock
 	nads     map[string]nadEntry
@@ -78,6 +79,7 @@ type Plugin struct {
 type hvEntry struct {
 	hv             *novacronv1.Hypervisor
 	capCPU, capMem int64
+	devices        int    // GPUs and VFs in the inventory
 	unreachable    string // the Reachable condition's message when False
 	// use caches the node's VMs' use at a NodeInfo generation; kept here so
 	// Filter and Score find everything about a node with one look-up.
@@ -89,7 +91,7 @@ var (
 	_ fwk.FilterPlugin      = (*Plugin)(nil)
 	_ fwk.ScorePlugin       = (*Plugin)(nil)
 	_ fwk.ReservePlugin     = (*Plugin)(nil)
-	_ fwk.PreBindPlugin     = (*Plugin)(nil)
+	_ fwk.BindPlugin        = (*Plugin)(nil)
 	_ fwk.EnqueueExtensions = (*Plugin)(nil)
 	_ fwk.SignPlugin        = (*Plugin)(nil)
 )
@@ -139,7 +141,17 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	}); err != nil {
 		return nil, err
 	}
-	p.vms = f.ForResource(vmsGVR).Lister()
+	// VMs are converted once as they arrive, not on every cycle that reads one.
+	vmInformer := f.ForResource(vmsGVR).Informer()
+	if err := vmInformer.SetTransform(func(o any) (any, error) {
+		if _, ok := o.(*unstructured.Unstructured); !ok {
+			return o, nil
+		}
+		return toTyped[novacronv1.VirtualMachine](o)
+	}); err != nil {
+		return nil, err
+	}
+	p.vms = cache.NewGenericLister(vmInformer.GetIndexer(), vmsGVR.GroupResource())
 	pol := f.ForResource(policiesGVR).Informer()
 	logger := klog.FromContext(ctx)
 	if _, err := pol.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -156,14 +168,9 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	}); err != nil {
 		return nil, err
 	}
-	// A reservation ends when the pod's annotation is in the scheduler's cache
-	// (its devices then count from the pod) or the pod is gone.
+	// A reservation ends when the scheduler's snapshot counts the pod's devices
+	// from its annotation (see usage), on Unreserve, or when the pod is gone.
 	if _, err := h.SharedInformerFactory().Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(_, o any) {
-			if pod, ok := o.(*corev1.Pod); ok && pod.Annotations[novacronv1.AnnotationAssignedDevices] != "" && pod.Spec.NodeName != "" {
-				p.forget(pod.UID)
-			}
-		},
 		DeleteFunc: func(o any) {
 			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
 				o = d.Obj
@@ -233,6 +240,10 @@ func (p *Plugin) cacheHypervisor(o any) {
 	}
 	e := &hvEntry{hv: hv}
 	e.capCPU, e.capMem = hv.VMCapacity()
+	e.devices = len(hv.Status.GPUs)
+	for _, pool := range hv.Status.SRIOV {
+		e.devices += len(pool.VirtualFunctions)
+	}
 	if c := meta.FindStatusCondition(hv.Status.Conditions, novacronv1.HypervisorConditionReachable); c != nil && c.Status == metav1.ConditionFalse {
 		e.unreachable = "hypervisor unreachable: " + c.Message
 	}
@@ -258,6 +269,19 @@ func (p *Plugin) hypervisorEntry(node string) (*hvEntry, error) {
 		return nil, fmt.Errorf("no Hypervisor %s", node)
 	}
 	return e, nil
+}
+
+// vm is the VirtualMachine behind a launcher pod; callers must not change it.
+func (p *Plugin) vm(pod *corev1.Pod) (*novacronv1.VirtualMachine, error) {
+	o, err := p.vms.ByNamespace(pod.Namespace).Get(pod.Labels[novacronv1.LabelVM])
+	if err != nil {
+		return nil, err
+	}
+	vm, ok := o.(*novacronv1.VirtualMachine)
+	if !ok {
+		return nil, fmt.Errorf("unexpected object %T for VirtualMachine %s/%s", o, pod.Namespace, pod.Labels[novacronv1.LabelVM])
+	}
+	return vm, nil
 }
 
 // isLauncher tells VM launcher pods from every other pod, which the plugin

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	fwk "k8s.io/kube-scheduler/framework"
+	schedutil "k8s.io/kubernetes/pkg/scheduler/util"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 )
@@ -53,18 +54,23 @@ func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.
 		devices = append(devices, vf)
 	}
 	if len(devices) > 0 {
-		p.mu.Lock()
-		if p.reserve[node] == nil {
-			p.reserve[node] = map[types.UID][]string{}
-		}
-		if _, again := p.reserve[node][pod.UID]; !again {
-			p.reserved.Add(1)
-		}
-		p.reserve[node][pod.UID] = devices
-		p.mu.Unlock()
+		p.hold(node, pod.UID, devices)
 	}
 	state.Write(assignmentKey, &assignmentState{a: a})
 	return nil
+}
+
+// hold reserves devices on node for a pod (see usage for how long).
+func (p *Plugin) hold(node string, uid types.UID, devices []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reserve[node] == nil {
+		p.reserve[node] = map[types.UID][]string{}
+	}
+	if _, again := p.reserve[node][uid]; !again {
+		p.reserved.Add(1)
+	}
+	p.reserve[node][uid] = devices
 }
 
 // Unreserve gives the devices back when the pod is not bound after all.
@@ -72,35 +78,42 @@ func (p *Plugin) Unreserve(ctx context.Context, state fwk.CycleState, pod *corev
 	p.forget(pod.UID)
 }
 
-// PreBindPreFlight says PreBind has work only for VMs with devices.
-func (p *Plugin) PreBindPreFlight(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, node string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
-	d, err := state.Read(assignmentKey)
-	if err != nil || (len(d.(*assignmentState).a.GPUs) == 0 && len(d.(*assignmentState).a.VFs) == 0) {
-		return nil, fwk.NewStatus(fwk.Skip)
-	}
-	return &fwk.PreBindPreFlightResult{AllowParallel: true}, nil
-}
-
-// PreBind records the chosen devices on the pod, where the operator reads them.
-func (p *Plugin) PreBind(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, node string) *fwk.Status {
+// Bind binds a VM pod with devices and records the devices on it in one
+// call: the API server copies a Binding's annotations onto the pod, so the
+// operator never sees the pod on a node without its devices, and the VM
+// costs one write, as a pod without devices does. (Recording them in PreBind
+// would cost two more: the patch, and the nominated node the scheduler
+// records before any PreBind.) Other pods are left to DefaultBinder.
+func (p *Plugin) Bind(ctx context.Context, state fwk.CycleState, pod *corev1.Pod, node string) *fwk.Status {
 	d, err := state.Read(assignmentKey)
 	if err != nil {
-		return nil
+		return fwk.NewStatus(fwk.Skip)
 	}
 	a := d.(*assignmentState).a
 	if len(a.GPUs) == 0 && len(a.VFs) == 0 {
-		return nil
+		return fwk.NewStatus(fwk.Skip)
 	}
 	raw, err := json.Marshal(a)
 	if err != nil {
 		return fwk.AsStatus(err)
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{novacronv1.AnnotationAssignedDevices: string(raw)}}})
-	if err != nil {
-		return fwk.AsStatus(err)
+	binding := &corev1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+			Annotations: map[string]string{novacronv1.AnnotationAssignedDevices: string(raw)}},
+		Target: corev1.ObjectReference{Kind: "Node", Name: node},
 	}
-	if _, err := p.handle.ClientSet().CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		return fwk.AsStatus(fmt.Errorf("recording devices on pod %s/%s: %w", pod.Namespace, pod.Name, err))
+	if c := p.handle.APICacher(); c != nil {
+		onFinish, err := c.BindPod(binding)
+		if err == nil {
+			err = c.WaitOnFinish(ctx, onFinish)
+		}
+		if err != nil {
+			return fwk.AsStatus(fmt.Errorf("binding pod %s/%s with its devices: %w", pod.Namespace, pod.Name, err))
+		}
+		return nil
+	}
+	if err := schedutil.BindPod(ctx, p.handle.ClientSet(), binding); err != nil {
+		return fwk.AsStatus(fmt.Errorf("binding pod %s/%s with its devices: %w", pod.Namespace, pod.Name, err))
 	}
 	return nil
 }

@@ -21,7 +21,6 @@ func (p *Plugin) Score(ctx context.Context, state fwk.CycleState, pod *corev1.Po
 	if err != nil {
 		return 0, nil
 	}
-	hv := e.hv
 	// Cheap: the node's use is cached by its generation (see podUsage).
 	use := p.usage(e, ni, pod)
 	capCPU, capMem := e.capCPU, e.capMem
@@ -36,7 +35,7 @@ func (p *Plugin) Score(ctx context.Context, state fwk.CycleState, pod *corev1.Po
 	default: // spread
 		strategy = 1 - (cpu+mem)/2
 	}
-	frag := fragmentation(&s.req, hv, use)
+	frag := fragmentation(&s.req, e, use)
 	w := float64(p.args.FragmentationWeight)
 	score := (strategy*100 + w*frag) / (1 + w)
 	return int64(score) + s.scores[ni.Node().Name], nil
@@ -46,14 +45,14 @@ func (p *Plugin) Score(ctx context.Context, state fwk.CycleState, pod *corev1.Po
 // free devices: 100 when it takes exactly what is free (best fit), less when it
 // would break up a larger free set another VM could need. A VM without devices
 // prefers nodes without free devices, leaving those for VMs that need them.
-func fragmentation(req *Request, hv *novacronv1.Hypervisor, use nodeUse) float64 {
-	free, total := freeMatching(req, hv, use.devices)
+func fragmentation(req *Request, e *hvEntry, use nodeUse) float64 {
 	if !req.hasDevices() {
-		if total == 0 || total == use.devices.Len() {
+		if e.devices == 0 || e.devices == use.devices.Len() {
 			return 100
 		}
-		return 100 * float64(use.devices.Len()) / float64(total)
+		return 100 * float64(use.devices.Len()) / float64(e.devices)
 	}
+	free := freeMatching(req, e.hv, use.devices)
 	n := 0
 	for _, g := range req.GPUs {
 		n += g.Count

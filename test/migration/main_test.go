@@ -103,7 +103,7 @@ func run(m *testing.M) int {
 	}
 	defer func() { stop() }()
 
-	stopScheduler, err := env.RunScheduler(dir, "")
+	stopScheduler, err := env.RunScheduler(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -73,22 +73,9 @@ func run(m *testing.M) int {
 	}
 	defer stop()
 
-	// The scheduler, as manifests/scheduler/config.yaml configures it, plus a
-	// second profile that packs, to compare the strategies.
-	stopScheduler, err := env.RunScheduler(dir, `  - schedulerName: novacron-scheduler-pack
-    plugins:
-      multiPoint:
-        enabled:
-          - name: VMPlacement
-            weight: 10
-      filter:
-        enabled:
-          - name: VMPlacement
-    pluginConfig:
-      - name: VMPlacement
-        args:
-          scoringStrategy: pack
-`)
+	// The scheduler, as manifests/scheduler/config.yaml configures it, plus the
+	// same profile packing, to compare the strategies.
+	stopScheduler, err := env.RunScheduler(dir, testenv.WithProfileVariant("novacron-scheduler-pack", map[string]any{"scoringStrategy": "pack"}))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -2,27 +2,88 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 
+	"sigs.k8s.io/yaml"
+
+	"github.com/novacron/operator/manifests"
 	"github.com/novacron/operator/scheduler/server"
 )
 
-// RunScheduler runs novacron-scheduler in this process, configured as
-// manifests/scheduler/config.yaml configures it (plus extraProfiles, YAML list
-// items appended to its profiles), until stop is called. dir holds its
-// configuration file. Only one may run per process.
-func (e *Env) RunScheduler(dir, extraProfiles string) (stop func(), err error) {
-	raw, err := os.ReadFile(filepath.Join(e.RepoRoot, "manifests", "scheduler", "config.yaml"))
+// SchedulerEdit changes the KubeSchedulerConfiguration (as YAML maps) a test
+// runs the scheduler with.
+type SchedulerEdit func(cfg map[string]any) error
+
+// SchedulerConfig is manifests/scheduler/config.yaml as a local, single
+// scheduler runs it against this environment, with edits applied.
+func (e *Env) SchedulerConfig(edits ...SchedulerEdit) (string, error) {
+	raw, err := manifests.FS.ReadFile("scheduler/config.yaml")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	doc, err := server.LocalConfig(raw, e.Kubeconfig)
+	if err != nil {
+		return "", err
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil {
+		return "", err
+	}
+	for _, edit := range edits {
+		if err := edit(cfg); err != nil {
+			return "", err
+		}
+	}
+	out, err := yaml.Marshal(cfg)
+	return string(out), err
+}
+
+// WithProfileVariant adds a copy of the novacron-scheduler profile under
+// another name with VMPlacement's args changed: the shipped profile in all but
+// what a test compares.
+func WithProfileVariant(name string, args map[string]any) SchedulerEdit {
+	return func(cfg map[string]any) error {
+		profiles, _ := cfg["profiles"].([]any)
+		for _, p := range profiles {
+			if p, ok := p.(map[string]any); ok && p["schedulerName"] == server.SchedulerName {
+				raw, err := yaml.Marshal(p)
+				if err != nil {
+					return err
+				}
+				var variant map[string]any
+				if err := yaml.Unmarshal(raw, &variant); err != nil {
+					return err
+				}
+				variant["schedulerName"] = name
+				pcs, _ := variant["pluginConfig"].([]any)
+				for _, pc := range pcs {
+					if pc, ok := pc.(map[string]any); ok && pc["name"] == "VMPlacement" {
+						a, _ := pc["args"].(map[string]any)
+						for k, v := range args {
+							a[k] = v
+						}
+					}
+				}
+				cfg["profiles"] = append(profiles, variant)
+				return nil
+			}
+		}
+		return fmt.Errorf("scheduler config: no profile %s", server.SchedulerName)
+	}
+}
+
+// RunScheduler runs novacron-scheduler in this process, configured as
+// manifests/scheduler/config.yaml configures it plus edits, until stop is
+// called. dir holds its configuration file. Only one may run per process.
+func (e *Env) RunScheduler(dir string, edits ...SchedulerEdit) (stop func(), err error) {
+	doc, err := e.SchedulerConfig(edits...)
 	if err != nil {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "scheduler.yaml")
-	if err := os.WriteFile(cfg, []byte(doc+extraProfiles), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
