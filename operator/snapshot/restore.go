@@ -157,16 +157,11 @@ func (r *RestoreReconciler) reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.guard(ctx, v, ""); err != nil {
 		return ctrl.Result{}, err
 	}
-	now := metav1.NewTime(r.Clock.Now())
-	rs.Status.Phase = novacronv1.RestoreSucceeded
-	rs.Status.CompletionTime = &now
-	rs.Status.ObservedGeneration = rs.Generation
 	msg := fmt.Sprintf("VirtualMachine %s restored to snapshot %s", v.Name, snap.Name)
 	if restart {
 		msg += " and started again"
 	}
-	setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionTrue, "Succeeded", msg)
-	if err := r.Client.Status().Update(ctx, rs); err != nil {
+	if err := r.complete(ctx, rs, novacronv1.RestoreSucceeded, metav1.ConditionTrue, "Succeeded", msg); err != nil {
 		return ctrl.Result{}, err
 	}
 	r.event(rs, corev1.EventTypeNormal, "Restored", "Restore", "%s", msg)
@@ -222,16 +217,21 @@ func (r *RestoreReconciler) fail(ctx context.Context, rs *novacronv1.VirtualMach
 			return ctrl.Result{}, err
 		}
 	}
-	now := metav1.NewTime(r.Clock.Now())
-	rs.Status.Phase = novacronv1.RestoreFailed
-	rs.Status.CompletionTime = &now
-	rs.Status.ObservedGeneration = rs.Generation
-	setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionFalse, reason, msg)
-	if err := r.Client.Status().Update(ctx, rs); err != nil {
+	if err := r.complete(ctx, rs, novacronv1.RestoreFailed, metav1.ConditionFalse, reason, msg); err != nil {
 		return ctrl.Result{}, err
 	}
 	r.event(rs, corev1.EventTypeWarning, reason, "Restore", "%s", msg)
 	return ctrl.Result{}, nil
+}
+
+// complete records the restore's end in its status.
+func (r *RestoreReconciler) complete(ctx context.Context, rs *novacronv1.VirtualMachineRestore, phase novacronv1.RestorePhase, ready metav1.ConditionStatus, reason, msg string) error {
+	now := metav1.NewTime(r.Clock.Now())
+	rs.Status.Phase = phase
+	rs.Status.CompletionTime = &now
+	rs.Status.ObservedGeneration = rs.Generation
+	setCondition(&rs.Status.Conditions, rs.Generation, ready, reason, msg)
+	return r.Client.Status().Update(ctx, rs)
 }
 
 func (r *RestoreReconciler) event(o client.Object, typ, reason, action, note string, args ...any) {

@@ -34,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devenv"
 	"github.com/novacron/operator/operator/vm"
 	"github.com/novacron/operator/test/testenv"
 )
@@ -148,51 +149,23 @@ func parallel(n int, f func(i int) error) error {
 	}
 }
 
-// createNodes makes n nodes: 64 CPUs and 256Gi each; every fifth also has 8
+// createNodes makes n nodes, published as the kubelet and novacron-node
+// would (devenv.Register): 64 CPUs and 256Gi each; every fifth also has 8
 // tesla-t4 GPUs and 16 SR-IOV VFs, as extended resources for the default
-// profile and as Hypervisor inventory for NovaCron's: enough for both profiles'
-// device VMs, as the two runs share the nodes.
+// profile and as Hypervisor inventory for NovaCron's: enough for both
+// profiles' device VMs, as the two runs share the nodes.
 func createNodes(ctx context.Context, c client.Client, n int) error {
+	plain := devenv.NodeKind{CPUs: 64, Memory: resource.MustParse("256Gi")}
+	devices := plain
+	devices.GPUs = []devenv.GPUKind{{Vendor: "nvidia", Model: "tesla-t4", Count: 8}}
+	devices.SRIOV = []devenv.VFPool{{ResourceName: "intel.com/sriov_data", VFs: 16}}
 	return parallel(n, func(i int) error {
-		name := fmt.Sprintf("node-%05d", i)
-		gpu := i%5 == 0
-		alloc := corev1.ResourceList{
-			corev1.ResourceCPU:    resource.MustParse("64"),
-			corev1.ResourceMemory: resource.MustParse("256Gi"),
-			corev1.ResourcePods:   resource.MustParse("110"),
+		node := devenv.SimNode{Name: fmt.Sprintf("node-%05d", i), Kind: plain}
+		if i%5 == 0 {
+			node.Kind = devices
 		}
-		if gpu {
-			alloc["devices.novacron.io/nvidia-tesla-t4"] = resource.MustParse("8")
-			alloc["intel.com/sriov_data"] = resource.MustParse("16")
-		}
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}}}
-		if err := c.Create(ctx, node); err != nil {
-			return err
-		}
-		node.Status = corev1.NodeStatus{Capacity: alloc, Allocatable: alloc, Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}
-		if err := c.Status().Update(ctx, node); err != nil {
-			return err
-		}
-		node.Spec.Taints = nil
-		if err := c.Update(ctx, node); err != nil {
-			return err
-		}
-		hv := &novacronv1.Hypervisor{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: novacronv1.HypervisorSpec{URI: "qemu+tls://" + name + "/system"}}
-		if err := c.Create(ctx, hv); err != nil {
-			return err
-		}
-		hv.Status.Capacity = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("64"), corev1.ResourceMemory: resource.MustParse("256Gi")}
-		if gpu {
-			pool := novacronv1.SRIOVPool{ResourceName: "intel.com/sriov_data"}
-			for g := 0; g < 8; g++ {
-				hv.Status.GPUs = append(hv.Status.GPUs, novacronv1.GPU{Vendor: "nvidia", Model: "tesla-t4", PCIAddress: fmt.Sprintf("0000:%02x:00.0", 0x3b+g), NUMANode: int32(g / 4)})
-			}
-			for v := 0; v < 16; v++ {
-				pool.VirtualFunctions = append(pool.VirtualFunctions, novacronv1.VirtualFunction{PCIAddress: fmt.Sprintf("0000:5e:%02x.%d", 2+v/8, v%8), NUMANode: int32(v / 8)})
-			}
-			hv.Status.SRIOV = []novacronv1.SRIOVPool{pool}
-		}
-		return c.Status().Update(ctx, hv)
+		uris := map[string]string{node.Name: "qemu+tls://" + node.Name + "/system"}
+		return devenv.Register(ctx, c, []devenv.SimNode{node}, uris, false)
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
 	"github.com/novacron/operator/manifests"
@@ -48,14 +49,7 @@ func WithProfileVariant(name string, args map[string]any) SchedulerEdit {
 		profiles, _ := cfg["profiles"].([]any)
 		for _, p := range profiles {
 			if p, ok := p.(map[string]any); ok && p["schedulerName"] == server.SchedulerName {
-				raw, err := yaml.Marshal(p)
-				if err != nil {
-					return err
-				}
-				var variant map[string]any
-				if err := yaml.Unmarshal(raw, &variant); err != nil {
-					return err
-				}
+				variant := runtime.DeepCopyJSONValue(p).(map[string]any)
 				variant["schedulerName"] = name
 				pcs, _ := variant["pluginConfig"].([]any)
 				for _, pc := range pcs {
