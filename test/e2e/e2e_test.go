@@ -210,6 +210,11 @@ func TestReadmeWorkflow(t *testing.T) {
 	watchOut := &syncBuffer{}
 	watch.Stdout, watch.Stderr = watchOut, watchOut
 	require.NoError(t, watch.Start())
+	// kubectl prints the current state first; patching before that line
+	// appears would let the watch begin mid-stop (CI saw it start at Stopping).
+	require.Eventually(t, func() bool {
+		return regexpCount(watchOut.String(), `my-vm\s+true\s+Running`) >= 1
+	}, 30*time.Second, 50*time.Millisecond, "kubectl get vm -w output:\n%s", watchOut.String())
 	assert.Contains(t, d.kubectl(t, `kubectl patch vm my-vm --type merge -p '{"spec":{"running":false}}'`), "patched")
 	d.waitPhase(t, "my-vm", "Stopped")
 	assert.Contains(t, d.kubectl(t, "kubectl get pods"), "No resources found", "a stopped VM's launcher pod is gone")
