@@ -149,9 +149,6 @@ func (r *DrainReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	}
 	if !equality.Semantic.DeepEqual(orig.Status, hv.Status) {
 		if err := r.Client.Status().Patch(ctx, hv, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-			if apierrors.IsConflict(err) {
-				return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
-			}
 			return ctrl.Result{}, err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -20,7 +21,7 @@ var (
 	// ReconcileTotal counts reconciles by controller and result.
 	ReconcileTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "novacron_reconcile_total",
-		Help: "Reconciliations by controller and result (success, error, requeue).",
+		Help: "Reconciliations by controller and result (success, error, requeue, conflict).",
 	}, []string{"controller", "result"})
 
 	// ReconcileDuration times reconciles by controller.
@@ -234,8 +235,17 @@ func (v *vmTotal) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// ConflictRetry is how soon a reconcile whose write lost to a newer version of
+// the object runs again.
+const ConflictRetry = 100 * time.Millisecond
+
 // Instrument wraps a reconciler so every call counts in novacron_reconcile_total
 // and novacron_reconcile_duration_seconds.
+//
+// Every controller's status writes are optimistic (they carry the version they
+// read), so losing to a newer version is routine, not a failure: the wrapper
+// turns it into a prompt retry counted as "conflict" rather than an error
+// with a stack trace in the log. The newer version brings its own reconcile too.
 func Instrument(controller string, r reconcile.Reconciler) reconcile.Reconciler {
 	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 		start := time.Now()
@@ -243,6 +253,8 @@ func Instrument(controller string, r reconcile.Reconciler) reconcile.Reconciler 
 		ReconcileDuration.WithLabelValues(controller).Observe(time.Since(start).Seconds())
 		result := "success"
 		switch {
+		case apierrors.IsConflict(err):
+			result, res, err = "conflict", reconcile.Result{RequeueAfter: ConflictRetry}, nil
 		case err != nil:
 			result = "error"
 		case res.RequeueAfter > 0:

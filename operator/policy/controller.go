@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -78,9 +77,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if changed || p.Status.ObservedGeneration != p.Generation {
 		p.Status.ObservedGeneration = p.Generation
 		if err := r.Client.Status().Update(ctx, p); err != nil {
-			if apierrors.IsConflict(err) {
-				return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
-			}
 			return ctrl.Result{}, err
 		}
 		if r.Recorder != nil && (before == nil || before.Status != cond.Status || before.Message != cond.Message) {

@@ -62,10 +62,6 @@ func (r *RestoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // Reconcile drives one restore from Pending to Succeeded or Failed.
 func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return quietConflicts(r.reconcile(ctx, req))
-}
-
-func (r *RestoreReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	rs := &novacronv1.VirtualMachineRestore{}
 	if err := r.Client.Get(ctx, req.NamespacedName, rs); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)

@@ -106,10 +106,6 @@ const maxCatchUp = 10000
 
 // Reconcile takes a due snapshot, applies retention and records the schedule.
 func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return quietConflicts(r.reconcile(ctx, req))
-}
-
-func (r *ScheduleReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	v := &novacronv1.VirtualMachine{}
 	if err := r.Client.Get(ctx, req.NamespacedName, v); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)

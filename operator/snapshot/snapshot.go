@@ -81,20 +81,6 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Reconcile takes the snapshot once, records what it holds, and deletes it
 // from the hypervisor when the object goes.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return quietConflicts(r.reconcile(ctx, req))
-}
-
-// quietConflicts turns a write that lost to a newer version into a prompt
-// retry instead of an error in the log: the newer version brings its own
-// reconcile.
-func quietConflicts(res ctrl.Result, err error) (ctrl.Result, error) {
-	if apierrors.IsConflict(err) {
-		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
-	}
-	return res, err
-}
-
-func (r *Reconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	// Read past the cache: a retry due soon after our own status write must
 	// see it, or it would call the hypervisor on a stale count of tries.
 	snap := &novacronv1.VirtualMachineSnapshot{}

@@ -191,9 +191,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			err = errors.Join(err, uerr)
 		}
 	}
-	// A newer version of the VM is on its way (or it is gone): its own event
-	// brings the next reconcile, so neither is worth an error in the log.
-	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+	// The VM is gone: its deletion brings the next reconcile, so this is not
+	// worth an error in the log. (A conflict, a newer version on its way, is
+	// retried by metrics.Instrument.)
+	if apierrors.IsNotFound(err) {
 		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
 	}
 	return res, err
