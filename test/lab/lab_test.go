@@ -17,7 +17,6 @@ import (
 	"github.com/kdomanski/iso9660"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -26,9 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"libvirt.org/go/libvirtxml"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/devenv"
@@ -117,7 +114,7 @@ func labGuestVM(name string) *novacronv1.VirtualMachine {
 // catalog and the node's Hypervisor, and the operator.
 func startLab(t *testing.T) (*testenv.Env, *libvirt.Connector, string, manager.Options) {
 	t.Helper()
-	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.ErrorLevel)))
+	testenv.SetLogger()
 	labSh(t, "install")
 	labSh(t, "guest")
 	uri := labSh(t, "start", node)
@@ -328,7 +325,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	if os.Getenv("NOVACRON_LAB") != "1" {
 		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
 	}
-	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.ErrorLevel)))
+	testenv.SetLogger()
 	began := time.Now()
 	step := func(what string) { t.Logf("%6.1fs %s", time.Since(began).Seconds(), what) }
 	labSh(t, "install")

@@ -14,15 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	novacronv1 "github.com/novacron/operator/api/v1alpha1"
-	"github.com/novacron/operator/devenv/simnode"
+	"github.com/novacron/operator/devenv"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/provider/libvirt"
@@ -35,18 +30,16 @@ var (
 	// hypervisors is shared by every operator the tests start, as one process's
 	// connections would be: the simulated hosts live as long as it does.
 	hypervisors *flakyConnector
-	nodeURIs    = map[string]string{}
+	nodeURIs    map[string]string
 	metricsAddr string
 )
-
-const imageVolume = "ubuntu-22.04.qcow2"
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
 
 func run(m *testing.M) int {
-	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapcore.Level(zapLevel()))))
+	testenv.SetLogger()
 	var err error
 	env, err = testenv.Start(testenv.WithTestCRDs())
 	if err != nil {
@@ -63,7 +56,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	if err := setUpCluster(ctx, dir); err != nil {
+	if nodeURIs, err = env.AddSimulatedNodes(ctx, dir, nodes); err != nil {
 		fmt.Fprintln(os.Stderr, "setting up:", err)
 		return 1
 	}
@@ -73,36 +66,11 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-func zapLevel() int8 {
-	if os.Getenv("NOVACRON_TEST_VERBOSE") != "" {
-		return -1
-	}
-	return 2 // errors only
-}
-
-// setUpCluster creates the operator namespace, the image catalog and two nodes.
-func setUpCluster(ctx context.Context, dir string) error {
-	c := env.Client
-	if err := env.InstallImageCatalog(ctx, map[string]string{"ubuntu-22.04-lts": imageVolume}); err != nil {
-		return err
-	}
-	for _, name := range []string{"node-1", "node-2"} {
-		uri, err := simnode.Write(dir, simnode.Node{Name: name, CPUs: 16, MemoryBytes: 64 << 30, Images: []string{imageVolume}})
-		if err != nil {
-			return err
-		}
-		nodeURIs[name] = uri
-		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-			return err
-		}
-		if err := c.Create(ctx, &novacronv1.Hypervisor{
-			ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec:       novacronv1.HypervisorSpec{URI: uri, StoragePool: "default"},
-		}); err != nil {
-			return err
-		}
-	}
-	return nil
+// nodes are two plain compute nodes; the tests bind launcher pods to them
+// themselves (test/scheduling runs the scheduler).
+var nodes = []devenv.SimNode{
+	{Name: "node-1", Kind: devenv.NodeKind{Name: "compute", CPUs: 16, Memory: resource.MustParse("64Gi")}},
+	{Name: "node-2", Kind: devenv.NodeKind{Name: "compute", CPUs: 16, Memory: resource.MustParse("64Gi")}},
 }
 
 // startOperator runs the operator with settings that make tests quick.

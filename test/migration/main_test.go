@@ -12,24 +12,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-
 	"github.com/novacron/operator/devenv"
-	"github.com/novacron/operator/operator/images"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/provider/libvirt"
 	"github.com/novacron/operator/test/testenv"
 )
-
-const imageVolume = "ubuntu-22.04.qcow2"
 
 var (
 	env   *testenv.Env
@@ -42,11 +34,7 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	level := zapcore.Level(2)
-	if os.Getenv("NOVACRON_TEST_VERBOSE") != "" {
-		level = zapcore.DebugLevel
-	}
-	ctrl.SetLogger(zap.New(zap.Level(level)))
+	testenv.SetLogger()
 	var err error
 	if env, err = testenv.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -61,21 +49,13 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := env.InstallImageCatalog(ctx, map[string]string{"ubuntu-22.04-lts": imageVolume}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	profile, err := devenv.ParseProfile([]byte(`nodes: [{name: node, cpus: 16, memory: 64Gi, cpuModel: Icelake-Server}]`))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	nodes := profile.Expand(2)
-	if uris, err = devenv.SimulatedNodes(filepath.Join(dir, "nodes"), nodes, images.Catalog{"ubuntu-22.04-lts": {Volume: imageVolume}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := devenv.Register(ctx, env.Client, nodes, uris, false); err != nil {
+	if uris, err = env.AddSimulatedNodes(ctx, dir, nodes); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

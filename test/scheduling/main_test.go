@@ -11,14 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/api/resource"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/devenv"
-	"github.com/novacron/operator/operator/images"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider/libvirt"
 	"github.com/novacron/operator/test/testenv"
@@ -30,12 +26,10 @@ var (
 	nodeURIs  map[string]string
 )
 
-const imageVolume = "ubuntu-22.04.qcow2"
-
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	ctrl.SetLogger(zap.New(zap.Level(zapcore.ErrorLevel)))
+	testenv.SetLogger()
 	var err error
 	if env, err = testenv.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -50,7 +44,7 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := setUp(ctx, dir); err != nil {
+	if nodeURIs, err = env.AddSimulatedNodes(ctx, dir, nodes); err != nil {
 		fmt.Fprintln(os.Stderr, "setting up:", err)
 		return 1
 	}
@@ -102,17 +96,4 @@ var nodes = []devenv.SimNode{
 	{Name: "gpu-2", Kind: gpu("b")},
 	{Name: "cpu-1", Kind: compute("a")},
 	{Name: "cpu-2", Kind: compute("b")},
-}
-
-func setUp(ctx context.Context, dir string) error {
-	catalog := images.Catalog{"ubuntu-22.04-lts": {Volume: imageVolume}}
-	if err := env.InstallImageCatalog(ctx, map[string]string{"ubuntu-22.04-lts": imageVolume}); err != nil {
-		return err
-	}
-	uris, err := devenv.SimulatedNodes(dir, nodes, catalog)
-	if err != nil {
-		return err
-	}
-	nodeURIs = uris
-	return devenv.Register(ctx, env.Client, nodes, uris, false)
 }

@@ -12,15 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	clocktesting "k8s.io/utils/clock/testing"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	novacronv1 "github.com/novacron/operator/api/v1alpha1"
-	"github.com/novacron/operator/devenv/simnode"
+	"github.com/novacron/operator/devenv"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/provider/libvirt"
@@ -28,9 +23,8 @@ import (
 )
 
 const (
-	ns          = "default"
-	node        = "node-1"
-	imageVolume = "ubuntu-22.04.qcow2"
+	ns   = "default"
+	node = "node-1"
 )
 
 var (
@@ -43,7 +37,7 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	ctrl.SetLogger(zap.New(zap.Level(zapcore.Level(logLevel()))))
+	testenv.SetLogger()
 	var err error
 	if env, err = testenv.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -57,23 +51,12 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	if err := env.InstallImageCatalog(ctx, map[string]string{"ubuntu-22.04-lts": imageVolume}); err != nil {
+	uris, err := env.AddSimulatedNodes(ctx, dir, []devenv.SimNode{{Name: node, Kind: devenv.NodeKind{Name: "compute", CPUs: 16, Memory: resource.MustParse("64Gi")}}})
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if uri, err = simnode.Write(dir, simnode.Node{Name: node, Images: []string{imageVolume}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := env.Client.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := env.Client.Create(ctx, &novacronv1.Hypervisor{ObjectMeta: metav1.ObjectMeta{Name: node},
-		Spec: novacronv1.HypervisorSpec{URI: uri, StoragePool: "default"}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	uri = uris[node]
 
 	inner := libvirt.NewConnector()
 	defer inner.Close()
@@ -126,11 +109,3 @@ func (h *gatedHypervisor) CreateSnapshot(ctx context.Context, domain string, req
 
 // errFlaky is a failure that may pass.
 var errFlaky = errors.New("simulated: qemu monitor busy")
-
-// logLevel shows the operator's logs with NOVACRON_TEST_VERBOSE set.
-func logLevel() int8 {
-	if os.Getenv("NOVACRON_TEST_VERBOSE") != "" {
-		return -1
-	}
-	return 2 // errors only
-}

@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
-	"github.com/novacron/operator/operator/images"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/vm"
@@ -166,20 +165,4 @@ func (e *Env) DeleteVMAndWait(t testing.TB, key client.ObjectKey, timeout time.D
 		time.Sleep(Poll)
 	}
 	t.Errorf("VM %s was not deleted within %s", key, timeout)
-}
-
-// InstallImageCatalog creates the operator's namespace (novacron-system) and an
-// image catalog whose entries map image names to volume names.
-func (e *Env) InstallImageCatalog(ctx context.Context, volumes map[string]string) error {
-	if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "novacron-system"}}); err != nil {
-		return err
-	}
-	data := map[string]string{}
-	for name, vol := range volumes {
-		data[name] = "volume: " + vol + "\n"
-	}
-	return e.Client.Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: images.ConfigMapName, Namespace: "novacron-system"},
-		Data:       data,
-	})
 }
