@@ -26,59 +26,40 @@ import (
 
 var env *testenv.Env
 
-func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, setUp, testenv.WithWebhooks())) }
 
-func run(m *testing.M) int {
-	testenv.SetLogger()
-	var err error
-	env, err = testenv.Start(testenv.WithWebhooks())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-
+func setUp(s *testenv.Suite) error {
+	env = s.Env
 	// The operator with its webhook server where the API server expects it,
 	// serving the self-signed certificate it makes for local runs; the webhook
 	// configurations then trust its CA, as cert-manager's injection would do.
-	certDir, err := os.MkdirTemp("", "novacron-webhook-certs-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(certDir)
+	certDir := filepath.Join(s.Dir, "webhook-certs")
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr = "0", "0"
 	opts.WebhookHost, opts.WebhookPort, opts.WebhookCertDir = env.WebhookHost, env.WebhookPort, certDir
 	opts.WebhookSelfSignedHosts = []string{env.WebhookHost}
 	stop, _, err := env.RunOperator(opts, nil)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	defer stop()
+	s.Cleanup(stop)
 	if err := trustCA(filepath.Join(certDir, "ca.crt")); err != nil {
-		fmt.Fprintln(os.Stderr, "trusting the operator's CA:", err)
-		return 1
+		return fmt.Errorf("trusting the operator's CA: %w", err)
 	}
 
 	// The built-in policies, as `kubectl apply -f manifests/policies/` installs
 	// them, once the webhook server (which validates them) answers.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err := env.Kubectl(context.Background(), "apply", "-f", filepath.Join(env.RepoRoot, "manifests", "policies"))
+		_, err := env.Kubectl(s.Ctx, "apply", "-f", filepath.Join(env.RepoRoot, "manifests", "policies"))
 		if err == nil {
-			break
+			return nil
 		}
 		if time.Now().After(deadline) {
-			fmt.Fprintln(os.Stderr, "installing the built-in policies:", err)
-			return 1
+			return fmt.Errorf("installing the built-in policies: %w", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return m.Run()
 }
 
 func waitCompiled(t *testing.T, name string, gen int64) *novacronv1.VirtualMachinePolicy {

@@ -34,36 +34,19 @@ var (
 	metricsAddr string
 )
 
-func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, setUp, testenv.WithTestCRDs())) }
 
-func run(m *testing.M) int {
-	testenv.SetLogger()
-	var err error
-	env, err = testenv.Start(testenv.WithTestCRDs())
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
+func setUp(s *testenv.Suite) error {
+	env = s.Env
 	clientset = kubernetes.NewForConfigOrDie(env.Config)
-
-	dir, err := os.MkdirTemp("", "novacron-nodes-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	ctx := context.Background()
-	if nodeURIs, err = env.AddSimulatedNodes(ctx, dir, nodes); err != nil {
-		fmt.Fprintln(os.Stderr, "setting up:", err)
-		return 1
+	var err error
+	if nodeURIs, err = env.AddSimulatedNodes(s.Ctx, s.Dir, nodes); err != nil {
+		return err
 	}
 	inner := libvirt.NewConnector()
-	defer inner.Close()
+	s.Cleanup(inner.Close)
 	hypervisors = &flakyConnector{inner: inner}
-	return m.Run()
+	return nil
 }
 
 // nodes are two plain compute nodes; the tests bind launcher pods to them

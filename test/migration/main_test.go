@@ -31,37 +31,20 @@ var (
 	restartOperator func() error
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, setUp)) }
 
-func run(m *testing.M) int {
-	testenv.SetLogger()
-	var err error
-	if env, err = testenv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	dir, err := os.MkdirTemp("", "novacron-migration-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+func setUp(s *testenv.Suite) error {
+	env = s.Env
 	profile, err := devenv.ParseProfile([]byte(`nodes: [{name: node, cpus: 16, memory: 64Gi, cpuModel: Icelake-Server}]`))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	nodes := profile.Expand(2)
-	if uris, err = env.AddSimulatedNodes(ctx, dir, nodes); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	if uris, err = env.AddSimulatedNodes(s.Ctx, s.Dir, profile.Expand(2)); err != nil {
+		return err
 	}
 
 	inner := libvirt.NewConnector()
-	defer inner.Close()
+	s.Cleanup(inner.Close)
 	hosts = &migrator{inner: inner, defs: map[string]provider.Domain{}, moving: map[string]bool{}}
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr, opts.Webhooks = "0", "0", false
@@ -70,8 +53,7 @@ func run(m *testing.M) int {
 	opts.MigrationMaxOutboundPerNode = 1
 	stop, errs, err := env.RunOperator(opts, hosts)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
 	restartOperator = func() error {
 		stop()
@@ -81,15 +63,14 @@ func run(m *testing.M) int {
 		stop, errs, err = env.RunOperator(opts, hosts)
 		return err
 	}
-	defer func() { stop() }()
+	s.Cleanup(func() { stop() })
 
-	stopScheduler, err := env.RunScheduler(dir)
+	stopScheduler, err := env.RunScheduler(s.Dir)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	defer stopScheduler()
-	return m.Run()
+	s.Cleanup(stopScheduler)
+	return nil
 }
 
 // migrator wraps the simulated nodes' hypervisors with a Migrate that moves

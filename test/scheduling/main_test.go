@@ -5,8 +5,6 @@
 package scheduling
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -26,31 +24,17 @@ var (
 	nodeURIs  map[string]string
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, setUp)) }
 
-func run(m *testing.M) int {
-	testenv.SetLogger()
+func setUp(s *testenv.Suite) error {
+	env = s.Env
 	var err error
-	if env, err = testenv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	dir, err := os.MkdirTemp("", "novacron-scheduling-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if nodeURIs, err = env.AddSimulatedNodes(ctx, dir, nodes); err != nil {
-		fmt.Fprintln(os.Stderr, "setting up:", err)
-		return 1
+	if nodeURIs, err = env.AddSimulatedNodes(s.Ctx, s.Dir, nodes); err != nil {
+		return err
 	}
 
 	connector = libvirt.NewConnector()
-	defer connector.Close()
+	s.Cleanup(connector.Close)
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr, opts.Webhooks = "0", "0", false
 	opts.StatsInterval = time.Second
@@ -59,20 +43,18 @@ func run(m *testing.M) int {
 	opts.Launcher.CPUAllocationRatio = 2
 	stop, _, err := env.RunOperator(opts, connector)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	defer stop()
+	s.Cleanup(stop)
 
 	// The scheduler, as manifests/scheduler/config.yaml configures it, plus the
 	// same profile packing, to compare the strategies.
-	stopScheduler, err := env.RunScheduler(dir, testenv.WithProfileVariant("novacron-scheduler-pack", map[string]any{"scoringStrategy": "pack"}))
+	stopScheduler, err := env.RunScheduler(s.Dir, testenv.WithProfileVariant("novacron-scheduler-pack", map[string]any{"scoringStrategy": "pack"}))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	defer stopScheduler()
-	return m.Run()
+	s.Cleanup(stopScheduler)
+	return nil
 }
 
 // compute and gpu are the simulated nodes' kinds, published as the kubelet

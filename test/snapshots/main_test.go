@@ -7,7 +7,6 @@ package snapshots
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -34,32 +33,18 @@ var (
 	uri   string
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, setUp)) }
 
-func run(m *testing.M) int {
-	testenv.SetLogger()
-	var err error
-	if env, err = testenv.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	dir, err := os.MkdirTemp("", "novacron-snapshots-")
+func setUp(s *testenv.Suite) error {
+	env = s.Env
+	uris, err := env.AddSimulatedNodes(s.Ctx, s.Dir, []devenv.SimNode{{Name: node, Kind: devenv.NodeKind{Name: "compute", CPUs: 16, Memory: resource.MustParse("64Gi")}}})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	ctx := context.Background()
-	uris, err := env.AddSimulatedNodes(ctx, dir, []devenv.SimNode{{Name: node, Kind: devenv.NodeKind{Name: "compute", CPUs: 16, Memory: resource.MustParse("64Gi")}}})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
 	uri = uris[node]
 
 	inner := libvirt.NewConnector()
-	defer inner.Close()
+	s.Cleanup(inner.Close)
 	hosts = &gatedConnector{inner: inner}
 	clock = clocktesting.NewFakeClock(time.Now())
 	opts := manager.DefaultOptions()
@@ -70,11 +55,10 @@ func run(m *testing.M) int {
 	opts.SnapshotRetryBase = 20 * time.Millisecond
 	stop, _, err := env.RunOperator(opts, hosts)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+		return err
 	}
-	defer stop()
-	return m.Run()
+	s.Cleanup(stop)
+	return nil
 }
 
 // gatedConnector lets a test hold snapshots in progress and make them fail.
