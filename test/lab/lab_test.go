@@ -110,6 +110,14 @@ func labGuestVM(name string) *novacronv1.VirtualMachine {
 	}
 }
 
+// needLab skips tests that need the hypervisor lab unless it was asked for.
+func needLab(t *testing.T) {
+	t.Helper()
+	if os.Getenv("NOVACRON_LAB") != "1" {
+		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
+	}
+}
+
 // startLab starts the lab node, an API server with the lab guest in the image
 // catalog and the node's Hypervisor, and the operator.
 func startLab(t *testing.T) (*testenv.Env, *libvirt.Connector, string, manager.Options) {
@@ -142,9 +150,7 @@ func startLab(t *testing.T) (*testenv.Env, *libvirt.Connector, string, manager.O
 }
 
 func TestRealQEMULifecycle(t *testing.T) {
-	if os.Getenv("NOVACRON_LAB") != "1" {
-		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
-	}
+	needLab(t)
 	env, connector, uri, opts := startLab(t)
 	ctx := context.Background()
 
@@ -229,9 +235,7 @@ func lastTick(log string) float64 {
 // A running guest is snapshotted with its memory, runs on, and is restored:
 // it resumes where the snapshot was (its uptime goes back, no new boot).
 func TestRealQEMUSnapshotRestore(t *testing.T) {
-	if os.Getenv("NOVACRON_LAB") != "1" {
-		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
-	}
+	needLab(t)
 	env, _, uri, _ := startLab(t)
 	ctx := context.Background()
 	v := labGuestVM("snap-vm")
@@ -322,9 +326,7 @@ func migrateTo(t *testing.T, env *testenv.Env, vmName, name, node string) *novac
 // Two lab nodes in their own network namespaces: a VM created through the
 // API moves live from one to the other and back, its guest never rebooting.
 func TestRealQEMULiveMigration(t *testing.T) {
-	if os.Getenv("NOVACRON_LAB") != "1" {
-		t.Skip("needs the hypervisor lab (root, libvirtd, QEMU): run `make test-lab`, or set NOVACRON_LAB=1")
-	}
+	needLab(t)
 	testenv.SetLogger()
 	began := time.Now()
 	step := func(what string) { t.Logf("%6.1fs %s", time.Since(began).Seconds(), what) }
