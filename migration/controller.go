@@ -213,7 +213,7 @@ func (r *Reconciler) begin(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	if err := r.setVMState(ctx, v, &novacronv1.MigrationState{MigrationName: m.Name, SourceNode: m.Status.SourceNode, Phase: m.Status.Phase}, ""); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.event(m, corev1.EventTypeNormal, "Scheduling", "Migrate", "moving VirtualMachine %s off node %s", v.Name, m.Status.SourceNode)
+	r.Recorder.Eventf(m, nil, corev1.EventTypeNormal, "Scheduling", "Migrate", "moving VirtualMachine %s off node %s", v.Name, m.Status.SourceNode)
 	return r.schedule(ctx, m, v)
 }
 
@@ -289,7 +289,7 @@ func (r *Reconciler) schedule(ctx context.Context, m *novacronv1.VirtualMachineM
 	if err := r.Client.Status().Update(ctx, m); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.event(m, corev1.EventTypeNormal, "TargetReady", "Migrate", "target node %s", pod.Spec.NodeName)
+	r.Recorder.Eventf(m, nil, corev1.EventTypeNormal, "TargetReady", "Migrate", "target node %s", pod.Spec.NodeName)
 	return r.start(ctx, m, v)
 }
 
@@ -388,7 +388,7 @@ func (r *Reconciler) start(ctx context.Context, m *novacronv1.VirtualMachineMigr
 		}
 	}()
 	metrics.MigrationStarted()
-	r.event(m, corev1.EventTypeNormal, "Migrating", "Migrate", "migrating live from node %s to node %s", m.Status.SourceNode, m.Status.TargetNode)
+	r.Recorder.Eventf(m, nil, corev1.EventTypeNormal, "Migrating", "Migrate", "migrating live from node %s to node %s", m.Status.SourceNode, m.Status.TargetNode)
 	return ctrl.Result{RequeueAfter: r.Poll}, nil
 }
 
@@ -709,17 +709,11 @@ func (r *Reconciler) finish(ctx context.Context, m *novacronv1.VirtualMachineMig
 	if phase != novacronv1.MigrationSucceeded {
 		typ = corev1.EventTypeWarning
 	}
-	r.event(m, typ, reason, "Migrate", "%s", msg)
-	if v != nil && r.Recorder != nil {
+	r.Recorder.Eventf(m, nil, typ, reason, "Migrate", "%s", msg)
+	if v != nil {
 		r.Recorder.Eventf(v, m, typ, "Migration"+string(phase), "Migrate", "migration %s: %s", m.Name, msg)
 	}
 	return ctrl.Result{}, nil
-}
-
-func (r *Reconciler) event(o client.Object, typ, reason, action, note string, args ...any) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(o, nil, typ, reason, action, note, args...)
-	}
 }
 
 func setCondition(m *novacronv1.VirtualMachineMigration, status metav1.ConditionStatus, reason, msg string) bool {

@@ -196,17 +196,12 @@ func (r *DrainReconciler) migrate(ctx context.Context, v *novacronv1.VirtualMach
 	if err != nil {
 		return fmt.Errorf("creating drain migration %s/%s: %w", m.Namespace, m.Name, err)
 	}
-	if r.Recorder != nil {
-		r.Recorder.Eventf(v, m, corev1.EventTypeNormal, "Evacuating", "Drain", "node %s is being drained; migrating the VM off it", node)
-	}
+	r.Recorder.Eventf(v, m, corev1.EventTypeNormal, "Evacuating", "Drain", "node %s is being drained; migrating the VM off it", node)
 	return nil
 }
 
 // reportBlocked records an event on the Hypervisor for each VM newly blocked.
 func (r *DrainReconciler) reportBlocked(hv *novacronv1.Hypervisor, before, now *novacronv1.Evacuation) {
-	if r.Recorder == nil {
-		return
-	}
 	seen := map[string]string{}
 	if before != nil {
 		for _, b := range before.Blocked {

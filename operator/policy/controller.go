@@ -79,7 +79,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.Client.Status().Update(ctx, p); err != nil {
 			return ctrl.Result{}, err
 		}
-		if r.Recorder != nil && (before == nil || before.Status != cond.Status || before.Message != cond.Message) {
+		if before == nil || before.Status != cond.Status || before.Message != cond.Message {
 			typ := corev1.EventTypeNormal
 			if cond.Status == metav1.ConditionFalse {
 				typ = corev1.EventTypeWarning

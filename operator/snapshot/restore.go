@@ -114,7 +114,7 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			if err := r.setRunning(ctx, v, false); err != nil {
 				return ctrl.Result{}, err
 			}
-			r.event(rs, corev1.EventTypeNormal, "StoppingVM", "Restore", "stopping VirtualMachine %s for the restore", v.Name)
+			r.Recorder.Eventf(rs, nil, corev1.EventTypeNormal, "StoppingVM", "Restore", "stopping VirtualMachine %s for the restore", v.Name)
 			return r.wait(ctx, rs, fmt.Sprintf("VirtualMachine %s is stopping", v.Name))
 		}
 		if v.Status.Phase != novacronv1.VMStopped {
@@ -160,10 +160,8 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.complete(ctx, rs, novacronv1.RestoreSucceeded, metav1.ConditionTrue, "Succeeded", msg); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.event(rs, corev1.EventTypeNormal, "Restored", "Restore", "%s", msg)
-	if r.Recorder != nil {
-		r.Recorder.Eventf(v, rs, corev1.EventTypeNormal, "Restored", "Restore", "restored to snapshot %s", snap.Name)
-	}
+	r.Recorder.Eventf(rs, nil, corev1.EventTypeNormal, "Restored", "Restore", "%s", msg)
+	r.Recorder.Eventf(v, rs, corev1.EventTypeNormal, "Restored", "Restore", "restored to snapshot %s", snap.Name)
 	return ctrl.Result{}, nil
 }
 
@@ -216,7 +214,7 @@ func (r *RestoreReconciler) fail(ctx context.Context, rs *novacronv1.VirtualMach
 	if err := r.complete(ctx, rs, novacronv1.RestoreFailed, metav1.ConditionFalse, reason, msg); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.event(rs, corev1.EventTypeWarning, reason, "Restore", "%s", msg)
+	r.Recorder.Eventf(rs, nil, corev1.EventTypeWarning, reason, "Restore", "%s", msg)
 	return ctrl.Result{}, nil
 }
 
@@ -228,10 +226,4 @@ func (r *RestoreReconciler) complete(ctx context.Context, rs *novacronv1.Virtual
 	rs.Status.ObservedGeneration = rs.Generation
 	setCondition(&rs.Status.Conditions, rs.Generation, ready, reason, msg)
 	return r.Client.Status().Update(ctx, rs)
-}
-
-func (r *RestoreReconciler) event(o client.Object, typ, reason, action, note string, args ...any) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(o, nil, typ, reason, action, note, args...)
-	}
 }

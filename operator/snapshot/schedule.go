@@ -222,9 +222,7 @@ func (r *ScheduleReconciler) take(ctx context.Context, v *novacronv1.VirtualMach
 	if err := r.Client.Create(ctx, snap); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("creating scheduled snapshot %s/%s: %w", v.Namespace, name, err)
 	}
-	if r.Recorder != nil {
-		r.Recorder.Eventf(v, snap, corev1.EventTypeNormal, "ScheduledSnapshot", "Snapshot", "taking scheduled snapshot %s for %s", name, slot.UTC().Format(time.RFC3339))
-	}
+	r.Recorder.Eventf(v, snap, corev1.EventTypeNormal, "ScheduledSnapshot", "Snapshot", "taking scheduled snapshot %s for %s", name, slot.UTC().Format(time.RFC3339))
 	return name, nil
 }
 
@@ -249,9 +247,7 @@ func (r *ScheduleReconciler) applyRetention(ctx context.Context, v *novacronv1.V
 		if err := r.Client.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("deleting scheduled snapshot %s/%s beyond retention %d: %w", s.Namespace, s.Name, keep, err)
 		}
-		if r.Recorder != nil {
-			r.Recorder.Eventf(v, s, corev1.EventTypeNormal, "SnapshotRetired", "Delete", "deleted scheduled snapshot %s (retention %d)", s.Name, keep)
-		}
+		r.Recorder.Eventf(v, s, corev1.EventTypeNormal, "SnapshotRetired", "Delete", "deleted scheduled snapshot %s (retention %d)", s.Name, keep)
 	}
 	return nil
 }

@@ -196,7 +196,7 @@ func (r *Reconciler) take(ctx context.Context, snap *novacronv1.VirtualMachineSn
 		backoff := r.RetryBase << (snap.Status.FailedAttempts - 1)
 		msg := fmt.Sprintf("try %d of %d failed, trying again in %s: %v", snap.Status.FailedAttempts, r.MaxAttempts, backoff, err)
 		setCondition(&snap.Status.Conditions, snap.Generation, metav1.ConditionFalse, "Retrying", msg)
-		r.event(snap, corev1.EventTypeWarning, "Retrying", "Snapshot", "%s", msg)
+		r.Recorder.Eventf(snap, nil, corev1.EventTypeWarning, "Retrying", "Snapshot", "%s", msg)
 		return ctrl.Result{RequeueAfter: backoff}, r.Client.Status().Update(ctx, snap)
 	}
 
@@ -224,10 +224,8 @@ func (r *Reconciler) take(ctx context.Context, snap *novacronv1.VirtualMachineSn
 		return ctrl.Result{}, err
 	}
 	metrics.SnapshotTaken(snap.Namespace, v.Name, r.Clock.Now().Sub(start), now.Time)
-	r.event(snap, corev1.EventTypeNormal, "Taken", "Snapshot", "%s", msg)
-	if r.Recorder != nil {
-		r.Recorder.Eventf(v, snap, corev1.EventTypeNormal, "SnapshotTaken", "Snapshot", "snapshot %s taken (%s)", snap.Name, what)
-	}
+	r.Recorder.Eventf(snap, nil, corev1.EventTypeNormal, "Taken", "Snapshot", "%s", msg)
+	r.Recorder.Eventf(v, snap, corev1.EventTypeNormal, "SnapshotTaken", "Snapshot", "snapshot %s taken (%s)", snap.Name, what)
 	return ctrl.Result{}, nil
 }
 
@@ -251,7 +249,7 @@ func (r *Reconciler) fail(ctx context.Context, snap *novacronv1.VirtualMachineSn
 		return ctrl.Result{}, err
 	}
 	metrics.SnapshotFailed(snap.Namespace, snap.Spec.VMName)
-	r.event(snap, corev1.EventTypeWarning, reason, "Snapshot", "%s", msg)
+	r.Recorder.Eventf(snap, nil, corev1.EventTypeWarning, reason, "Snapshot", "%s", msg)
 	return ctrl.Result{}, nil
 }
 
@@ -266,7 +264,7 @@ func (r *Reconciler) finalize(ctx context.Context, snap *novacronv1.VirtualMachi
 		_, hv, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, snap.Status.NodeName)
 		switch {
 		case err != nil && apierrors.IsNotFound(errors.Unwrap(err)):
-			r.event(snap, corev1.EventTypeWarning, "HypervisorGone", "Delete", "Hypervisor %s no longer exists; nothing to delete there", snap.Status.NodeName)
+			r.Recorder.Eventf(snap, nil, corev1.EventTypeWarning, "HypervisorGone", "Delete", "Hypervisor %s no longer exists; nothing to delete there", snap.Status.NodeName)
 		case err != nil:
 			return ctrl.Result{}, err
 		default:
@@ -278,12 +276,6 @@ func (r *Reconciler) finalize(ctx context.Context, snap *novacronv1.VirtualMachi
 	}
 	controllerutil.RemoveFinalizer(snap, Finalizer)
 	return ctrl.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, snap))
-}
-
-func (r *Reconciler) event(o client.Object, typ, reason, action, note string, args ...any) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(o, nil, typ, reason, action, note, args...)
-	}
 }
 
 // setCondition sets the Ready condition and says whether it changed.

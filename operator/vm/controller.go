@@ -177,7 +177,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.setPhase(vm, novacronv1.VMFailed)
 		r.setCondition(vm, novacronv1.ConditionReady, metav1.ConditionFalse, spec.reason, spec.Error())
 		if before.Phase != novacronv1.VMFailed || conditionMessage(before.Conditions, novacronv1.ConditionReady) != spec.Error() {
-			r.event(vm, corev1.EventTypeWarning, spec.reason, "Start", "%s", spec.Error())
+			r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, spec.reason, "Start", "%s", spec.Error())
 		}
 		res, err = ctrl.Result{RequeueAfter: time.Minute}, nil
 	} else if errors.Is(err, provider.ErrUnreachable) {
@@ -220,7 +220,7 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 		}
 		r.setPhase(vm, novacronv1.VMScheduling)
 		r.setCondition(vm, novacronv1.VMConditionScheduled, metav1.ConditionFalse, "Pending", fmt.Sprintf("launcher pod %s created; waiting for scheduler %s", pod.Name, pod.Spec.SchedulerName))
-		r.event(vm, corev1.EventTypeNormal, "LauncherPodCreated", "Schedule", "created launcher pod %s for scheduler %s", pod.Name, pod.Spec.SchedulerName)
+		r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, "LauncherPodCreated", "Schedule", "created launcher pod %s for scheduler %s", pod.Name, pod.Spec.SchedulerName)
 		return ctrl.Result{}, nil
 	}
 	if !pod.DeletionTimestamp.IsZero() {
@@ -231,7 +231,7 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 	if node == "" {
 		reason, msg := schedulingMessage(pod)
 		if r.setCondition(vm, novacronv1.VMConditionScheduled, metav1.ConditionFalse, reason, msg) && reason == corev1.PodReasonUnschedulable {
-			r.event(vm, corev1.EventTypeWarning, "Unschedulable", "Schedule", "%s", msg)
+			r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, "Unschedulable", "Schedule", "%s", msg)
 		}
 		r.setPhase(vm, novacronv1.VMScheduling)
 		return ctrl.Result{}, nil
@@ -239,7 +239,7 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 	if vm.Status.NodeName != "" && vm.Status.NodeName != node {
 		// The VM's domain and disks are on another node; this pod reserves the
 		// wrong one. Replace it with one pinned to the VM's node.
-		r.event(vm, corev1.EventTypeWarning, "WrongNode", "Schedule", "launcher pod %s is on node %s but the VM lives on node %s; replacing the pod", pod.Name, node, vm.Status.NodeName)
+		r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, "WrongNode", "Schedule", "launcher pod %s is on node %s but the VM lives on node %s; replacing the pod", pod.Name, node, vm.Status.NodeName)
 		return ctrl.Result{}, client.IgnoreNotFound(r.Client.Delete(ctx, pod))
 	}
 	r.setCondition(vm, novacronv1.VMConditionScheduled, metav1.ConditionTrue, "Scheduled", fmt.Sprintf("launcher pod %s is bound to node %s", pod.Name, node))
@@ -252,7 +252,7 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 		if err := r.Client.Status().Update(ctx, vm); err != nil {
 			return ctrl.Result{}, err
 		}
-		r.event(vm, corev1.EventTypeNormal, "Scheduled", "Schedule", "placed on node %s", node)
+		r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, "Scheduled", "Schedule", "placed on node %s", node)
 	}
 
 	hvObj, hv, err := r.hypervisor(ctx, node)
@@ -287,7 +287,7 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 		r.setPhase(vm, novacronv1.VMStopping)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	case provider.StateCrashed:
-		r.event(vm, corev1.EventTypeWarning, "Crashed", "Start", "the guest crashed on node %s; starting it again", node)
+		r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, "Crashed", "Start", "the guest crashed on node %s; starting it again", node)
 	}
 
 	// Not running: (re)define from the current spec, run preStart, then start.
@@ -309,7 +309,7 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 		return ctrl.Result{}, err
 	}
 	if state == "" {
-		r.event(vm, corev1.EventTypeNormal, "Defined", "Start", "defined domain %s on node %s", name, node)
+		r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, "Defined", "Start", "defined domain %s on node %s", name, node)
 	}
 	r.setPhase(vm, novacronv1.VMStarting)
 	if lc := vm.Spec.Template.Spec.Lifecycle; lc != nil && lc.PreStart != nil {
@@ -319,12 +319,12 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 			return ctrl.Result{}, herr
 		case hookFailed:
 			if lc.PreStart.FailurePolicy == novacronv1.HookIgnore {
-				r.event(vm, corev1.EventTypeWarning, "HookFailed", "Start", "preStart hook failed (ignored by its failure policy): %v", herr)
+				r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, "HookFailed", "Start", "preStart hook failed (ignored by its failure policy): %v", herr)
 			} else {
 				r.setCondition(vm, novacronv1.VMConditionHooksSucceeded, metav1.ConditionFalse, "PreStartHookFailed", fmt.Sprintf("preStart hook failed, so the VM stays stopped (change the spec to try again): %v", herr))
 				r.setCondition(vm, novacronv1.ConditionReady, metav1.ConditionFalse, "PreStartHookFailed", "preStart hook failed")
 				r.setPhase(vm, novacronv1.VMStopped)
-				r.event(vm, corev1.EventTypeWarning, "HookFailed", "Start", "preStart hook failed; the VM stays stopped: %v", herr)
+				r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, "HookFailed", "Start", "preStart hook failed; the VM stays stopped: %v", herr)
 				return ctrl.Result{}, nil
 			}
 		default:
@@ -334,7 +334,7 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 	if err := hv.Start(ctx, name); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.event(vm, corev1.EventTypeNormal, "Started", "Start", "started domain %s on node %s", name, node)
+	r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, "Started", "Start", "started domain %s on node %s", name, node)
 	r.setPhase(vm, novacronv1.VMRunning)
 	r.setCondition(vm, novacronv1.ConditionReady, metav1.ConditionTrue, "Running", fmt.Sprintf("running on node %s", node))
 	return ctrl.Result{RequeueAfter: r.StatsInterval}, nil
@@ -366,21 +366,21 @@ func (r *Reconciler) ensureStopped(ctx context.Context, vm *novacronv1.VirtualMa
 					return ctrl.Result{}, herr
 				case outcome == hookFailed && lc.PreStop.FailurePolicy != novacronv1.HookIgnore:
 					r.setCondition(vm, novacronv1.VMConditionHooksSucceeded, metav1.ConditionFalse, "PreStopHookFailed", fmt.Sprintf("preStop hook failed, so the VM keeps running (change the spec to try again): %v", herr))
-					r.event(vm, corev1.EventTypeWarning, "HookFailed", "Stop", "preStop hook failed; the VM keeps running: %v", herr)
+					r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, "HookFailed", "Stop", "preStop hook failed; the VM keeps running: %v", herr)
 					return ctrl.Result{}, nil
 				case outcome == hookFailed:
-					r.event(vm, corev1.EventTypeWarning, "HookFailed", "Stop", "preStop hook failed (ignored by its failure policy): %v", herr)
+					r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, "HookFailed", "Stop", "preStop hook failed (ignored by its failure policy): %v", herr)
 				}
 			}
 			r.setPhase(vm, novacronv1.VMStopping)
 			if err := r.Client.Status().Update(ctx, vm); err != nil {
 				return ctrl.Result{}, err
 			}
-			r.event(vm, corev1.EventTypeNormal, "Stopping", "Stop", "shutting down the guest (forced off after %s)", r.StopGracePeriod)
+			r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, "Stopping", "Stop", "shutting down the guest (forced off after %s)", r.StopGracePeriod)
 			if err := hv.Shutdown(ctx, DomainName(vm), r.StopGracePeriod); err != nil {
 				return ctrl.Result{}, err
 			}
-			r.event(vm, corev1.EventTypeNormal, "Stopped", "Stop", "the guest is off on node %s", node)
+			r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, "Stopped", "Stop", "the guest is off on node %s", node)
 		}
 	}
 	pod, err := r.launcherPod(ctx, vm)
@@ -410,7 +410,7 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 		hvObj, hv, err := r.hypervisor(ctx, node)
 		switch {
 		case apierrors.IsNotFound(errors.Unwrap(err)):
-			r.event(vm, corev1.EventTypeWarning, "HypervisorGone", "Delete", "Hypervisor %s no longer exists; domain %s may remain on that node", node, DomainName(vm))
+			r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, "HypervisorGone", "Delete", "Hypervisor %s no longer exists; domain %s may remain on that node", node, DomainName(vm))
 		case err != nil:
 			return ctrl.Result{}, err
 		default:
@@ -428,7 +428,7 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 						return ctrl.Result{}, herr
 					}
 					if outcome == hookFailed {
-						r.event(vm, corev1.EventTypeWarning, "HookFailed", "Delete", "preStop hook failed; deleting anyway: %v", herr)
+						r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, "HookFailed", "Delete", "preStop hook failed; deleting anyway: %v", herr)
 					}
 				}
 				if err := hv.Shutdown(ctx, name, r.StopGracePeriod); err != nil {
@@ -444,7 +444,7 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 					return ctrl.Result{}, err
 				}
 			}
-			r.event(vm, corev1.EventTypeNormal, "Deleted", "Delete", "removed domain %s and its disks from node %s", name, node)
+			r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, "Deleted", "Delete", "removed domain %s and its disks from node %s", name, node)
 		}
 	}
 	if pod, err := r.launcherPod(ctx, vm); err != nil {
@@ -544,14 +544,14 @@ func (r *Reconciler) markUnreachable(vm *novacronv1.VirtualMachine, before *nova
 	r.setCondition(vm, novacronv1.VMConditionHypervisorReachable, metav1.ConditionFalse, "Unreachable", err.Error())
 	r.setCondition(vm, novacronv1.ConditionReady, metav1.ConditionUnknown, "HypervisorUnreachable", "the state of the VM is unknown while its hypervisor cannot be reached")
 	if before.Phase != novacronv1.VMUnknown {
-		r.event(vm, corev1.EventTypeWarning, "HypervisorUnreachable", "Connect", "%v", err)
+		r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, "HypervisorUnreachable", "Connect", "%v", err)
 	}
 }
 
 func (r *Reconciler) markReachable(vm *novacronv1.VirtualMachine, node string) {
 	if r.setCondition(vm, novacronv1.VMConditionHypervisorReachable, metav1.ConditionTrue, "Connected", fmt.Sprintf("connected to the hypervisor of node %s", node)) &&
 		vm.Status.Phase == novacronv1.VMUnknown {
-		r.event(vm, corev1.EventTypeNormal, "HypervisorReachable", "Connect", "the hypervisor of node %s answers again", node)
+		r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, "HypervisorReachable", "Connect", "the hypervisor of node %s answers again", node)
 	}
 }
 
@@ -584,12 +584,6 @@ func (r *Reconciler) setCondition(vm *novacronv1.VirtualMachine, typ string, sta
 	return meta.SetStatusCondition(&vm.Status.Conditions, metav1.Condition{
 		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: vm.Generation,
 	})
-}
-
-func (r *Reconciler) event(vm *novacronv1.VirtualMachine, typ, reason, action, note string, args ...any) {
-	if r.Recorder != nil {
-		r.Recorder.Eventf(vm, nil, typ, reason, action, note, args...)
-	}
 }
 
 // hookFailed says whether a hook failed for the VM's current spec, in which

@@ -158,7 +158,7 @@ func (r *Reconciler) runJobHook(ctx context.Context, vm *novacronv1.VirtualMachi
 			}
 			return hookRunning, err
 		}
-		r.event(vm, corev1.EventTypeNormal, "HookStarted", "Run", "%s hook: started Job %s", kind, name)
+		r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, "HookStarted", "Run", "%s hook: started Job %s", kind, name)
 		return hookRunning, nil
 	}
 	if err != nil {
