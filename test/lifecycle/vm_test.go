@@ -39,18 +39,11 @@ const (
 )
 
 func newVM(name string) *novacronv1.VirtualMachine {
-	return &novacronv1.VirtualMachine{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: novacronv1.VirtualMachineSpec{
-			Running: ptr.To(true),
-			Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
-				Resources: novacronv1.VMResources{CPU: 2, Memory: resource.MustParse("4Gi"), Disk: ptr.To(resource.MustParse("50Gi"))},
-				Image:     novacronv1.ImageSource{Source: "marketplace://ubuntu-22.04-lts"},
-				Networks: []novacronv1.Network{{Name: "default", Type: novacronv1.NetworkTypeBridge,
-					IPv4: &novacronv1.IPv4Config{Method: novacronv1.IPv4Static, Address: "10.0.1.10/24", Gateway: "10.0.1.1"}}},
-			}},
-		},
-	}
+	v := testenv.NewVM(ns, name, 2, "4Gi")
+	v.Spec.Template.Spec.Resources.Disk = ptr.To(resource.MustParse("50Gi"))
+	v.Spec.Template.Spec.Networks = []novacronv1.Network{{Name: "default", Type: novacronv1.NetworkTypeBridge,
+		IPv4: &novacronv1.IPv4Config{Method: novacronv1.IPv4Static, Address: "10.0.1.10/24", Gateway: "10.0.1.1"}}}
+	return v
 }
 
 func create(t *testing.T, v *novacronv1.VirtualMachine) {

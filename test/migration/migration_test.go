@@ -36,17 +36,9 @@ func key(name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, 
 // scheduler put it.
 func runningVM(t *testing.T, name string) *novacronv1.VirtualMachine {
 	t.Helper()
-	v := &novacronv1.VirtualMachine{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: novacronv1.VirtualMachineSpec{
-			Running: ptr.To(true),
-			Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
-				Resources: novacronv1.VMResources{CPU: 1, Memory: resource.MustParse("1Gi"), Disk: ptr.To(resource.MustParse("10Gi"))},
-				Image:     novacronv1.ImageSource{Source: "marketplace://ubuntu-22.04-lts"},
-			}},
-			MigrationPolicy: &novacronv1.MigrationPolicy{AllowLiveMigration: true, Bandwidth: "1Gbps"},
-		},
-	}
+	v := testenv.NewVM(ns, name, 1, "1Gi")
+	v.Spec.Template.Spec.Resources.Disk = ptr.To(resource.MustParse("10Gi"))
+	v.Spec.MigrationPolicy = &novacronv1.MigrationPolicy{AllowLiveMigration: true, Bandwidth: "1Gbps"}
 	require.NoError(t, env.Client.Create(context.Background(), v))
 	t.Cleanup(func() { env.DeleteVMAndWait(t, key(name), timeout) })
 	return env.WaitVM(t, key(name), timeout, "phase Running", testenv.PhaseIs(novacronv1.VMRunning))
@@ -320,15 +312,9 @@ func TestRebalancerMovesOffAHotNode(t *testing.T) {
 	// Three 5-vCPU VMs on one 16-CPU node: 94% loaded, the other node empty.
 	var vms []*novacronv1.VirtualMachine
 	for _, name := range []string{"rb-1", "rb-2", "rb-3"} {
-		v := &novacronv1.VirtualMachine{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-			Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true),
-				Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
-					Resources: novacronv1.VMResources{CPU: 5, Memory: resource.MustParse("4Gi"), Disk: ptr.To(resource.MustParse("10Gi"))},
-					Image:     novacronv1.ImageSource{Source: "marketplace://ubuntu-22.04-lts"},
-				}},
-				MigrationPolicy: &novacronv1.MigrationPolicy{AllowLiveMigration: true}},
-		}
+		v := testenv.NewVM(ns, name, 5, "4Gi")
+		v.Spec.Template.Spec.Resources.Disk = ptr.To(resource.MustParse("10Gi"))
+		v.Spec.MigrationPolicy = &novacronv1.MigrationPolicy{AllowLiveMigration: true}
 		require.NoError(t, env.Client.Create(ctx, v))
 		t.Cleanup(func() { env.DeleteVMAndWait(t, key(v.Name), timeout) })
 		vms = append(vms, env.WaitVM(t, key(name), timeout, "Running", testenv.PhaseIs(novacronv1.VMRunning)))

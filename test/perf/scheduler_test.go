@@ -30,7 +30,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
@@ -173,14 +172,8 @@ func createNodes(ctx context.Context, c client.Client, n int) error {
 // for one profile: 90% plain 2-vCPU VMs, 5% with a GPU, 5% with an SR-IOV NIC.
 func createWorkload(ctx context.Context, c client.Client, ns, profile string, n int) error {
 	return parallel(n, func(i int) error {
-		v := &novacronv1.VirtualMachine{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("vm-%05d", i), Namespace: ns},
-			Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true), Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
-				Resources:     novacronv1.VMResources{CPU: 2, Memory: resource.MustParse("4Gi")},
-				Image:         novacronv1.ImageSource{Source: "marketplace://ubuntu-22.04-lts"},
-				SchedulerName: profile,
-			}}},
-		}
+		v := testenv.NewVM(ns, fmt.Sprintf("vm-%05d", i), 2, "4Gi")
+		v.Spec.Template.Spec.SchedulerName = profile
 		switch i % 20 {
 		case 0:
 			v.Spec.Template.Spec.Devices = []novacronv1.Device{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Model: "tesla-t4", Count: 1}}

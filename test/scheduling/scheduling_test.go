@@ -12,9 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
@@ -26,14 +24,9 @@ import (
 const timeout = 60 * time.Second
 
 func newVM(ns, name string, cpu int32) *novacronv1.VirtualMachine {
-	return &novacronv1.VirtualMachine{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true), Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
-			Resources:     novacronv1.VMResources{CPU: cpu, Memory: resource.MustParse("1Gi")},
-			Image:         novacronv1.ImageSource{Source: "marketplace://ubuntu-22.04-lts"},
-			SchedulerName: "novacron-scheduler",
-		}}},
-	}
+	v := testenv.NewVM(ns, name, cpu, "1Gi")
+	v.Spec.Template.Spec.SchedulerName = "novacron-scheduler"
+	return v
 }
 
 func gpuVM(ns, name string) *novacronv1.VirtualMachine {

@@ -32,17 +32,9 @@ func key(name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, 
 // runningVM creates a VM, binds it to the node and waits until it runs.
 func runningVM(t *testing.T, name string, policy *novacronv1.SnapshotPolicy) *novacronv1.VirtualMachine {
 	t.Helper()
-	v := &novacronv1.VirtualMachine{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: novacronv1.VirtualMachineSpec{
-			Running: ptr.To(true),
-			Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
-				Resources: novacronv1.VMResources{CPU: 1, Memory: resource.MustParse("1Gi"), Disk: ptr.To(resource.MustParse("10Gi"))},
-				Image:     novacronv1.ImageSource{Source: "marketplace://ubuntu-22.04-lts"},
-			}},
-			SnapshotPolicy: policy,
-		},
-	}
+	v := testenv.NewVM(ns, name, 1, "1Gi")
+	v.Spec.Template.Spec.Resources.Disk = ptr.To(resource.MustParse("10Gi"))
+	v.Spec.SnapshotPolicy = policy
 	require.NoError(t, env.Client.Create(context.Background(), v))
 	t.Cleanup(func() { env.DeleteVMAndWait(t, key(name), timeout) })
 	env.Bind(t, key(name), node, nil, timeout)

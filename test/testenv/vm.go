@@ -11,9 +11,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
@@ -146,6 +148,18 @@ func (e *Env) PatchRunning(t testing.TB, key client.ObjectKey, running bool) {
 	v := &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}}
 	if err := e.Client.Patch(context.Background(), v, client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"spec":{"running":%t}}`, running))); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// NewVM is a running VM with cpu vCPUs and memory that boots Image, for a
+// test to adjust before creating it.
+func NewVM(ns, name string, cpu int32, memory string) *novacronv1.VirtualMachine {
+	return &novacronv1.VirtualMachine{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: novacronv1.VirtualMachineSpec{Running: ptr.To(true), Template: novacronv1.VirtualMachineTemplateSpec{Spec: novacronv1.VirtualMachineInstanceSpec{
+			Resources: novacronv1.VMResources{CPU: cpu, Memory: resource.MustParse(memory)},
+			Image:     novacronv1.ImageSource{Source: "marketplace://" + Image},
+		}}},
 	}
 }
 
