@@ -481,24 +481,9 @@ func (r *Reconciler) targetLost(ctx context.Context, m *novacronv1.VirtualMachin
 // resolve finds where the VM runs after an operator restart mid-migration.
 func (r *Reconciler) resolve(ctx context.Context, m *novacronv1.VirtualMachineMigration, v *novacronv1.VirtualMachine) (ctrl.Result, error) {
 	domain := vm.DomainName(v)
-	_, tgt, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.TargetNode)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
 	_, src, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.SourceNode)
 	if err != nil {
 		return ctrl.Result{}, err
-	}
-	srcState, err := state(ctx, src, domain)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	tgtState, err := state(ctx, tgt, domain)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if tgtState == provider.StateRunning && srcState != provider.StateRunning {
-		return r.succeed(ctx, m, v)
 	}
 	if p, err := src.MigrationProgress(ctx, domain); err == nil && !p.Completed && p.DataTotal > 0 {
 		// The source's daemon still drives it: let it finish or fail, and
@@ -506,6 +491,8 @@ func (r *Reconciler) resolve(ctx context.Context, m *novacronv1.VirtualMachineMi
 		m.Status.Progress = progress(p)
 		return ctrl.Result{RequeueAfter: r.Poll}, r.Client.Status().Update(ctx, m)
 	}
+	// rollback finishes the migration instead when the guest runs only on
+	// the target.
 	return r.rollback(ctx, m, novacronv1.MigrationFailed, "Interrupted", fmt.Sprintf("the operator restarted during the migration; the VM still runs on node %s, so it was rolled back", m.Status.SourceNode))
 }
 
@@ -565,10 +552,15 @@ func (r *Reconciler) succeed(ctx context.Context, m *novacronv1.VirtualMachineMi
 // disks from the node it left.
 const ConditionSourceCleaned = "SourceCleaned"
 
-// cleanSource removes the disks a succeeded migration left on the source.
+// cleanSource removes what a succeeded migration left on the source: its
+// disks, and the paused guest itself when libvirt could not confirm the
+// switch-over there (the target lost on the way).
 func (r *Reconciler) cleanSource(ctx context.Context, m *novacronv1.VirtualMachineMigration, v *novacronv1.VirtualMachine) (ctrl.Result, error) {
 	srcObj, src, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.SourceNode)
 	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := src.Undefine(ctx, vm.DomainName(v)); err != nil {
 		return ctrl.Result{}, err
 	}
 	for _, vol := range vm.VolumeNames(v) {
@@ -614,38 +606,32 @@ func (r *Reconciler) rollback(ctx context.Context, m *novacronv1.VirtualMachineM
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		srcRuns := srcState == provider.StateRunning || srcState == provider.StatePaused
-		tgtObj, tgt, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.TargetNode)
-		if errors.Is(err, provider.ErrUnreachable) && srcRuns {
-			// The VM is safe on the source. The target's libvirtd drops the
-			// unfinished incoming guest (never made persistent) when it is
-			// back; its disks stay until then.
-			msg += fmt.Sprintf("; node %s cannot be reached, so its unfinished copy is left to its libvirtd", m.Status.TargetNode)
-			tgt = nil
-		} else if err != nil {
-			return ctrl.Result{}, err
-		}
-		var tgtState provider.DomainState
-		if tgt != nil {
-			if tgtState, err = state(ctx, tgt, domain); err != nil {
+		if srcState != provider.StateRunning {
+			// A paused or missing source may mean the guest switched over, so
+			// the target says where it runs; an unreachable one is retried
+			// rather than guessed.
+			_, tgt, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.TargetNode)
+			if err != nil {
 				return ctrl.Result{}, err
 			}
+			tgtState, err := state(ctx, tgt, domain)
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			if tgtState == provider.StateRunning {
+				return r.succeed(ctx, m, v)
+			}
 		}
-		switch {
-		case srcRuns && tgt == nil:
-		case srcRuns:
-			if tgtState != "" {
-				if err := tgt.Undefine(ctx, domain); err != nil {
-					return ctrl.Result{}, err
-				}
+		if srcState == provider.StateRunning || srcState == provider.StatePaused {
+			// The VM is safe on the source: take its unfinished copy off the
+			// target. An unreachable target's libvirtd drops that copy (never
+			// made persistent) when it is back; only its disks stay until then.
+			err := r.clearTarget(ctx, m, v)
+			if errors.Is(err, provider.ErrUnreachable) {
+				msg += fmt.Sprintf("; node %s cannot be reached, so its unfinished copy is left to its libvirtd", m.Status.TargetNode)
+			} else if err != nil {
+				return ctrl.Result{}, err
 			}
-			for _, vol := range vm.VolumeNames(v) {
-				if err := tgt.DeleteVolume(ctx, hypervisors.Pool(tgtObj), vol); err != nil {
-					return ctrl.Result{}, err
-				}
-			}
-		case tgtState == provider.StateRunning:
-			return r.succeed(ctx, m, v)
 		}
 	}
 	if m.Status.TargetPod != "" {
@@ -662,6 +648,23 @@ func (r *Reconciler) rollback(ctx context.Context, m *novacronv1.VirtualMachineM
 		}
 	}
 	return r.finish(ctx, m, v, phase, reason, msg)
+}
+
+// clearTarget removes the VM's domain and disks from the migration's target.
+func (r *Reconciler) clearTarget(ctx context.Context, m *novacronv1.VirtualMachineMigration, v *novacronv1.VirtualMachine) error {
+	tgtObj, tgt, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.TargetNode)
+	if err != nil {
+		return err
+	}
+	if err := tgt.Undefine(ctx, vm.DomainName(v)); err != nil {
+		return err
+	}
+	for _, vol := range vm.VolumeNames(v) {
+		if err := tgt.DeleteVolume(ctx, hypervisors.Pool(tgtObj), vol); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // setVMState writes the VM's migration state; a node (and launcher pod) hands

@@ -131,7 +131,11 @@ node_net() {
   ip netns add "$ns"
   local host; host="ncv$(echo -n "$node" | md5sum | cut -c1-10)"
   ip link del "$host" 2>/dev/null || true
-  ip link add "$host" type veth peer name eth0 netns "$ns"
+  # A fixed MAC per node, as a real node's NIC keeps across a daemon restart:
+  # with a new one the other nodes' ARP caches point at the old one, and they
+  # cannot reach the restarted node for a minute or more.
+  local mac; mac=$(echo -n "$node" | md5sum | sed -E 's/^(..)(..)(..)(..)(..).*/02:\1:\2:\3:\4:\5/')
+  ip link add "$host" type veth peer name eth0 address "$mac" netns "$ns"
   ip link set "$host" master "$LAB_BRIDGE" up
   ip -n "$ns" addr add "$ip/24" dev eth0
   ip -n "$ns" link set eth0 up

@@ -7,9 +7,7 @@ package lifecycle
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -74,20 +72,20 @@ func startOperator(t *testing.T) (stop func()) {
 // flakyConnector lets a test take a node's hypervisor away and bring it back,
 // and make starts fail, without losing the simulated host's state.
 type flakyConnector struct {
+	testenv.Outages
 	inner     provider.Connector
-	down      sync.Map // uri -> bool
 	failStart atomic.Bool
 }
 
 func (f *flakyConnector) Hypervisor(ctx context.Context, uri string) (provider.Hypervisor, error) {
-	if v, ok := f.down.Load(uri); ok && v.(bool) {
-		return nil, fmt.Errorf("%w: %s: connection refused (simulated outage)", provider.ErrUnreachable, uri)
+	if err := f.Check(uri); err != nil {
+		return nil, err
 	}
 	h, err := f.inner.Hypervisor(ctx, uri)
 	if err != nil {
 		return nil, err
 	}
-	return &flakyHypervisor{Hypervisor: h, f: f}, nil
+	return f.Wrap(uri, &flakyHypervisor{Hypervisor: h, f: f}), nil
 }
 
 type flakyHypervisor struct {

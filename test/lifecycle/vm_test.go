@@ -435,8 +435,8 @@ func TestHypervisorUnreachableThenBack(t *testing.T) {
 	running := waitVM(t, v.Name, "phase Running", phaseIs(novacronv1.VMRunning))
 	dom := vm.DomainName(running)
 
-	hypervisors.down.Store(nodeURIs["node-2"], true)
-	t.Cleanup(func() { hypervisors.down.Store(nodeURIs["node-2"], false) })
+	hypervisors.SetDown(nodeURIs["node-2"], true)
+	t.Cleanup(func() { hypervisors.SetDown(nodeURIs["node-2"], false) })
 	unknown := waitVM(t, v.Name, "phase Unknown", phaseIs(novacronv1.VMUnknown))
 	c := meta.FindStatusCondition(unknown.Status.Conditions, novacronv1.VMConditionHypervisorReachable)
 	require.NotNil(t, c)
@@ -446,7 +446,7 @@ func TestHypervisorUnreachableThenBack(t *testing.T) {
 
 	// While it is away the user stops the VM; when it is back the VM converges.
 	patchRunning(t, v.Name, false)
-	hypervisors.down.Store(nodeURIs["node-2"], false)
+	hypervisors.SetDown(nodeURIs["node-2"], false)
 	waitVM(t, v.Name, "phase Stopped after the hypervisor is back", phaseIs(novacronv1.VMStopped))
 	assert.Equal(t, provider.StateShutoff, domainState(t, "node-2", dom))
 	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", dom))

@@ -45,7 +45,7 @@ func setUp(s *testenv.Suite) error {
 
 	inner := libvirt.NewConnector()
 	s.Cleanup(inner.Close)
-	hosts = &migrator{inner: inner, defs: map[string]provider.Domain{}, moving: map[string]bool{}}
+	hosts = &migrator{inner: inner, defs: map[string]provider.Domain{}, moving: map[string]bool{}, paused: map[string]bool{}}
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr, opts.Webhooks = "0", "0", false
 	opts.StopGracePeriod = 2 * time.Second
@@ -74,14 +74,38 @@ func setUp(s *testenv.Suite) error {
 }
 
 // migrator wraps the simulated nodes' hypervisors with a Migrate that moves
-// the domain's definition, and lets tests hold or fail migrations.
+// the domain's definition, and lets tests hold or fail migrations and take
+// nodes down. A node that is down fails every call but still hands out
+// hypervisors, as a libvirt connection cached before the node's libvirtd died
+// does until a call finds it broken.
 type migrator struct {
 	testenv.Faults
+	testenv.Outages
 	inner provider.Connector
 	mu    sync.Mutex
 	defs  map[string]provider.Domain // uri + "/" + domain -> definition
 	// moving holds the uri + "/" + domain of migrations in flight.
 	moving map[string]bool
+	// paused holds the uri + "/" + domain of guests shown as paused, as a
+	// source shows its guest while switching over.
+	paused map[string]bool
+}
+
+// pause shows the domain on the hypervisor at uri as paused.
+func (g *migrator) pause(uri, domain string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.paused[uri+"/"+domain] = true
+}
+
+func (h *simHypervisor) State(ctx context.Context, domain string) (provider.DomainState, error) {
+	st, err := h.Hypervisor.State(ctx, domain)
+	h.g.mu.Lock()
+	defer h.g.mu.Unlock()
+	if err == nil && st == provider.StateRunning && h.g.paused[h.uri+"/"+domain] {
+		return provider.StatePaused, nil
+	}
+	return st, err
 }
 
 func (g *migrator) Hypervisor(ctx context.Context, uri string) (provider.Hypervisor, error) {
@@ -89,7 +113,7 @@ func (g *migrator) Hypervisor(ctx context.Context, uri string) (provider.Hypervi
 	if err != nil {
 		return nil, err
 	}
-	return &simHypervisor{Hypervisor: h, uri: uri, g: g}, nil
+	return g.Wrap(uri, &simHypervisor{Hypervisor: h, uri: uri, g: g}), nil
 }
 
 type simHypervisor struct {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -166,6 +167,106 @@ func TestFailedMigrationLeavesTheVMOnTheSource(t *testing.T) {
 	assert.Equal(t, source, got.Status.NodeName)
 	assert.Equal(t, provider.StateRunning, domainState(t, source, v))
 	assert.Equal(t, provider.DomainState(""), domainState(t, other(source), v), "no domain left on the target")
+}
+
+// takeDown makes node unreachable until it is brought back or the test ends.
+func takeDown(t *testing.T, node string) {
+	hosts.SetDown(uris[node], true)
+	t.Cleanup(func() { hosts.SetDown(uris[node], false) })
+}
+
+// The target's libvirtd dies mid-migration, before the operator's own
+// connection to it has noticed: the migration fails and the VM stays on the
+// source, without waiting for the target to come back.
+func TestUnreachableTargetFailsTheMigrationOnTheSource(t *testing.T) {
+	v := runningVM(t, "abandoned")
+	source := v.Status.NodeName
+	release := hosts.Hold()
+	migrate(t, "target-lost", v.Name)
+	m := waitMigration(t, "target-lost", "Running with progress", func(m *novacronv1.VirtualMachineMigration) bool {
+		return m.Status.Phase == novacronv1.MigrationRunning && m.Status.Progress != nil
+	})
+	takeDown(t, m.Status.TargetNode)
+	release()
+
+	m = waitMigration(t, "target-lost", "Failed", phaseIs(novacronv1.MigrationFailed))
+	assert.Contains(t, message(m), "node "+other(source)+" cannot be reached")
+	got := env.WaitVM(t, key(v.Name), timeout, "Running on the source", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
+	})
+	assert.Equal(t, source, got.Status.NodeName)
+	assert.Equal(t, provider.StateRunning, domainState(t, source, v))
+	assert.False(t, podExists(t, m.Status.TargetPod), "the target pod is cleaned up")
+}
+
+// A restarted operator finds a migration whose target is unreachable: the VM
+// still runs on the source, so the migration fails there.
+func TestOperatorRestartWithTheTargetDownRollsBack(t *testing.T) {
+	v := runningVM(t, "orphaned")
+	source := v.Status.NodeName
+	release := hosts.Hold()
+	migrate(t, "restart-target-lost", v.Name)
+	m := waitMigration(t, "restart-target-lost", "Running with progress", func(m *novacronv1.VirtualMachineMigration) bool {
+		return m.Status.Phase == novacronv1.MigrationRunning && m.Status.Progress != nil
+	})
+	require.NoError(t, restartOperator())
+	takeDown(t, m.Status.TargetNode)
+	release()
+
+	m = waitMigration(t, "restart-target-lost", "Failed", phaseIs(novacronv1.MigrationFailed))
+	assert.Contains(t, message(m), "operator restarted")
+	assert.Contains(t, message(m), "node "+other(source)+" cannot be reached")
+	got := env.WaitVM(t, key(v.Name), timeout, "Running on the source", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
+	})
+	assert.Equal(t, source, got.Status.NodeName)
+	assert.Equal(t, provider.StateRunning, domainState(t, source, v))
+}
+
+func migrationErrors() float64 {
+	return testutil.ToFloat64(metrics.ReconcileTotal.WithLabelValues("virtualmachinemigration", "error"))
+}
+
+// The source shows the guest paused, as while switching over, when the
+// target is lost: the guest may already run there, so the migration waits
+// for the target rather than roll back into a guest running on two nodes;
+// when the target is back and runs it, the migration succeeds.
+func TestLostTargetDuringSwitchOverIsWaitedFor(t *testing.T) {
+	ctx := context.Background()
+	v := runningVM(t, "switcher")
+	source := v.Status.NodeName
+	target := other(source)
+	domain := vm.DomainName(v)
+	release := hosts.Hold()
+	migrate(t, "switch-over", v.Name)
+	waitMigration(t, "switch-over", "Running with progress", func(m *novacronv1.VirtualMachineMigration) bool {
+		return m.Status.Phase == novacronv1.MigrationRunning && m.Status.Progress != nil
+	})
+	// The guest switched over: paused on the source, running on the target.
+	hosts.mu.Lock()
+	def := hosts.defs[uris[source]+"/"+domain]
+	hosts.mu.Unlock()
+	tgt, err := hosts.inner.Hypervisor(ctx, uris[target])
+	require.NoError(t, err)
+	require.NoError(t, tgt.Define(ctx, def))
+	require.NoError(t, tgt.Start(ctx, domain))
+	hosts.pause(uris[source], domain)
+	takeDown(t, target)
+	retried := migrationErrors() + 3
+	release()
+
+	require.Eventually(t, func() bool { return migrationErrors() >= retried }, timeout, testenv.Poll, "the migration retried")
+	m := waitMigration(t, "switch-over", "still Running", func(*novacronv1.VirtualMachineMigration) bool { return true })
+	assert.Equal(t, novacronv1.MigrationRunning, m.Status.Phase, "not decided without the target: %s", message(m))
+	assert.Equal(t, provider.StateRunning, domainState(t, target, v), "its copy on the target is left alone")
+
+	hosts.SetDown(uris[target], false)
+	m = waitMigration(t, "switch-over", "Succeeded", phaseIs(novacronv1.MigrationSucceeded))
+	got := env.WaitVM(t, key(v.Name), timeout, "Running on the target", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.NodeName == target
+	})
+	assert.Equal(t, m.Status.TargetPod, got.Status.LauncherPod)
+	assert.Equal(t, provider.DomainState(""), domainState(t, source, v), "exactly one node has it")
 }
 
 func TestCancelAbortsAndRollsBack(t *testing.T) {
