@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -146,6 +147,24 @@ func (d *dev) waitPhase(t *testing.T, vm, phase string) {
 	d.kubectl(t, fmt.Sprintf("kubectl wait --for=jsonpath='{.status.phase}'=%s vm/%s --timeout=90s", phase, vm))
 }
 
+// waitEvents runs the README's `kubectl get events` for an object until its
+// output has every text given: events are written after the change they
+// report, so they can trail it.
+func (d *dev) waitEvents(t *testing.T, name string, texts ...string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := d.kubectl(t, "kubectl get events --field-selector involvedObject.name="+name)
+		if !slices.ContainsFunc(texts, func(s string) bool { return !strings.Contains(out, s) }) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("events of %s: want %q, last seen:\n%s", name, texts, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // stop sends Ctrl-C and waits for a clean exit.
 func (d *dev) stop(t *testing.T) {
 	t.Helper()
@@ -265,14 +284,11 @@ func TestReadmeWorkflow(t *testing.T) {
 	assert.Contains(t, d.kubectl(t, "kubectl get vm gpu-vm -o jsonpath='{.status.devices}'"), "tesla-t4")
 	assert.Equal(t, "sriov-1", d.kubectl(t, "kubectl get vm multi-nic-vm -o jsonpath='{.status.nodeName}'"))
 
-	events := d.kubectl(t, "kubectl get events --field-selector involvedObject.name=my-vm")
-	for _, reason := range []string{"Stopping", "Stopped", "Started", "SnapshotTaken", "Restored"} {
-		assert.Contains(t, events, reason)
-	}
+	d.waitEvents(t, "my-vm", "Stopping", "Stopped", "Started", "SnapshotTaken", "Restored")
 
 	// Delete: the operator removes the domain and says so.
 	assert.Contains(t, d.kubectl(t, "kubectl delete vm my-vm"), `virtualmachine.novacron.io "my-vm" deleted`)
-	assert.Contains(t, d.kubectl(t, "kubectl get events --field-selector involvedObject.name=my-vm"), "removed domain default_my-vm and its disks from node")
+	d.waitEvents(t, "my-vm", "removed domain default_my-vm and its disks from node")
 	assert.NotContains(t, d.kubectl(t, "kubectl get vm"), "my-vm ")
 
 	// Monitoring: the operator's metrics count the VMs left by phase.

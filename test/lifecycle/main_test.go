@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/novacron/operator/devenv"
 	"github.com/novacron/operator/operator/manager"
@@ -23,8 +22,7 @@ import (
 )
 
 var (
-	env       *testenv.Env
-	clientset *kubernetes.Clientset
+	env *testenv.Env
 	// hypervisors is shared by every operator the tests start, as one process's
 	// connections would be: the simulated hosts live as long as it does.
 	hypervisors *flakyConnector
@@ -36,7 +34,6 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m, setUp, testenv.WithTestCRD
 
 func setUp(s *testenv.Suite) error {
 	env = s.Env
-	clientset = kubernetes.NewForConfigOrDie(env.Config)
 	var err error
 	if nodeURIs, err = env.AddSimulatedNodes(s.Ctx, s.Dir, nodes); err != nil {
 		return err

@@ -98,15 +98,10 @@ func patchRunning(t *testing.T, name string, running bool) {
 	env.PatchRunning(t, key(name), running)
 }
 
-func eventReasons(t *testing.T, name string) []string {
+// waitEvents waits until the VM's events include every one of reasons.
+func waitEvents(t *testing.T, name string, reasons ...string) {
 	t.Helper()
-	list, err := clientset.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
-	require.NoError(t, err)
-	var out []string
-	for _, e := range list.Items {
-		out = append(out, e.Reason)
-	}
-	return out
+	env.WaitEvents(t, key(name), timeout, strings.Join(reasons, ", "), testenv.HasReasons(reasons...))
 }
 
 func TestCreateRunsOnTheBoundNodeOnly(t *testing.T) {
@@ -166,7 +161,7 @@ func TestCreateRunsOnTheBoundNodeOnly(t *testing.T) {
 	path, err := host(t, "node-2").VolumePath(ctx, "default", "default_create-run-root.qcow2")
 	require.NoError(t, err)
 	assert.NotEmpty(t, path)
-	assert.Subset(t, eventReasons(t, v.Name), []string{"LauncherPodCreated", "Scheduled", "Defined", "Started"})
+	waitEvents(t, v.Name, "LauncherPodCreated", "Scheduled", "Defined", "Started")
 	// The test driver cannot take the cloud-init disk; the VM says so.
 	ci := meta.FindStatusCondition(got.Status.Conditions, novacronv1.VMConditionCloudInit)
 	require.NotNil(t, ci)
@@ -221,7 +216,7 @@ func TestStopStartAndDelete(t *testing.T) {
 	again := waitVM(t, v.Name, "phase Running again", phaseIs(novacronv1.VMRunning))
 	assert.Equal(t, provider.StateRunning, domainState(t, "node-1", dom))
 	assert.Equal(t, mac, again.Status.Interfaces[0].MAC, "MAC addresses are stable across restarts")
-	assert.Subset(t, eventReasons(t, v.Name), []string{"Stopping", "Stopped", "Started"})
+	waitEvents(t, v.Name, "Stopping", "Stopped", "Started")
 
 	deleteAndWait(t, v.Name)
 	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", dom), "delete removes the domain")
@@ -242,7 +237,7 @@ func TestUnknownImageIsAClearErrorUntilFixed(t *testing.T) {
 	assert.Equal(t, "ImageNotFound", c.Reason)
 	assert.Contains(t, c.Message, `image "windows-11" is not in the image catalog`)
 	assert.Contains(t, c.Message, "known images: ubuntu-22.04-lts")
-	assert.Contains(t, eventReasons(t, v.Name), "ImageNotFound")
+	waitEvents(t, v.Name, "ImageNotFound")
 	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", vm.DomainName(failed)))
 
 	require.NoError(t, env.Client.Patch(context.Background(), failed, client.RawPatch(types.MergePatchType,
@@ -264,7 +259,7 @@ func TestUnschedulableReasonShowsOnTheVM(t *testing.T) {
 	})
 	assert.Equal(t, novacronv1.VMScheduling, got.Status.Phase)
 	assert.Contains(t, meta.FindStatusCondition(got.Status.Conditions, novacronv1.VMConditionScheduled).Message, "node-1: 0/2 tesla-t4 free")
-	assert.Contains(t, eventReasons(t, v.Name), "Unschedulable")
+	waitEvents(t, v.Name, "Unschedulable")
 }
 
 // hookServer records the hook calls it gets and answers with status.
@@ -351,7 +346,7 @@ func TestFailedPreStartKeepsTheVMStopped(t *testing.T) {
 	assert.Contains(t, c.Message, "503 Service Unavailable: hook says Service Unavailable")
 	assert.Equal(t, novacronv1.VMStopped, got.Status.Phase)
 	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", vm.DomainName(got)), "defined but never started")
-	assert.Contains(t, eventReasons(t, v.Name), "HookFailed")
+	waitEvents(t, v.Name, "HookFailed")
 	// It is not retried in a loop: two tries, then it waits for a spec change.
 	assert.Len(t, srv.hooks(), 2)
 
@@ -442,7 +437,7 @@ func TestHypervisorUnreachableThenBack(t *testing.T) {
 	require.NotNil(t, c)
 	assert.Equal(t, metav1.ConditionFalse, c.Status)
 	assert.Contains(t, c.Message, "simulated outage")
-	assert.Contains(t, eventReasons(t, v.Name), "HypervisorUnreachable")
+	waitEvents(t, v.Name, "HypervisorUnreachable")
 
 	// While it is away the user stops the VM; when it is back the VM converges.
 	patchRunning(t, v.Name, false)

@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -60,20 +58,6 @@ func waitSnapshot(t *testing.T, name, what string, ok func(*novacronv1.VirtualMa
 		time.Sleep(testenv.Poll) // polling the API server, as kubectl wait does
 	}
 	return &s
-}
-
-// eventNotes joins the notes of the events about an object.
-func eventNotes(t *testing.T, name string) string {
-	t.Helper()
-	var list eventsv1.EventList
-	require.NoError(t, env.Client.List(context.Background(), &list, client.InNamespace(ns)))
-	var notes []string
-	for _, e := range list.Items {
-		if e.Regarding.Name == name {
-			notes = append(notes, e.Note)
-		}
-	}
-	return strings.Join(notes, "\n")
 }
 
 func snapshotPhase(p novacronv1.SnapshotPhase) func(*novacronv1.VirtualMachineSnapshot) bool {
@@ -223,7 +207,7 @@ func TestFailuresAreRetriedThenReported(t *testing.T) {
 	takeSnapshot(t, "retried", v.Name)
 	s := waitSnapshot(t, "retried", "Ready", snapshotPhase(novacronv1.SnapshotReady))
 	assert.Equal(t, int32(2), s.Status.FailedAttempts)
-	assert.Contains(t, eventNotes(t, "retried"), "try 2 of 5 failed, trying again in 40ms: simulated: qemu monitor busy")
+	env.WaitEvents(t, key("retried"), timeout, "saying it retries", testenv.HasNote("try 2 of 5 failed, trying again in 40ms: simulated: qemu monitor busy"))
 
 	// One that does not: Failed, with the reason, after five tries.
 	hosts.FailNext(5)
