@@ -455,11 +455,15 @@ func (r *Reconciler) follow(ctx context.Context, m *novacronv1.VirtualMachineMig
 	delete(r.jobs, m.UID)
 	r.mu.Unlock()
 	if j.err != nil {
-		phase, reason := novacronv1.MigrationFailed, "MigrationFailed"
+		phase, reason, msg := novacronv1.MigrationFailed, "MigrationFailed", j.err.Error()
 		if errors.Is(j.err, errCancelled) {
 			phase, reason = novacronv1.MigrationCancelled, "Cancelled"
+		} else if lost := r.targetLost(ctx, m); lost != nil && j.why == nil {
+			// The source's libvirtd noticed first, and says only that its
+			// socket closed: name the node that went away.
+			msg = fmt.Sprintf("%v (the source's libvirtd: %v)", lost, j.err)
 		}
-		return r.rollback(ctx, m, phase, reason, j.err.Error())
+		return r.rollback(ctx, m, phase, reason, msg)
 	}
 	return r.succeed(ctx, m, v)
 }

@@ -190,6 +190,7 @@ func TestUnreachableTargetFailsTheMigrationOnTheSource(t *testing.T) {
 	release()
 
 	m = waitMigration(t, "target-lost", "Failed", phaseIs(novacronv1.MigrationFailed))
+	assert.Contains(t, message(m), "node "+other(source)+" stopped answering during the migration")
 	assert.Contains(t, message(m), "node "+other(source)+" cannot be reached")
 	got := env.WaitVM(t, key(v.Name), timeout, "Running on the source", func(x *novacronv1.VirtualMachine) bool {
 		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
