@@ -179,9 +179,13 @@ func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			st.LastResult, st.Message = "InProgress", fmt.Sprintf("snapshot %s is %s", newest.Name, orPending(newest.Status.Phase))
 		}
 	}
+	// The next slot is after both now and the slots already counted (the
+	// VM's creation, or the last slot taken), as latestSlot sees them: an
+	// operator clock a little behind the API server's must not announce a
+	// slot before the VM existed, which would never be taken.
 	from := now
-	if st.LastScheduleTime != nil && st.LastScheduleTime.After(now) {
-		from = st.LastScheduleTime.Time
+	if since.After(from) {
+		from = since
 	}
 	next := sched.Next(from.In(loc))
 	st.NextScheduleTime = &metav1.Time{Time: next}

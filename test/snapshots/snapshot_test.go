@@ -276,16 +276,13 @@ func waitScheduled(t *testing.T, vmName string, want ...string) *novacronv1.Virt
 }
 
 func TestScheduleRetentionAndCatchUp(t *testing.T) {
-	// Every 10 minutes, keep 2. The fake clock starts where the real one is
-	// (the VM's creation time counts from there).
+	// Every 10 minutes, keep 2. The operator's clock is behind the API
+	// server's (by an hour, so that the case is certain): the first slot is
+	// the first after the VM exists, not one before it that would never be
+	// taken.
+	clock.SetTime(time.Now().Add(-time.Hour))
 	v := runningVM(t, "cron-vm", &novacronv1.SnapshotPolicy{Schedule: "*/10 * * * *", Retention: 2})
-	// The first slot after the VM exists (by the API server's clock) and
-	// after the fake clock's now, whichever is later.
-	start := clock.Now()
-	if created := v.CreationTimestamp.Time; created.After(start) {
-		start = created
-	}
-	slot1 := start.Truncate(10 * time.Minute).Add(10 * time.Minute)
+	slot1 := v.CreationTimestamp.Time.Truncate(10 * time.Minute).Add(10 * time.Minute)
 	got := env.WaitVM(t, key(v.Name), timeout, "next schedule time", func(v *novacronv1.VirtualMachine) bool {
 		return v.Status.Snapshot != nil && v.Status.Snapshot.NextScheduleTime != nil
 	})
