@@ -612,13 +612,25 @@ func (r *Reconciler) rollback(ctx context.Context, m *novacronv1.VirtualMachineM
 		}
 		if srcState != provider.StateRunning {
 			// A paused or missing source may mean the guest switched over, so
-			// the target says where it runs; an unreachable one is retried
+			// the target says where it runs; an unreachable one is waited for
 			// rather than guessed.
 			_, tgt, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.TargetNode)
-			if err != nil {
-				return ctrl.Result{}, err
+			var tgtState provider.DomainState
+			if err == nil {
+				tgtState, err = state(ctx, tgt, domain)
 			}
-			tgtState, err := state(ctx, tgt, domain)
+			if errors.Is(err, provider.ErrUnreachable) {
+				where := "paused on node " + m.Status.SourceNode
+				if srcState == "" {
+					where = "gone from node " + m.Status.SourceNode
+				}
+				if setCondition(m, metav1.ConditionFalse, "WaitingForTarget", fmt.Sprintf("the guest is %s and node %s, which may already run it, cannot be reached; waiting for node %s", where, m.Status.TargetNode, m.Status.TargetNode)) {
+					if err := r.Client.Status().Update(ctx, m); err != nil {
+						return ctrl.Result{}, err
+					}
+				}
+				return ctrl.Result{RequeueAfter: r.Poll}, nil
+			}
 			if err != nil {
 				return ctrl.Result{}, err
 			}
