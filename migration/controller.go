@@ -458,10 +458,12 @@ func (r *Reconciler) follow(ctx context.Context, m *novacronv1.VirtualMachineMig
 		phase, reason, msg := novacronv1.MigrationFailed, "MigrationFailed", j.err.Error()
 		if errors.Is(j.err, errCancelled) {
 			phase, reason = novacronv1.MigrationCancelled, "Cancelled"
-		} else if lost := r.targetLost(ctx, m); lost != nil && j.why == nil {
-			// The source's libvirtd noticed first, and says only that its
-			// socket closed: name the node that went away.
-			msg = fmt.Sprintf("%v (the source's libvirtd: %v)", lost, j.err)
+		} else if j.why == nil {
+			// The source's libvirtd may have noticed a lost target before our
+			// probe did, and says only that its socket closed: name the node.
+			if lost := r.targetLost(ctx, m); lost != nil {
+				msg = fmt.Sprintf("%v (the source's libvirtd: %v)", lost, j.err)
+			}
 		}
 		return r.rollback(ctx, m, phase, reason, msg)
 	}

@@ -70,6 +70,26 @@ func phaseIs(p novacronv1.MigrationPhase) func(*novacronv1.VirtualMachineMigrati
 	return func(m *novacronv1.VirtualMachineMigration) bool { return m.Status.Phase == p }
 }
 
+// waitInFlight waits until the migration runs on the source and reports
+// progress, not merely recorded as Running.
+func waitInFlight(t *testing.T, name string) *novacronv1.VirtualMachineMigration {
+	t.Helper()
+	return waitMigration(t, name, "Running with progress", func(m *novacronv1.VirtualMachineMigration) bool {
+		return m.Status.Phase == novacronv1.MigrationRunning && m.Status.Progress != nil
+	})
+}
+
+// assertOnSource waits until the VM, its migration ended, runs again, and
+// checks that it runs on source.
+func assertOnSource(t *testing.T, v *novacronv1.VirtualMachine, source string) {
+	t.Helper()
+	got := env.WaitVM(t, key(v.Name), timeout, "Running on the source", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
+	})
+	assert.Equal(t, source, got.Status.NodeName)
+	assert.Equal(t, provider.StateRunning, domainState(t, source, v))
+}
+
 func message(m *novacronv1.VirtualMachineMigration) string {
 	if c := meta.FindStatusCondition(m.Status.Conditions, migration.ConditionReady); c != nil {
 		return c.Message
@@ -160,11 +180,7 @@ func TestFailedMigrationLeavesTheVMOnTheSource(t *testing.T) {
 	m := waitMigration(t, "doomed", "Failed", phaseIs(novacronv1.MigrationFailed))
 	assert.Contains(t, message(m), "migration stream broken")
 	assert.False(t, podExists(t, m.Status.TargetPod), "the target pod is cleaned up")
-	got := env.WaitVM(t, key(v.Name), timeout, "Running on the source", func(x *novacronv1.VirtualMachine) bool {
-		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
-	})
-	assert.Equal(t, source, got.Status.NodeName)
-	assert.Equal(t, provider.StateRunning, domainState(t, source, v))
+	assertOnSource(t, v, source)
 	assert.Equal(t, provider.DomainState(""), domainState(t, other(source), v), "no domain left on the target")
 }
 
@@ -182,20 +198,14 @@ func TestUnreachableTargetFailsTheMigrationOnTheSource(t *testing.T) {
 	source := v.Status.NodeName
 	release := hosts.Hold()
 	migrate(t, "target-lost", v.Name)
-	m := waitMigration(t, "target-lost", "Running with progress", func(m *novacronv1.VirtualMachineMigration) bool {
-		return m.Status.Phase == novacronv1.MigrationRunning && m.Status.Progress != nil
-	})
+	m := waitInFlight(t, "target-lost")
 	takeDown(t, m.Status.TargetNode)
 	release()
 
 	m = waitMigration(t, "target-lost", "Failed", phaseIs(novacronv1.MigrationFailed))
 	assert.Contains(t, message(m), "node "+other(source)+" stopped answering during the migration")
 	assert.Contains(t, message(m), "node "+other(source)+" cannot be reached")
-	got := env.WaitVM(t, key(v.Name), timeout, "Running on the source", func(x *novacronv1.VirtualMachine) bool {
-		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
-	})
-	assert.Equal(t, source, got.Status.NodeName)
-	assert.Equal(t, provider.StateRunning, domainState(t, source, v))
+	assertOnSource(t, v, source)
 	assert.False(t, podExists(t, m.Status.TargetPod), "the target pod is cleaned up")
 }
 
@@ -206,9 +216,7 @@ func TestOperatorRestartWithTheTargetDownRollsBack(t *testing.T) {
 	source := v.Status.NodeName
 	release := hosts.Hold()
 	migrate(t, "restart-target-lost", v.Name)
-	m := waitMigration(t, "restart-target-lost", "Running with progress", func(m *novacronv1.VirtualMachineMigration) bool {
-		return m.Status.Phase == novacronv1.MigrationRunning && m.Status.Progress != nil
-	})
+	m := waitInFlight(t, "restart-target-lost")
 	require.NoError(t, restartOperator())
 	takeDown(t, m.Status.TargetNode)
 	release()
@@ -216,11 +224,7 @@ func TestOperatorRestartWithTheTargetDownRollsBack(t *testing.T) {
 	m = waitMigration(t, "restart-target-lost", "Failed", phaseIs(novacronv1.MigrationFailed))
 	assert.Contains(t, message(m), "operator restarted")
 	assert.Contains(t, message(m), "node "+other(source)+" cannot be reached")
-	got := env.WaitVM(t, key(v.Name), timeout, "Running on the source", func(x *novacronv1.VirtualMachine) bool {
-		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
-	})
-	assert.Equal(t, source, got.Status.NodeName)
-	assert.Equal(t, provider.StateRunning, domainState(t, source, v))
+	assertOnSource(t, v, source)
 }
 
 // The source shows the guest paused, as while switching over, when the
@@ -235,9 +239,7 @@ func TestLostTargetDuringSwitchOverIsWaitedFor(t *testing.T) {
 	domain := vm.DomainName(v)
 	release := hosts.Hold()
 	migrate(t, "switch-over", v.Name)
-	waitMigration(t, "switch-over", "Running with progress", func(m *novacronv1.VirtualMachineMigration) bool {
-		return m.Status.Phase == novacronv1.MigrationRunning && m.Status.Progress != nil
-	})
+	waitInFlight(t, "switch-over")
 	// The guest switched over: paused on the source, running on the target.
 	hosts.mu.Lock()
 	def := hosts.defs[uris[source]+"/"+domain]
@@ -276,9 +278,7 @@ func TestCancelAbortsAndRollsBack(t *testing.T) {
 	defer release()
 
 	migrate(t, "cancelled", v.Name)
-	m := waitMigration(t, "cancelled", "Running with progress", func(m *novacronv1.VirtualMachineMigration) bool {
-		return m.Status.Phase == novacronv1.MigrationRunning && m.Status.Progress != nil
-	})
+	m := waitInFlight(t, "cancelled")
 	assert.Equal(t, int64(1<<29), m.Status.Progress.DataRemainingBytes)
 	inFlight := env.WaitVM(t, key(v.Name), timeout, "Migrating", testenv.PhaseIs(novacronv1.VMMigrating))
 	require.NotNil(t, inFlight.Status.MigrationState)
@@ -289,11 +289,7 @@ func TestCancelAbortsAndRollsBack(t *testing.T) {
 	require.NoError(t, env.Client.Patch(context.Background(), m, patch))
 	m = waitMigration(t, "cancelled", "Cancelled", phaseIs(novacronv1.MigrationCancelled))
 	assert.Contains(t, message(m), "cancel")
-	got := env.WaitVM(t, key(v.Name), timeout, "Running on the source", func(x *novacronv1.VirtualMachine) bool {
-		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
-	})
-	assert.Equal(t, source, got.Status.NodeName)
-	assert.Equal(t, provider.StateRunning, domainState(t, source, v))
+	assertOnSource(t, v, source)
 	assert.False(t, podExists(t, m.Status.TargetPod))
 }
 
@@ -325,9 +321,7 @@ func TestOperatorRestartMidMigrationEndsOnOneNode(t *testing.T) {
 	release := hosts.Hold()
 	migrate(t, "interrupted", v.Name)
 	// In flight on the source (it reports progress), not merely recorded.
-	waitMigration(t, "interrupted", "Running with progress", func(m *novacronv1.VirtualMachineMigration) bool {
-		return m.Status.Phase == novacronv1.MigrationRunning && m.Status.Progress != nil
-	})
+	waitInFlight(t, "interrupted")
 
 	// The operator goes away while the source's libvirtd still drives the
 	// migration; the new one finds it there and follows it to its end.
