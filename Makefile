@@ -31,7 +31,7 @@ generate: ## Generate deepcopy code for the API types.
 
 .PHONY: manifests
 manifests: ## Generate CRDs (manifests/crd/bases), RBAC (manifests/rbac), webhooks and built-in policies.
-	$(CONTROLLER_GEN) crd rbac:roleName=novacron-manager webhook paths=./api/... paths=./operator/... paths=./migration/... \
+	$(CONTROLLER_GEN) crd rbac:roleName=novacron-manager webhook paths=./api/... paths=./operator/... \
 		output:crd:artifacts:config=manifests/crd/bases output:rbac:artifacts:config=manifests/rbac \
 		output:webhook:artifacts:config=manifests/webhook
 	hack/webhook-manifests.sh

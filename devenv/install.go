@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/novacron/operator/manifests"
-	"github.com/novacron/operator/operator/images"
+	"github.com/novacron/operator/operator/domain"
 )
 
 func fsGlobRaw(pattern string) ([]string, error) { return fs.Glob(manifests.FS, pattern) }
@@ -68,7 +68,7 @@ const LabGuestImage = "volume: lab-guest.qcow2\nkernel: vmlinuz\ninitrd: initrd.
 // install creates the operator's namespace, the image catalog, the built-in
 // policies and the samples' network, as `kubectl apply -f manifests/...`
 // would, and returns the catalog.
-func install(ctx context.Context, c client.Client, lab bool) (images.Catalog, error) {
+func install(ctx context.Context, c client.Client, lab bool) (domain.Catalog, error) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: OperatorNamespace}}
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
@@ -77,15 +77,15 @@ func install(ctx context.Context, c client.Client, lab bool) (images.Catalog, er
 	if err != nil {
 		return nil, err
 	}
-	var catalog images.Catalog
+	var catalog domain.Catalog
 	for _, o := range objs {
-		if cm, ok := o.(*corev1.ConfigMap); ok && cm.Name == images.ConfigMapName {
+		if cm, ok := o.(*corev1.ConfigMap); ok && cm.Name == domain.CatalogConfigMap {
 			if lab {
 				for k := range cm.Data {
 					cm.Data[k] = LabGuestImage
 				}
 			}
-			if catalog, err = images.Parse(cm.Data); err != nil {
+			if catalog, err = domain.ParseCatalog(cm.Data); err != nil {
 				return nil, fmt.Errorf("manifests/images/catalog.yaml: %w", err)
 			}
 		}
@@ -94,7 +94,7 @@ func install(ctx context.Context, c client.Client, lab bool) (images.Catalog, er
 		}
 	}
 	if catalog == nil {
-		return nil, fmt.Errorf("manifests/images/catalog.yaml: no ConfigMap %s", images.ConfigMapName)
+		return nil, fmt.Errorf("manifests/images/catalog.yaml: no ConfigMap %s", domain.CatalogConfigMap)
 	}
 	return catalog, nil
 }

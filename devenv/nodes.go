@@ -15,12 +15,12 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/devenv/simnode"
-	"github.com/novacron/operator/operator/images"
+	"github.com/novacron/operator/operator/domain"
 )
 
 // SimulatedNodes writes one libvirt test-driver host per node, each with the
 // catalog's volumes staged in its "default" pool, and returns their URIs.
-func SimulatedNodes(dir string, nodes []SimNode, catalog images.Catalog) (map[string]string, error) {
+func SimulatedNodes(dir string, nodes []SimNode, catalog domain.Catalog) (map[string]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}

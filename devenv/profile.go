@@ -9,7 +9,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
-	"github.com/novacron/operator/operator/vm"
+	"github.com/novacron/operator/devices"
 )
 
 // Profile is a node profile file (devenv/nodes.yaml documents it): the
@@ -130,7 +130,7 @@ func (n SimNode) Allocatable() corev1.ResourceList {
 	// The launcher pods request vCPUs divided by the overcommit ratio, so the
 	// node's CPU is what the kubelet reports: physical CPUs.
 	for _, g := range n.Kind.GPUs {
-		name := vm.GPUResourceName(novacronv1.Device{Type: novacronv1.DeviceTypeGPU, Vendor: g.Vendor, Model: g.Model})
+		name := devices.GPUResourceName(novacronv1.Device{Type: novacronv1.DeviceTypeGPU, Vendor: g.Vendor, Model: g.Model})
 		q := alloc[name]
 		q.Add(*resource.NewQuantity(int64(g.Count), resource.DecimalSI))
 		alloc[name] = q

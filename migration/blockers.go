@@ -9,7 +9,7 @@ import (
 
 // Blockers says why the VM cannot be live-migrated now, each reason a
 // sentence a person can act on; none means it can. snapshots are the names of
-// its VirtualMachineSnapshots.
+// its VirtualMachineSnapshots (SnapshotsByVM).
 func Blockers(v *novacronv1.VirtualMachine, snapshots []string) []string {
 	var out []string
 	if v.Spec.MigrationPolicy == nil || !v.Spec.MigrationPolicy.AllowLiveMigration {
@@ -34,6 +34,16 @@ func Blockers(v *novacronv1.VirtualMachine, snapshots []string) []string {
 	// migration does not carry over (libvirt refuses it).
 	if len(snapshots) > 0 {
 		out = append(out, fmt.Sprintf("VirtualMachine %s has snapshots (%s), which live in its disks on node %s and cannot move with it; delete them first", v.Name, strings.Join(snapshots, ", "), v.Status.NodeName))
+	}
+	return out
+}
+
+// SnapshotsByVM names each VM's snapshots, by namespace/name of the VM.
+func SnapshotsByVM(snaps []novacronv1.VirtualMachineSnapshot) map[string][]string {
+	out := map[string][]string{}
+	for _, s := range snaps {
+		k := s.Namespace + "/" + s.Spec.VMName
+		out[k] = append(out[k], s.Name)
 	}
 	return out
 }

@@ -11,8 +11,23 @@ import (
 const (
 	// LabelVM names the VirtualMachine a launcher pod or hook Job belongs to.
 	LabelVM = "novacron.io/vm"
-	// LabelComponent says what part of a VM an object is (launcher, hook).
+	// LabelComponent says what part of a VM an object is (ComponentLauncher,
+	// ComponentHook). The operator caches only pods and Jobs carrying it.
 	LabelComponent = "novacron.io/component"
+	// ComponentLauncher marks a VM's launcher pod (the VM's own, or a
+	// migration's target pod); novacron-scheduler places only these.
+	ComponentLauncher = "launcher"
+	// ComponentHook marks the Job of a VM's lifecycle hook.
+	ComponentHook = "hook"
+	// LabelHook on a hook Job names the hook it runs (preStart, preStop).
+	LabelHook = "novacron.io/hook"
+
+	// LabelMigration names the VirtualMachineMigration a target launcher pod
+	// belongs to.
+	LabelMigration = "novacron.io/migration"
+	// LabelDrain marks the VirtualMachineMigrations a drain made with the
+	// node they leave.
+	LabelDrain = "novacron.io/drain"
 
 	// AnnotationAssignedDevices is set on a launcher pod by novacron-scheduler
 	// (in the binding itself) to the JSON form of DeviceAssignment: the concrete devices the

@@ -12,9 +12,3 @@ type TemplateMeta struct {
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
-
-// Condition types shared by several NovaCron kinds.
-const (
-	// ConditionReady is True when the object does what its spec asks.
-	ConditionReady = "Ready"
-)

@@ -106,13 +106,6 @@ type SRIOVPool struct {
 	VirtualFunctions []VirtualFunction `json:"virtualFunctions,omitempty"`
 }
 
-// Condition types of a Hypervisor.
-const (
-	// HypervisorConditionReachable is True while NovaCron can talk to the node's
-	// hypervisor.
-	HypervisorConditionReachable = "Reachable"
-)
-
 // Evacuation is the state of a node's drain.
 type Evacuation struct {
 	// Reason the node is being drained: Cordoned or Maintenance.

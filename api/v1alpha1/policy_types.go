@@ -58,13 +58,6 @@ type VirtualMachinePolicySpec struct {
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 }
 
-// Condition types of a VirtualMachinePolicy.
-const (
-	// PolicyConditionCompiled is True when the Rego compiled; its message holds
-	// the compiler's errors with line and column otherwise.
-	PolicyConditionCompiled = "Compiled"
-)
-
 // VirtualMachinePolicyStatus is what NovaCron observes of a policy.
 type VirtualMachinePolicyStatus struct {
 	// Conditions: Compiled.

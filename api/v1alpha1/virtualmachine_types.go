@@ -386,19 +386,6 @@ const (
 	VMUnknown    VMPhase = "Unknown"
 )
 
-// Condition types of a VM.
-const (
-	// VMConditionScheduled is True once the launcher pod is bound to a node.
-	VMConditionScheduled = "Scheduled"
-	// VMConditionHypervisorReachable is False while the node's hypervisor cannot
-	// be reached.
-	VMConditionHypervisorReachable = "HypervisorReachable"
-	// VMConditionHooksSucceeded is False when a lifecycle hook failed.
-	VMConditionHooksSucceeded = "HooksSucceeded"
-	// VMConditionCloudInit is True when the VM's cloud-init disk is attached.
-	VMConditionCloudInit = "CloudInit"
-)
-
 // VirtualMachineStatus is what NovaCron observes of a VM.
 type VirtualMachineStatus struct {
 	// Phase is a one-word summary of where the VM is.

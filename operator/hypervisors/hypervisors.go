@@ -1,5 +1,6 @@
-// Package hypervisors finds a node's hypervisor: its Hypervisor object and a
-// connection to it. Every controller that acts on a node goes through here.
+// Package hypervisors finds a node's hypervisor: its Hypervisor object, a
+// connection to it, and the VMs recorded on it. Every controller that acts on
+// a node goes through here.
 package hypervisors
 
 import (
@@ -37,4 +38,31 @@ func Pool(hv *novacronv1.Hypervisor) string {
 		return "default"
 	}
 	return hv.Spec.StoragePool
+}
+
+// NodeNameIndex indexes VirtualMachines by status.nodeName in the manager's
+// cache (IndexVMs), to find the VMs on a node.
+const NodeNameIndex = "status.nodeName"
+
+// VMNodeName is NodeNameIndex's index function.
+func VMNodeName(o client.Object) []string {
+	if n := o.(*novacronv1.VirtualMachine).Status.NodeName; n != "" {
+		return []string{n}
+	}
+	return nil
+}
+
+// IndexVMs adds NodeNameIndex to a cache; the manager does it once for every
+// controller that looks VMs up by node.
+func IndexVMs(ctx context.Context, indexer client.FieldIndexer) error {
+	return indexer.IndexField(ctx, &novacronv1.VirtualMachine{}, NodeNameIndex, VMNodeName)
+}
+
+// VMsOn lists the VMs whose status.nodeName is node.
+func VMsOn(ctx context.Context, c client.Reader, node string) ([]novacronv1.VirtualMachine, error) {
+	var vms novacronv1.VirtualMachineList
+	if err := c.List(ctx, &vms, client.MatchingFields{NodeNameIndex: node}); err != nil {
+		return nil, err
+	}
+	return vms.Items, nil
 }

@@ -4,6 +4,7 @@
 package manager
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -28,11 +29,15 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/migration"
-	"github.com/novacron/operator/migration/rebalance"
+	"github.com/novacron/operator/operator/domain"
+	"github.com/novacron/operator/operator/hypervisors"
+	"github.com/novacron/operator/operator/launcher"
+	"github.com/novacron/operator/operator/livemigration"
 	"github.com/novacron/operator/operator/metrics"
 	"github.com/novacron/operator/operator/policy"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/snapshot"
+	"github.com/novacron/operator/operator/usage"
 	"github.com/novacron/operator/operator/vm"
 	novawebhook "github.com/novacron/operator/operator/webhook"
 	"github.com/novacron/operator/policies"
@@ -49,7 +54,7 @@ type Options struct {
 	// Namespace is the operator's own namespace (image catalog, leader lease).
 	Namespace string
 
-	Launcher vm.LauncherConfig
+	Launcher launcher.Config
 	// StopGracePeriod is how long a guest gets after ACPI shutdown.
 	StopGracePeriod time.Duration
 	// SerialLogDir is where guests' serial consoles are written on each node.
@@ -78,11 +83,11 @@ type Options struct {
 	MigrationPoll                                     time.Duration
 
 	// RebalanceInterval runs the rebalancer that often (0: off); the rest
-	// configure it (see migration.Rebalancer).
+	// configure it (see livemigration.Rebalancer).
 	RebalanceInterval time.Duration
 	RebalanceDryRun   bool
 	RebalanceMeasured bool
-	Rebalance         rebalance.Config
+	Rebalance         migration.RebalanceConfig
 	RebalanceCooldown time.Duration
 
 	// Webhooks turns the admission webhook server on.
@@ -104,9 +109,9 @@ func DefaultOptions() Options {
 		MetricsAddr:       ":8080",
 		ProbeAddr:         ":8081",
 		Namespace:         "novacron-system",
-		Rebalance:         rebalance.Config{High: 0.8, Target: 0.75, MaxMoves: 10},
+		Rebalance:         migration.RebalanceConfig{High: 0.8, Target: 0.75, MaxMoves: 10},
 		RebalanceCooldown: time.Hour,
-		Launcher:          vm.LauncherConfig{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1},
+		Launcher:          launcher.Config{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1},
 		StopGracePeriod:   2 * time.Minute,
 		// libvirt creates this folder on every node; it does not create parents.
 		SerialLogDir:            "/var/log/libvirt/qemu",
@@ -187,49 +192,65 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return nil, err
 	}
-	r := &vm.Reconciler{
+	if err := addControllers(mgr, opts, hypervisors, engine); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// addControllers registers the controllers that act on VMs, with what they
+// share: the VMs-by-node index, the domain builder and the measured-usage
+// store.
+func addControllers(mgr ctrl.Manager, opts Options, connector provider.Connector, engine *policies.Engine) error {
+	if err := hypervisors.IndexVMs(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	domains := &domain.Builder{APIReader: mgr.GetAPIReader(), Namespace: opts.Namespace, SerialLogDir: opts.SerialLogDir}
+	measured := &usage.Store{}
+	vms := &vm.Reconciler{
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("novacron-operator"),
-		Hypervisors:      hypervisors,
-		Namespace:        opts.Namespace,
+		Hypervisors:      connector,
+		Domains:          domains,
 		Launcher:         opts.Launcher,
+		Usage:            measured,
 		StopGracePeriod:  opts.StopGracePeriod,
-		SerialLogDir:     opts.SerialLogDir,
 		StatsInterval:    opts.StatsInterval,
 		UnreachableRetry: opts.UnreachableRetry,
 	}
-	if err := r.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
-		return nil, fmt.Errorf("setting up the VirtualMachine controller: %w", err)
+	if err := vms.SetupWithManager(mgr, opts.MaxConcurrentReconciles); err != nil {
+		return fmt.Errorf("setting up the VirtualMachine controller: %w", err)
 	}
-	migrations := &migration.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("novacron-migration"),
-		Hypervisors: hypervisors, Targets: r, Launcher: opts.Launcher,
+	migrations := &livemigration.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("novacron-migration"),
+		Hypervisors: connector, Targets: domains, Launcher: opts.Launcher,
 		MaxParallel: opts.MigrationMaxParallel, MaxOutboundPerNode: opts.MigrationMaxOutboundPerNode, Poll: opts.MigrationPoll}
 	if err := migrations.SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("setting up the VirtualMachineMigration controller: %w", err)
+		return fmt.Errorf("setting up the VirtualMachineMigration controller: %w", err)
 	}
 	if opts.RebalanceInterval > 0 {
-		if err := mgr.Add(&migration.Rebalancer{Client: mgr.GetClient(), Policies: engine, Namespace: opts.Namespace,
-			Interval: opts.RebalanceInterval, Config: opts.Rebalance, Cooldown: opts.RebalanceCooldown, DryRun: opts.RebalanceDryRun, Measured: opts.RebalanceMeasured}); err != nil {
-			return nil, err
+		if err := mgr.Add(&livemigration.Rebalancer{Client: mgr.GetClient(), Policies: engine, Namespace: opts.Namespace, Launcher: opts.Launcher,
+			Interval: opts.RebalanceInterval, Config: opts.Rebalance, Cooldown: opts.RebalanceCooldown, DryRun: opts.RebalanceDryRun,
+			Measured: opts.RebalanceMeasured, Usage: measured}); err != nil {
+			return err
 		}
 	}
-	drains := &migration.DrainReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("novacron-drain")}
+	drains := &livemigration.DrainReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("novacron-drain"), Launcher: opts.Launcher}
 	if err := drains.SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("setting up the drain controller: %w", err)
+		return fmt.Errorf("setting up the drain controller: %w", err)
 	}
 	snaps := &snapshot.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("novacron-snapshot"),
-		Hypervisors: hypervisors, Clock: opts.Clock, RetryBase: opts.SnapshotRetryBase}
+		Hypervisors: connector, Clock: opts.Clock, RetryBase: opts.SnapshotRetryBase}
 	if err := snaps.SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("setting up the VirtualMachineSnapshot controller: %w", err)
+		return fmt.Errorf("setting up the VirtualMachineSnapshot controller: %w", err)
 	}
-	restores := &snapshot.RestoreReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("novacron-restore"), Hypervisors: hypervisors, Clock: opts.Clock}
+	restores := &snapshot.RestoreReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("novacron-restore"), Hypervisors: connector, Clock: opts.Clock}
 	if err := restores.SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("setting up the VirtualMachineRestore controller: %w", err)
+		return fmt.Errorf("setting up the VirtualMachineRestore controller: %w", err)
 	}
 	schedules := &snapshot.ScheduleReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("novacron-snapshot"), Clock: opts.Clock, Resync: opts.ScheduleResync}
 	if err := schedules.SetupWithManager(mgr); err != nil {
-		return nil, fmt.Errorf("setting up the snapshot schedule controller: %w", err)
+		return fmt.Errorf("setting up the snapshot schedule controller: %w", err)
 	}
-	return mgr, nil
+	return nil
 }

@@ -134,49 +134,17 @@ func Register(reg prometheus.Registerer, reader client.Reader) error {
 	return nil
 }
 
-// Usage is a running VM's measured use.
-type Usage struct {
-	Cores, MemoryBytes float64
-}
-
-// measured holds the latest Usage per namespace/name, for the rebalancer in
-// the same process.
-var measured sync.Map
-
-// RecordMemory and RecordCPU set a VM's usage gauges and remember the figures.
-func RecordMemory(namespace, name, node string, bytes float64) {
-	VMMemoryUsage.WithLabelValues(namespace, name, node).Set(bytes)
-	remember(namespace, name, func(u *Usage) { u.MemoryBytes = bytes })
-}
-
-// RecordCPU: see RecordMemory.
-func RecordCPU(namespace, name, node string, cores float64) {
-	VMCPUUsage.WithLabelValues(namespace, name, node).Set(cores)
-	remember(namespace, name, func(u *Usage) { u.Cores = cores })
-}
-
-// remember updates one figure of the VM's Usage; a VM's stats are recorded by
-// one reconcile at a time, so load-modify-store does not race.
-func remember(namespace, name string, set func(*Usage)) {
-	u, _ := measured.Load(namespace + "/" + name)
-	v, _ := u.(Usage)
-	set(&v)
-	measured.Store(namespace+"/"+name, v)
-}
-
-// MeasuredUsage is the VM's last measured use, if both figures are known.
-func MeasuredUsage(namespace, name string) (Usage, bool) {
-	u, ok := measured.Load(namespace + "/" + name)
-	if !ok {
-		return Usage{}, false
+// SetVMUsage sets a running VM's usage gauges; cores is only known from a
+// VM's second stats sample on (nil before).
+func SetVMUsage(namespace, name, node string, cores *float64, memoryBytes float64) {
+	VMMemoryUsage.WithLabelValues(namespace, name, node).Set(memoryBytes)
+	if cores != nil {
+		VMCPUUsage.WithLabelValues(namespace, name, node).Set(*cores)
 	}
-	v := u.(Usage)
-	return v, v.Cores > 0 && v.MemoryBytes > 0
 }
 
 // ForgetVM drops a VM's usage series once it no longer runs.
 func ForgetVM(namespace, name string) {
-	measured.Delete(namespace + "/" + name)
 	VMCPUUsage.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "name": name})
 	VMMemoryUsage.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "name": name})
 }
@@ -235,17 +203,10 @@ func (v *vmTotal) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// ConflictRetry is how soon a reconcile whose write lost to a newer version of
-// the object runs again.
-const ConflictRetry = 100 * time.Millisecond
-
 // Instrument wraps a reconciler so every call counts in novacron_reconcile_total
-// and novacron_reconcile_duration_seconds.
-//
-// Every controller's status writes are optimistic (they carry the version they
-// read), so losing to a newer version is routine, not a failure: the wrapper
-// turns it into a prompt retry counted as "conflict" rather than an error
-// with a stack trace in the log. The newer version brings its own reconcile too.
+// (result success, requeue, error, or conflict: a write that lost to a newer
+// version of the object, see package conflict) and
+// novacron_reconcile_duration_seconds.
 func Instrument(controller string, r reconcile.Reconciler) reconcile.Reconciler {
 	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 		start := time.Now()
@@ -254,7 +215,7 @@ func Instrument(controller string, r reconcile.Reconciler) reconcile.Reconciler 
 		result := "success"
 		switch {
 		case apierrors.IsConflict(err):
-			result, res, err = "conflict", reconcile.Result{RequeueAfter: ConflictRetry}, nil
+			result = "conflict"
 		case err != nil:
 			result = "error"
 		case res.RequeueAfter > 0:

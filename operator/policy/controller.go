@@ -18,8 +18,10 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/conflict"
 	"github.com/novacron/operator/operator/metrics"
 	"github.com/novacron/operator/policies"
 )
@@ -41,7 +43,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("virtualmachinepolicy").
 		For(&novacronv1.VirtualMachinePolicy{}).
 		WithOptions(controller.Options{NeedLeaderElection: ptr.To(false)}).
-		Complete(metrics.Instrument("virtualmachinepolicy", r))
+		Complete(conflict.Retry(metrics.Instrument("virtualmachinepolicy", r)))
 }
 
 // Reconcile compiles one policy into the engine.
@@ -62,7 +64,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var ce *policies.CompileError
 	switch {
 	case errors.As(err, &ce):
-		cond.Status, cond.Reason = metav1.ConditionFalse, "CompileError"
+		cond.Status, cond.Reason = metav1.ConditionFalse, novacronv1.ReasonCompileError
 		cond.Message = ce.Error()
 		if gen, ok := r.Engine.Policies()[p.Name]; ok {
 			cond.Message += fmt.Sprintf("; generation %d stays in force", gen)
@@ -70,7 +72,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	case err != nil:
 		return ctrl.Result{}, err
 	default:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, "Compiled", fmt.Sprintf("in force for %v", p.Spec.DecisionPoints)
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, novacronv1.ReasonCompiled, fmt.Sprintf("in force for %v", p.Spec.DecisionPoints)
 	}
 	before := meta.FindStatusCondition(p.Status.Conditions, novacronv1.PolicyConditionCompiled)
 	changed := meta.SetStatusCondition(&p.Status.Conditions, cond)
@@ -84,7 +86,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			if cond.Status == metav1.ConditionFalse {
 				typ = corev1.EventTypeWarning
 			}
-			r.Recorder.Eventf(p, nil, typ, cond.Reason, "Compile", "%s", cond.Message)
+			r.Recorder.Eventf(p, nil, typ, cond.Reason, novacronv1.ActionCompile, "%s", cond.Message)
+			log.FromContext(ctx).Info("policy compiled", "policy", p.Name, "generation", p.Generation, "ok", cond.Status == metav1.ConditionTrue)
 		}
 	}
 	return ctrl.Result{}, nil

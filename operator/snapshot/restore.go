@@ -14,17 +14,15 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/conflict"
+	"github.com/novacron/operator/operator/domain"
 	"github.com/novacron/operator/operator/hypervisors"
 	"github.com/novacron/operator/operator/metrics"
 	"github.com/novacron/operator/operator/provider"
-	"github.com/novacron/operator/operator/vm"
 )
-
-// ConditionStoppedVM is True on a restore that stopped its VM (spec.stopVM)
-// and so starts it again when done. It is recorded before the VM is stopped.
-const ConditionStoppedVM = "StoppedVM"
 
 // RestoreReconciler puts VMs back to their snapshots.
 //
@@ -57,7 +55,7 @@ func (r *RestoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("virtualmachinerestore").
 		For(&novacronv1.VirtualMachineRestore{}).
-		Complete(metrics.Instrument("virtualmachinerestore", r))
+		Complete(conflict.Retry(metrics.Instrument("virtualmachinerestore", r)))
 }
 
 // Reconcile drives one restore from Pending to Succeeded or Failed.
@@ -72,26 +70,26 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	v := &novacronv1.VirtualMachine{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: rs.Spec.VMName}, v); err != nil {
 		if apierrors.IsNotFound(err) {
-			return r.fail(ctx, rs, nil, "VMNotFound", fmt.Sprintf("VirtualMachine %s does not exist", rs.Spec.VMName))
+			return r.fail(ctx, rs, nil, novacronv1.ReasonVMNotFound, fmt.Sprintf("VirtualMachine %s does not exist", rs.Spec.VMName))
 		}
 		return ctrl.Result{}, err
 	}
 	snap := &novacronv1.VirtualMachineSnapshot{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: rs.Spec.SnapshotName}, snap); err != nil {
 		if apierrors.IsNotFound(err) {
-			return r.fail(ctx, rs, v, "SnapshotNotFound", fmt.Sprintf("VirtualMachineSnapshot %s does not exist", rs.Spec.SnapshotName))
+			return r.fail(ctx, rs, v, novacronv1.ReasonSnapshotNotFound, fmt.Sprintf("VirtualMachineSnapshot %s does not exist", rs.Spec.SnapshotName))
 		}
 		return ctrl.Result{}, err
 	}
 	switch {
 	case snap.Spec.VMName != v.Name:
-		return r.fail(ctx, rs, v, "WrongVM", fmt.Sprintf("snapshot %s is of VirtualMachine %s, not %s", snap.Name, snap.Spec.VMName, v.Name))
+		return r.fail(ctx, rs, v, novacronv1.ReasonWrongVM, fmt.Sprintf("snapshot %s is of VirtualMachine %s, not %s", snap.Name, snap.Spec.VMName, v.Name))
 	case snap.Status.Phase == novacronv1.SnapshotFailed:
-		return r.fail(ctx, rs, v, "SnapshotFailed", fmt.Sprintf("snapshot %s failed: %s", snap.Name, meta.FindStatusCondition(snap.Status.Conditions, ConditionReady).Message))
+		return r.fail(ctx, rs, v, novacronv1.ReasonSnapshotFailed, fmt.Sprintf("snapshot %s failed: %s", snap.Name, meta.FindStatusCondition(snap.Status.Conditions, novacronv1.ConditionReady).Message))
 	case !snap.Status.ReadyToUse || !snap.DeletionTimestamp.IsZero():
 		return r.wait(ctx, rs, fmt.Sprintf("snapshot %s is not ready to use", snap.Name))
 	case snap.Status.NodeName != v.Status.NodeName:
-		return r.fail(ctx, rs, v, "WrongNode", fmt.Sprintf("snapshot %s is on node %s but VirtualMachine %s is on node %s", snap.Name, snap.Status.NodeName, v.Name, v.Status.NodeName))
+		return r.fail(ctx, rs, v, novacronv1.ReasonWrongNode, fmt.Sprintf("snapshot %s is on node %s but VirtualMachine %s is on node %s", snap.Name, snap.Status.NodeName, v.Name, v.Status.NodeName))
 	}
 	if other := v.Annotations[novacronv1.AnnotationRestoring]; other != "" && other != rs.Name {
 		return r.wait(ctx, rs, fmt.Sprintf("restore %s of VirtualMachine %s is under way", other, v.Name))
@@ -100,11 +98,11 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if rs.Status.Phase != novacronv1.RestoreInProgress {
 		if v.Spec.Running == nil || *v.Spec.Running {
 			if !rs.Spec.StopVM {
-				return r.fail(ctx, rs, v, "VMRunning", fmt.Sprintf("VirtualMachine %s is running; stop it first (spec.running: false) or set spec.stopVM: true on the restore", v.Name))
+				return r.fail(ctx, rs, v, novacronv1.ReasonVMRunning, fmt.Sprintf("VirtualMachine %s is running; stop it first (spec.running: false) or set spec.stopVM: true on the restore", v.Name))
 			}
 			// Recorded first, so a restart after a crash still knows to start
 			// the VM again.
-			if meta.SetStatusCondition(&rs.Status.Conditions, metav1.Condition{Type: ConditionStoppedVM, Status: metav1.ConditionTrue, Reason: "StopVM",
+			if meta.SetStatusCondition(&rs.Status.Conditions, metav1.Condition{Type: novacronv1.RestoreConditionStoppedVM, Status: metav1.ConditionTrue, Reason: novacronv1.ReasonStopVM,
 				Message: "stopped VirtualMachine " + v.Name + " for the restore; it starts again afterwards", ObservedGeneration: rs.Generation}) {
 				rs.Status.Phase = novacronv1.RestorePending
 				if err := r.Client.Status().Update(ctx, rs); err != nil {
@@ -114,7 +112,7 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			if err := r.setRunning(ctx, v, false); err != nil {
 				return ctrl.Result{}, err
 			}
-			r.Recorder.Eventf(rs, nil, corev1.EventTypeNormal, "StoppingVM", "Restore", "stopping VirtualMachine %s for the restore", v.Name)
+			r.Recorder.Eventf(rs, nil, corev1.EventTypeNormal, novacronv1.ReasonStoppingVM, novacronv1.ActionRestore, "stopping VirtualMachine %s for the restore", v.Name)
 			return r.wait(ctx, rs, fmt.Sprintf("VirtualMachine %s is stopping", v.Name))
 		}
 		if v.Status.Phase != novacronv1.VMStopped {
@@ -126,15 +124,16 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		now := metav1.NewTime(r.Clock.Now())
 		rs.Status.Phase = novacronv1.RestoreInProgress
 		rs.Status.StartTime = &now
-		setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionFalse, "InProgress", "reverting to snapshot "+snap.Name)
+		setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionFalse, novacronv1.ReasonInProgress, "reverting to snapshot "+snap.Name)
 		if err := r.Client.Status().Update(ctx, rs); err != nil {
 			return ctrl.Result{}, err
 		}
+		log.FromContext(ctx).Info("restore phase", "to", rs.Status.Phase, "vm", v.Name, "snapshot", snap.Name)
 	}
 
 	// InProgress: the VM is stopped and guarded. Reverting again after a
 	// crash lands in the same state.
-	restart := meta.IsStatusConditionTrue(rs.Status.Conditions, ConditionStoppedVM)
+	restart := meta.IsStatusConditionTrue(rs.Status.Conditions, novacronv1.RestoreConditionStoppedVM)
 	if err := r.guard(ctx, v, rs.Name); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -142,7 +141,7 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := hv.RevertSnapshot(ctx, vm.DomainName(v), snap.Status.SnapshotName, restart && snap.Status.IncludesMemory); err != nil {
+	if err := hv.RevertSnapshot(ctx, domain.DomainName(v), snap.Status.SnapshotName, restart && snap.Status.IncludesMemory); err != nil {
 		return ctrl.Result{}, fmt.Errorf("restore %s/%s: %w", rs.Namespace, rs.Name, err)
 	}
 	if restart {
@@ -157,11 +156,11 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if restart {
 		msg += " and started again"
 	}
-	if err := r.complete(ctx, rs, novacronv1.RestoreSucceeded, metav1.ConditionTrue, "Succeeded", msg); err != nil {
+	if err := r.complete(ctx, rs, novacronv1.RestoreSucceeded, metav1.ConditionTrue, novacronv1.ReasonSucceeded, msg); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.Recorder.Eventf(rs, nil, corev1.EventTypeNormal, "Restored", "Restore", "%s", msg)
-	r.Recorder.Eventf(v, rs, corev1.EventTypeNormal, "Restored", "Restore", "restored to snapshot %s", snap.Name)
+	r.Recorder.Eventf(rs, nil, corev1.EventTypeNormal, novacronv1.ReasonRestored, novacronv1.ActionRestore, "%s", msg)
+	r.Recorder.Eventf(v, rs, corev1.EventTypeNormal, novacronv1.ReasonRestored, novacronv1.ActionRestore, "restored to snapshot %s", snap.Name)
 	return ctrl.Result{}, nil
 }
 
@@ -196,7 +195,7 @@ func (r *RestoreReconciler) wait(ctx context.Context, rs *novacronv1.VirtualMach
 		rs.Status.Phase = novacronv1.RestorePending
 	}
 	rs.Status.ObservedGeneration = rs.Generation
-	if setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionFalse, "Waiting", "waiting: "+why) || rs.Status.Phase == novacronv1.RestorePending {
+	if setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionFalse, novacronv1.ReasonWaiting, "waiting: "+why) || rs.Status.Phase == novacronv1.RestorePending {
 		if err := r.Client.Status().Update(ctx, rs); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -214,7 +213,7 @@ func (r *RestoreReconciler) fail(ctx context.Context, rs *novacronv1.VirtualMach
 	if err := r.complete(ctx, rs, novacronv1.RestoreFailed, metav1.ConditionFalse, reason, msg); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.Recorder.Eventf(rs, nil, corev1.EventTypeWarning, reason, "Restore", "%s", msg)
+	r.Recorder.Eventf(rs, nil, corev1.EventTypeWarning, reason, novacronv1.ActionRestore, "%s", msg)
 	return ctrl.Result{}, nil
 }
 
@@ -225,5 +224,9 @@ func (r *RestoreReconciler) complete(ctx context.Context, rs *novacronv1.Virtual
 	rs.Status.CompletionTime = &now
 	rs.Status.ObservedGeneration = rs.Generation
 	setCondition(&rs.Status.Conditions, rs.Generation, ready, reason, msg)
-	return r.Client.Status().Update(ctx, rs)
+	if err := r.Client.Status().Update(ctx, rs); err != nil {
+		return err
+	}
+	log.FromContext(ctx).Info("restore phase", "to", phase, "vm", rs.Spec.VMName, "snapshot", rs.Spec.SnapshotName, "reason", reason)
+	return nil
 }

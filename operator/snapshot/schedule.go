@@ -2,7 +2,6 @@ package snapshot
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -20,43 +19,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/conflict"
 	"github.com/novacron/operator/operator/metrics"
 )
-
-// cronParser reads the standard 5-field form, and descriptors such as @daily.
-var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
-
-// ErrTimeZone is returned for a time zone that is not an IANA name.
-var ErrTimeZone = errors.New("must be an IANA time zone such as Europe/Berlin")
-
-// ErrNeverFires is returned for a schedule that parses but matches no date.
-var ErrNeverFires = errors.New("never fires (no such date); check the day of month and month")
-
-// ParseSchedule reads a snapshotPolicy's schedule in its time zone (UTC when
-// empty). The error says which of the two is wrong.
-func ParseSchedule(schedule, timeZone string) (cron.Schedule, *time.Location, error) {
-	loc := time.UTC
-	if timeZone != "" {
-		l, err := time.LoadLocation(timeZone)
-		if err != nil {
-			return nil, nil, fmt.Errorf("timeZone %q: %w", timeZone, ErrTimeZone)
-		}
-		loc = l
-	}
-	sched, err := cronParser.Parse(schedule)
-	if err != nil {
-		return nil, nil, fmt.Errorf("schedule %q: must be a 5-field cron schedule (minute hour day-of-month month day-of-week): %w", schedule, err)
-	}
-	// The parser gives up on schedules that match nothing within five years.
-	if sched.Next(time.Date(2026, 1, 1, 0, 0, 0, 0, loc)).IsZero() {
-		return nil, nil, fmt.Errorf("schedule %q: %w", schedule, ErrNeverFires)
-	}
-	return sched, loc, nil
-}
 
 // ScheduleReconciler takes a VM's scheduled snapshots (spec.snapshotPolicy)
 // and keeps the newest `retention` of them.
@@ -97,7 +67,7 @@ func (r *ScheduleReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetLabels()[novacronv1.LabelVM]}}}
 		})).
-		Complete(metrics.Instrument("snapshotschedule", r))
+		Complete(conflict.Retry(metrics.Instrument("snapshotschedule", r)))
 }
 
 // maxCatchUp bounds the walk over missed slots (a per-minute schedule after a
@@ -121,9 +91,9 @@ func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		st = &novacronv1.SnapshotScheduleStatus{}
 		v.Status.Snapshot = st
 	}
-	sched, loc, err := ParseSchedule(policy.Schedule, policy.TimeZone)
+	sched, loc, err := novacronv1.ParseSchedule(policy.Schedule, policy.TimeZone)
 	if err != nil {
-		st.NextScheduleTime, st.LastResult, st.Message = nil, "Failed", "spec.snapshotPolicy."+err.Error()
+		st.NextScheduleTime, st.LastResult, st.Message = nil, novacronv1.ScheduleResultFailed, "spec.snapshotPolicy."+err.Error()
 		return ctrl.Result{}, r.patchStatus(ctx, v, orig)
 	}
 
@@ -169,14 +139,14 @@ func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		st.LastSnapshotName = newest.Name
 		switch newest.Status.Phase {
 		case novacronv1.SnapshotReady:
-			st.LastResult, st.Message = "Succeeded", fmt.Sprintf("snapshot %s taken", newest.Name)
+			st.LastResult, st.Message = novacronv1.ScheduleResultSucceeded, fmt.Sprintf("snapshot %s taken", newest.Name)
 		case novacronv1.SnapshotFailed:
-			st.LastResult = "Failed"
-			if c := meta.FindStatusCondition(newest.Status.Conditions, ConditionReady); c != nil {
+			st.LastResult = novacronv1.ScheduleResultFailed
+			if c := meta.FindStatusCondition(newest.Status.Conditions, novacronv1.ConditionReady); c != nil {
 				st.Message = fmt.Sprintf("snapshot %s failed: %s", newest.Name, c.Message)
 			}
 		default:
-			st.LastResult, st.Message = "InProgress", fmt.Sprintf("snapshot %s is %s", newest.Name, orPending(newest.Status.Phase))
+			st.LastResult, st.Message = novacronv1.ScheduleResultInProgress, fmt.Sprintf("snapshot %s is %s", newest.Name, orPending(newest.Status.Phase))
 		}
 	}
 	// The next slot is after both now and the slots already counted (the
@@ -226,7 +196,8 @@ func (r *ScheduleReconciler) take(ctx context.Context, v *novacronv1.VirtualMach
 	if err := r.Client.Create(ctx, snap); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("creating scheduled snapshot %s/%s: %w", v.Namespace, name, err)
 	}
-	r.Recorder.Eventf(v, snap, corev1.EventTypeNormal, "ScheduledSnapshot", "Snapshot", "taking scheduled snapshot %s for %s", name, slot.UTC().Format(time.RFC3339))
+	log.FromContext(ctx).Info("scheduled snapshot", "vm", v.Name, "snapshot", name, "slot", slot.UTC().Format(time.RFC3339))
+	r.Recorder.Eventf(v, snap, corev1.EventTypeNormal, novacronv1.ReasonScheduledSnapshot, novacronv1.ActionSnapshot, "taking scheduled snapshot %s for %s", name, slot.UTC().Format(time.RFC3339))
 	return name, nil
 }
 
@@ -251,7 +222,7 @@ func (r *ScheduleReconciler) applyRetention(ctx context.Context, v *novacronv1.V
 		if err := r.Client.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("deleting scheduled snapshot %s/%s beyond retention %d: %w", s.Namespace, s.Name, keep, err)
 		}
-		r.Recorder.Eventf(v, s, corev1.EventTypeNormal, "SnapshotRetired", "Delete", "deleted scheduled snapshot %s (retention %d)", s.Name, keep)
+		r.Recorder.Eventf(v, s, corev1.EventTypeNormal, novacronv1.ReasonSnapshotRetired, novacronv1.ActionDelete, "deleted scheduled snapshot %s (retention %d)", s.Name, keep)
 	}
 	return nil
 }

@@ -18,20 +18,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/conflict"
+	"github.com/novacron/operator/operator/domain"
 	"github.com/novacron/operator/operator/hypervisors"
 	"github.com/novacron/operator/operator/metrics"
 	"github.com/novacron/operator/operator/provider"
-	"github.com/novacron/operator/operator/vm"
 )
 
 // Finalizer keeps a VirtualMachineSnapshot until its hypervisor snapshot is
 // deleted.
 const Finalizer = "novacron.io/snapshot"
-
-// ConditionReady is the snapshot's (and restore's) summary condition.
-const ConditionReady = "Ready"
 
 // Reconciler takes and deletes snapshots.
 type Reconciler struct {
@@ -75,7 +74,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("virtualmachinesnapshot").
 		For(&novacronv1.VirtualMachineSnapshot{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
-		Complete(metrics.Instrument("virtualmachinesnapshot", r))
+		Complete(conflict.Retry(metrics.Instrument("virtualmachinesnapshot", r)))
 }
 
 // Reconcile takes the snapshot once, records what it holds, and deletes it
@@ -106,7 +105,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	v := &novacronv1.VirtualMachine{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: snap.Namespace, Name: snap.Spec.VMName}, v); err != nil {
 		if apierrors.IsNotFound(err) {
-			return r.fail(ctx, snap, "VMNotFound", fmt.Sprintf("VirtualMachine %s does not exist", snap.Spec.VMName))
+			return r.fail(ctx, snap, novacronv1.ReasonVMNotFound, fmt.Sprintf("VirtualMachine %s does not exist", snap.Spec.VMName))
 		}
 		return ctrl.Result{}, err
 	}
@@ -124,10 +123,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		snap.Status.NodeName = v.Status.NodeName
 		snap.Status.SnapshotName = snap.Name
 		snap.Status.ObservedGeneration = snap.Generation
-		setCondition(&snap.Status.Conditions, snap.Generation, metav1.ConditionFalse, "InProgress", "taking the snapshot on node "+v.Status.NodeName)
+		setCondition(&snap.Status.Conditions, snap.Generation, metav1.ConditionFalse, novacronv1.ReasonInProgress, "taking the snapshot on node "+v.Status.NodeName)
 		if err := r.Client.Status().Update(ctx, snap); err != nil {
 			return ctrl.Result{}, err
 		}
+		log.FromContext(ctx).Info("snapshot phase", "to", snap.Status.Phase, "vm", v.Name, "node", snap.Status.NodeName)
 	}
 	return r.take(ctx, snap, v)
 }
@@ -178,25 +178,25 @@ func (r *Reconciler) take(ctx context.Context, snap *novacronv1.VirtualMachineSn
 	_, hv, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, snap.Status.NodeName)
 	var taken provider.Snapshot
 	if err == nil {
-		taken, err = hv.CreateSnapshot(ctx, vm.DomainName(v), provider.SnapshotRequest{
+		taken, err = hv.CreateSnapshot(ctx, domain.DomainName(v), provider.SnapshotRequest{
 			Name: snap.Status.SnapshotName, DiskOnly: snap.Spec.DiskOnly, Quiesce: snap.Spec.Quiesce,
 			Description: fmt.Sprintf("VirtualMachineSnapshot %s/%s", snap.Namespace, snap.Name),
 		})
 	}
 	switch {
 	case errors.Is(err, provider.ErrUnsupported):
-		return r.fail(ctx, snap, "Unsupported", err.Error())
+		return r.fail(ctx, snap, novacronv1.ReasonUnsupported, err.Error())
 	case errors.Is(err, provider.ErrNotFound):
-		return r.fail(ctx, snap, "DomainNotFound", fmt.Sprintf("VirtualMachine %s has no domain on node %s: %v", v.Name, snap.Status.NodeName, err))
+		return r.fail(ctx, snap, novacronv1.ReasonDomainNotFound, fmt.Sprintf("VirtualMachine %s has no domain on node %s: %v", v.Name, snap.Status.NodeName, err))
 	case err != nil:
 		snap.Status.FailedAttempts++
 		if snap.Status.FailedAttempts >= r.MaxAttempts {
-			return r.fail(ctx, snap, "SnapshotFailed", fmt.Sprintf("gave up after %d tries: %v", snap.Status.FailedAttempts, err))
+			return r.fail(ctx, snap, novacronv1.ReasonSnapshotFailed, fmt.Sprintf("gave up after %d tries: %v", snap.Status.FailedAttempts, err))
 		}
 		backoff := r.RetryBase << (snap.Status.FailedAttempts - 1)
 		msg := fmt.Sprintf("try %d of %d failed, trying again in %s: %v", snap.Status.FailedAttempts, r.MaxAttempts, backoff, err)
-		setCondition(&snap.Status.Conditions, snap.Generation, metav1.ConditionFalse, "Retrying", msg)
-		r.Recorder.Eventf(snap, nil, corev1.EventTypeWarning, "Retrying", "Snapshot", "%s", msg)
+		setCondition(&snap.Status.Conditions, snap.Generation, metav1.ConditionFalse, novacronv1.ReasonRetrying, msg)
+		r.Recorder.Eventf(snap, nil, corev1.EventTypeWarning, novacronv1.ReasonRetrying, novacronv1.ActionSnapshot, "%s", msg)
 		return ctrl.Result{RequeueAfter: backoff}, r.Client.Status().Update(ctx, snap)
 	}
 
@@ -219,20 +219,21 @@ func (r *Reconciler) take(ctx context.Context, snap *novacronv1.VirtualMachineSn
 		what = "disks and memory"
 	}
 	msg := fmt.Sprintf("snapshot of the %s taken on node %s (%s)", what, snap.Status.NodeName, snap.Status.Consistency)
-	setCondition(&snap.Status.Conditions, snap.Generation, metav1.ConditionTrue, "Ready", msg)
+	setCondition(&snap.Status.Conditions, snap.Generation, metav1.ConditionTrue, novacronv1.ReasonReady, msg)
 	if err := r.Client.Status().Update(ctx, snap); err != nil {
 		return ctrl.Result{}, err
 	}
 	metrics.SnapshotTaken(snap.Namespace, v.Name, r.Clock.Now().Sub(start), now.Time)
-	r.Recorder.Eventf(snap, nil, corev1.EventTypeNormal, "Taken", "Snapshot", "%s", msg)
-	r.Recorder.Eventf(v, snap, corev1.EventTypeNormal, "SnapshotTaken", "Snapshot", "snapshot %s taken (%s)", snap.Name, what)
+	log.FromContext(ctx).Info("snapshot phase", "to", snap.Status.Phase, "vm", v.Name, "node", snap.Status.NodeName, "memory", taken.IncludesMemory)
+	r.Recorder.Eventf(snap, nil, corev1.EventTypeNormal, novacronv1.ReasonTaken, novacronv1.ActionSnapshot, "%s", msg)
+	r.Recorder.Eventf(v, snap, corev1.EventTypeNormal, novacronv1.ReasonSnapshotTaken, novacronv1.ActionSnapshot, "snapshot %s taken (%s)", snap.Name, what)
 	return ctrl.Result{}, nil
 }
 
 func (r *Reconciler) wait(ctx context.Context, snap *novacronv1.VirtualMachineSnapshot, why string) (ctrl.Result, error) {
 	snap.Status.Phase = novacronv1.SnapshotPending
 	snap.Status.ObservedGeneration = snap.Generation
-	if setCondition(&snap.Status.Conditions, snap.Generation, metav1.ConditionFalse, "Waiting", "waiting: "+why) {
+	if setCondition(&snap.Status.Conditions, snap.Generation, metav1.ConditionFalse, novacronv1.ReasonWaiting, "waiting: "+why) {
 		if err := r.Client.Status().Update(ctx, snap); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -249,7 +250,8 @@ func (r *Reconciler) fail(ctx context.Context, snap *novacronv1.VirtualMachineSn
 		return ctrl.Result{}, err
 	}
 	metrics.SnapshotFailed(snap.Namespace, snap.Spec.VMName)
-	r.Recorder.Eventf(snap, nil, corev1.EventTypeWarning, reason, "Snapshot", "%s", msg)
+	log.FromContext(ctx).Info("snapshot phase", "to", snap.Status.Phase, "vm", snap.Spec.VMName, "reason", reason)
+	r.Recorder.Eventf(snap, nil, corev1.EventTypeWarning, reason, novacronv1.ActionSnapshot, "%s", msg)
 	return ctrl.Result{}, nil
 }
 
@@ -264,11 +266,11 @@ func (r *Reconciler) finalize(ctx context.Context, snap *novacronv1.VirtualMachi
 		_, hv, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, snap.Status.NodeName)
 		switch {
 		case err != nil && apierrors.IsNotFound(errors.Unwrap(err)):
-			r.Recorder.Eventf(snap, nil, corev1.EventTypeWarning, "HypervisorGone", "Delete", "Hypervisor %s no longer exists; nothing to delete there", snap.Status.NodeName)
+			r.Recorder.Eventf(snap, nil, corev1.EventTypeWarning, novacronv1.ReasonHypervisorGone, novacronv1.ActionDelete, "Hypervisor %s no longer exists; nothing to delete there", snap.Status.NodeName)
 		case err != nil:
 			return ctrl.Result{}, err
 		default:
-			domain := vm.DomainName(&novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Namespace: snap.Namespace, Name: snap.Spec.VMName}})
+			domain := domain.DomainName(&novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Namespace: snap.Namespace, Name: snap.Spec.VMName}})
 			if err := hv.DeleteSnapshot(ctx, domain, snap.Status.SnapshotName); err != nil {
 				return ctrl.Result{}, err
 			}
@@ -280,5 +282,5 @@ func (r *Reconciler) finalize(ctx context.Context, snap *novacronv1.VirtualMachi
 
 // setCondition sets the Ready condition and says whether it changed.
 func setCondition(conds *[]metav1.Condition, gen int64, status metav1.ConditionStatus, reason, msg string) bool {
-	return meta.SetStatusCondition(conds, metav1.Condition{Type: ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen})
+	return meta.SetStatusCondition(conds, metav1.Condition{Type: novacronv1.ConditionReady, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen})
 }

@@ -21,9 +21,8 @@ import (
 
 // Hook kinds, as named in spec.template.spec.lifecycle.
 const (
-	hookPreStart  = "preStart"
-	hookPreStop   = "preStop"
-	componentHook = "hook"
+	hookPreStart = "preStart"
+	hookPreStop  = "preStop"
 )
 
 // HookRequest is the JSON body an HTTP hook receives.
@@ -130,7 +129,7 @@ func (r *Reconciler) runJobHook(ctx context.Context, vm *novacronv1.VirtualMachi
 		job = batchv1.Job{
 			ObjectMeta: metav1.ObjectMeta{
 				Name: name, Namespace: vm.Namespace,
-				Labels:          map[string]string{novacronv1.LabelVM: vm.Name, novacronv1.LabelComponent: componentHook, "novacron.io/hook": kind},
+				Labels:          map[string]string{novacronv1.LabelVM: vm.Name, novacronv1.LabelComponent: novacronv1.ComponentHook, novacronv1.LabelHook: kind},
 				Annotations:     hook.Job.Template.Metadata.Annotations,
 				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vm, novacronv1.GroupVersion.WithKind("VirtualMachine"))},
 			},
@@ -158,7 +157,7 @@ func (r *Reconciler) runJobHook(ctx context.Context, vm *novacronv1.VirtualMachi
 			}
 			return hookRunning, err
 		}
-		r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, "HookStarted", "Run", "%s hook: started Job %s", kind, name)
+		r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, novacronv1.ReasonHookStarted, novacronv1.ActionRun, "%s hook: started Job %s", kind, name)
 		return hookRunning, nil
 	}
 	if err != nil {
@@ -181,7 +180,7 @@ func (r *Reconciler) runJobHook(ctx context.Context, vm *novacronv1.VirtualMachi
 // deleteOldHookJobs removes the Jobs of earlier runs of the same hook.
 func (r *Reconciler) deleteOldHookJobs(ctx context.Context, vm *novacronv1.VirtualMachine, kind, keep string) error {
 	var jobs batchv1.JobList
-	if err := r.Client.List(ctx, &jobs, client.InNamespace(vm.Namespace), client.MatchingLabels{novacronv1.LabelVM: vm.Name, "novacron.io/hook": kind}); err != nil {
+	if err := r.Client.List(ctx, &jobs, client.InNamespace(vm.Namespace), client.MatchingLabels{novacronv1.LabelVM: vm.Name, novacronv1.LabelHook: kind}); err != nil {
 		return err
 	}
 	for i := range jobs.Items {

@@ -1,10 +1,20 @@
 package webhook
 
 import (
+	"context"
+	"fmt"
 	"reflect"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/policies"
 )
 
 // isNilObject tells a typed nil (no old object on CREATE) from an object.
@@ -25,4 +35,76 @@ func fieldPath(dotted string) *field.Path {
 		p = p.Child(s)
 	}
 	return p
+}
+
+// getVM reads the VM an object refers to, as a field error when it is missing.
+func getVM(ctx context.Context, c client.Reader, ns, name string, path *field.Path) (*novacronv1.VirtualMachine, *field.Error) {
+	vm := &novacronv1.VirtualMachine{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, vm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, field.NotFound(path, fmt.Sprintf("VirtualMachine %s/%s", ns, name))
+		}
+		return nil, field.InternalError(path, err)
+	}
+	return vm, nil
+}
+
+func invalid(kind, name string, errs field.ErrorList) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return apierrors.NewInvalid(novacronv1.GroupVersion.WithKind(kind).GroupKind(), name, errs)
+}
+
+func orUnknown(p novacronv1.VMPhase) string {
+	if p == "" {
+		return "Pending"
+	}
+	return string(p)
+}
+
+// admitWithPolicies runs the admission policies: deny-enforced violations
+// reject the request with their fields; warnings go back to the user; dryrun
+// violations become events.
+func admitWithPolicies(ctx context.Context, c client.Reader, engine *policies.Engine, rec events.EventRecorder, op, kind string, obj, old client.Object) (admission.Warnings, error) {
+	if engine == nil {
+		return nil, nil
+	}
+	in := policies.AdmissionInput{Operation: op, Kind: kind, Object: obj}
+	if old != nil && !isNilObject(old) {
+		in.OldObject = old
+	}
+	if req, err := admission.RequestFromContext(ctx); err == nil {
+		in.UserInfo = policies.UserInfo{Username: req.UserInfo.Username, Groups: req.UserInfo.Groups}
+	}
+	if ns := obj.GetNamespace(); ns != "" {
+		in.Namespace.Name = ns
+		var nsObj corev1.Namespace
+		if err := c.Get(ctx, client.ObjectKey{Name: ns}, &nsObj); err == nil {
+			in.Namespace.Labels = nsObj.Labels
+		}
+	}
+	res, err := engine.Admit(ctx, in)
+	if err != nil {
+		// Fail closed: a policy that errors does not let requests through.
+		return nil, apierrors.NewInternalError(fmt.Errorf("evaluating admission policies: %w", err))
+	}
+	for _, d := range res.DryRun {
+		if rec != nil {
+			rec.Eventf(obj, nil, corev1.EventTypeWarning, novacronv1.ReasonPolicyDryRun, novacronv1.ActionAdmit, "policy %s (dryrun) would deny: %s", d.Policy, d.Message)
+		}
+	}
+	if len(res.Denials) == 0 {
+		return res.Warnings, nil
+	}
+	var errs field.ErrorList
+	for _, d := range res.Denials {
+		path := field.NewPath("spec")
+		if d.Field != "" {
+			path = fieldPath(d.Field)
+		}
+		errs = append(errs, field.Forbidden(path, fmt.Sprintf("policy %s: %s", d.Policy, d.Message)))
+	}
+	gk := novacronv1.GroupVersion.WithKind(kind).GroupKind()
+	return res.Warnings, apierrors.NewInvalid(gk, obj.GetName(), errs)
 }

@@ -1,3 +1,6 @@
+// Package webhook holds NovaCron's admission webhooks: defaults for
+// VirtualMachines, and validation of every NovaCron kind: cross-field checks
+// the schema cannot express, then the platform team's admission policies.
 package webhook
 
 import (

@@ -9,13 +9,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	fwk "k8s.io/kube-scheduler/framework"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devices"
+	"github.com/novacron/operator/migration"
 	"github.com/novacron/operator/policies"
 )
 
@@ -23,7 +24,9 @@ const stateKey fwk.StateKey = Name
 
 // cycleState is what PreFilter works out once per pod for Filter and Score.
 type cycleState struct {
-	req Request
+	// vcpus and memBytes are the VM's size; req its devices.
+	vcpus, memBytes int64
+	req             devices.Request
 	// denied and scores come from the placement policies, per node.
 	denied map[string][]string
 	scores map[string]int64
@@ -58,30 +61,19 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	}
 	s := &cycleState{}
 	spec := &vm.Spec.Template.Spec
-	s.req.VCPUs, s.req.MemoryBytes = int64(spec.Resources.CPU), spec.Resources.Memory.Value()
-	for _, d := range spec.Devices {
-		s.req.GPUs = append(s.req.GPUs, GPURequest{Vendor: d.Vendor, Model: d.Model, Count: int(d.Count)})
+	s.vcpus, s.memBytes = int64(spec.Resources.CPU), spec.Resources.Memory.Value()
+	pools, err := devices.VFPools(ctx, p.readNetwork, vm)
+	if devices.IsVMError(err) {
+		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, err.Error())
 	}
-	for _, n := range spec.Networks {
-		if n.Type != novacronv1.NetworkTypeSRIOV {
-			continue
-		}
-		res, err := p.vfResource(ctx, pod.Namespace, n.Name)
-		if err != nil {
-			if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
-				return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("sr-iov network %s: NetworkAttachmentDefinition %s/%s not found", n.Name, pod.Namespace, n.Name))
-			}
-			return nil, fwk.AsStatus(err)
-		}
-		if res == "" {
-			return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("sr-iov network %s: NetworkAttachmentDefinition %s/%s names no resource (k8s.v1.cni.cncf.io/resourceName)", n.Name, pod.Namespace, n.Name))
-		}
-		s.req.VFs = append(s.req.VFs, VFRequest{Network: n.Name, ResourceName: res})
+	if err != nil {
+		return nil, fwk.AsStatus(err)
 	}
-	if s.req.hasDevices() {
+	s.req = devices.RequestFor(spec, pools)
+	if s.req.HasDevices() {
 		// Most nodes have no devices at all; they all fail for the same
 		// reason, worked out once here rather than once per node.
-		_, s.noDevicesReason = assign(&s.req, &novacronv1.Hypervisor{}, nil, p.args.NUMAAlignment)
+		_, s.noDevicesReason = devices.Assign(&s.req, &novacronv1.Hypervisor{}, nil, p.args.NUMAAlignment)
 	}
 	if src := pod.Labels[novacronv1.LabelMigrationSource]; src != "" {
 		s.source = src
@@ -113,33 +105,33 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	return nil, nil
 }
 
-// vfResource is the VF pool a NetworkAttachmentDefinition names. Answers are
-// kept for a short while: many VMs share a few networks, and the definition's
-// CRD may not be installed at all, which rules out an informer.
-func (p *Plugin) vfResource(ctx context.Context, ns, name string) (string, error) {
+// readNetwork reads a NetworkAttachmentDefinition's annotations for
+// devices.VFPool. Answers are kept for a short while: many VMs share a few
+// networks, and the definition's CRD may not be installed at all, which rules
+// out an informer.
+func (p *Plugin) readNetwork(ctx context.Context, ns, name string) (map[string]string, error) {
 	key := ns + "/" + name
 	p.mu.Lock()
 	e, ok := p.nads[key]
 	p.mu.Unlock()
 	if ok && time.Since(e.at) < nadCacheTTL {
-		return e.resource, nil
+		return e.annotations, nil
 	}
 	nad, err := p.dyn.Resource(nadGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	res := nad.GetAnnotations()[novacronv1.AnnotationResourceName]
 	p.mu.Lock()
-	p.nads[key] = nadEntry{resource: res, at: time.Now()}
+	p.nads[key] = nadEntry{annotations: nad.GetAnnotations(), at: time.Now()}
 	p.mu.Unlock()
-	return res, nil
+	return nad.GetAnnotations(), nil
 }
 
 const nadCacheTTL = 30 * time.Second
 
 type nadEntry struct {
-	resource string
-	at       time.Time
+	annotations map[string]string
+	at          time.Time
 }
 
 // PreFilterExtensions is nil: the plugin's state does not depend on which
@@ -284,18 +276,18 @@ func (p *Plugin) filter(s *cycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.St
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("CPU model %s differs from the source node's %s", hv.Status.CPUModel, s.sourceCPUModel))
 	}
 	use := p.usage(e, ni, pod)
-	capCPU, capMem := e.capCPU, e.capMem
-	if use.vcpus+s.req.VCPUs > capCPU {
-		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("%d/%d vCPUs free, %d needed", max(capCPU-use.vcpus, 0), capCPU, s.req.VCPUs))
+	// The VM ledger of the one capacity model; NodeResourcesFit checks the
+	// launcher pod's requests against the Node.
+	capacity := migration.Resources{VCPUs: float64(e.capCPU), Memory: float64(e.capMem)}
+	used := migration.Resources{VCPUs: float64(use.vcpus), Memory: float64(use.memBytes)}
+	if why := migration.Short(capacity, used, migration.Resources{VCPUs: float64(s.vcpus), Memory: float64(s.memBytes)}); why != "" {
+		return fwk.NewStatus(fwk.Unschedulable, why)
 	}
-	if use.memBytes+s.req.MemoryBytes > capMem {
-		return fwk.NewStatus(fwk.Unschedulable, fmt.Sprintf("%dMi/%dMi of VM memory free, %dMi needed", max(capMem-use.memBytes, 0)>>20, capMem>>20, s.req.MemoryBytes>>20))
-	}
-	if s.req.hasDevices() {
+	if s.req.HasDevices() {
 		if e.devices == 0 {
 			return fwk.NewStatus(fwk.Unschedulable, s.noDevicesReason)
 		}
-		if _, reason := assign(&s.req, hv, use.devices, p.args.NUMAAlignment); reason != "" {
+		if _, reason := devices.Assign(&s.req, hv, use.devices, p.args.NUMAAlignment); reason != "" {
 			return fwk.NewStatus(fwk.Unschedulable, reason)
 		}
 	}

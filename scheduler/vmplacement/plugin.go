@@ -24,7 +24,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
-	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/policies"
@@ -32,18 +31,6 @@ import (
 
 // Name is the plugin's name in a KubeSchedulerConfiguration.
 const Name = "VMPlacement"
-
-// Args configure the plugin (pluginConfig args in the scheduler profile).
-type Args struct {
-	// ScoringStrategy is pack (fill nodes up), spread (use the emptiest node)
-	// or balanced (keep vCPU and memory use even). Default spread.
-	ScoringStrategy string `json:"scoringStrategy,omitempty"`
-	// NUMAAlignment puts all of a VM's devices on one NUMA node.
-	NUMAAlignment bool `json:"numaAlignment,omitempty"`
-	// FragmentationWeight weighs the device-fragmentation score against the
-	// strategy's (both 0-100). Default 1.
-	FragmentationWeight int64 `json:"fragmentationWeight,omitempty"`
-}
 
 // GroupVersionResources the plugin watches.
 var (
@@ -99,19 +86,9 @@ var (
 // New builds the plugin: its informers for Hypervisors, VirtualMachines and
 // VirtualMachinePolicies, and its own policy engine fed by the latter.
 func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
-	args := Args{ScoringStrategy: "spread", FragmentationWeight: 1}
-	if obj != nil {
-		if err := frameworkruntime.DecodeInto(obj, &args); err != nil {
-			return nil, fmt.Errorf("%s args: %w", Name, err)
-		}
-	}
-	switch args.ScoringStrategy {
-	case "pack", "spread", "balanced":
-	default:
-		return nil, fmt.Errorf("%s args: scoringStrategy %q is not pack, spread or balanced", Name, args.ScoringStrategy)
-	}
-	if args.FragmentationWeight < 0 {
-		return nil, fmt.Errorf("%s args: fragmentationWeight must not be negative", Name)
+	args, err := decodeArgs(obj)
+	if err != nil {
+		return nil, err
 	}
 	dyn, err := dynamic.NewForConfig(h.KubeConfig())
 	if err != nil {
@@ -287,5 +264,5 @@ func (p *Plugin) vm(pod *corev1.Pod) (*novacronv1.VirtualMachine, error) {
 // isLauncher tells VM launcher pods from every other pod, which the plugin
 // leaves to the default plugins.
 func isLauncher(pod *corev1.Pod) bool {
-	return pod.Labels[novacronv1.LabelComponent] == "launcher" && pod.Labels[novacronv1.LabelVM] != ""
+	return pod.Labels[novacronv1.LabelComponent] == novacronv1.ComponentLauncher && pod.Labels[novacronv1.LabelVM] != ""
 }

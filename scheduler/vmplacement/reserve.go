@@ -12,6 +12,7 @@ import (
 	schedutil "k8s.io/kubernetes/pkg/scheduler/util"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devices"
 )
 
 const assignmentKey fwk.StateKey = Name + "/assignment"
@@ -39,22 +40,22 @@ func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.
 		return fwk.AsStatus(err)
 	}
 	var a novacronv1.DeviceAssignment
-	if s.req.hasDevices() {
+	if s.req.HasDevices() {
 		var reason string
-		a, reason = assign(&s.req, e.hv, p.usage(e, ni, pod).devices, p.args.NUMAAlignment)
+		a, reason = devices.Assign(&s.req, e.hv, p.usage(e, ni, pod).devices, p.args.NUMAAlignment)
 		if reason != "" {
 			return fwk.NewStatus(fwk.Unschedulable, reason)
 		}
 	}
-	var devices []string
+	var held []string
 	for _, g := range a.GPUs {
-		devices = append(devices, g.PCIAddress)
+		held = append(held, g.PCIAddress)
 	}
 	for _, vf := range a.VFs {
-		devices = append(devices, vf)
+		held = append(held, vf)
 	}
-	if len(devices) > 0 {
-		p.hold(node, pod.UID, devices)
+	if len(held) > 0 {
+		p.hold(node, pod.UID, held)
 	}
 	state.Write(assignmentKey, &assignmentState{a: a})
 	return nil

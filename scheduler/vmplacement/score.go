@@ -7,6 +7,7 @@ import (
 	fwk "k8s.io/kube-scheduler/framework"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devices"
 )
 
 // Score ranks a node for the VM: the scoring strategy on the node's vCPU and
@@ -24,19 +25,19 @@ func (p *Plugin) Score(ctx context.Context, state fwk.CycleState, pod *corev1.Po
 	// Cheap: the node's use is cached by its generation (see podUsage).
 	use := p.usage(e, ni, pod)
 	capCPU, capMem := e.capCPU, e.capMem
-	cpu := frac(use.vcpus+s.req.VCPUs, capCPU)
-	mem := frac(use.memBytes+s.req.MemoryBytes, capMem)
+	cpu := frac(use.vcpus+s.vcpus, capCPU)
+	mem := frac(use.memBytes+s.memBytes, capMem)
 	var strategy float64
 	switch p.args.ScoringStrategy {
-	case "pack":
+	case Pack:
 		strategy = (cpu + mem) / 2
-	case "balanced":
+	case Balanced:
 		strategy = 1 - abs(cpu-mem)
-	default: // spread
+	default: // Spread
 		strategy = 1 - (cpu+mem)/2
 	}
 	frag := fragmentation(&s.req, e, use)
-	w := float64(p.args.FragmentationWeight)
+	w := float64(*p.args.FragmentationWeight)
 	score := (strategy*100 + w*frag) / (1 + w)
 	return int64(score) + s.scores[ni.Node().Name], nil
 }
@@ -45,14 +46,14 @@ func (p *Plugin) Score(ctx context.Context, state fwk.CycleState, pod *corev1.Po
 // free devices: 100 when it takes exactly what is free (best fit), less when it
 // would break up a larger free set another VM could need. A VM without devices
 // prefers nodes without free devices, leaving those for VMs that need them.
-func fragmentation(req *Request, e *hvEntry, use nodeUse) float64 {
-	if !req.hasDevices() {
+func fragmentation(req *devices.Request, e *hvEntry, use nodeUse) float64 {
+	if !req.HasDevices() {
 		if e.devices == 0 || e.devices == use.devices.Len() {
 			return 100
 		}
 		return 100 * float64(use.devices.Len()) / float64(e.devices)
 	}
-	free := freeMatching(req, e.hv, use.devices)
+	free := devices.FreeMatching(req, e.hv, use.devices)
 	n := 0
 	for _, g := range req.GPUs {
 		n += g.Count

@@ -16,7 +16,7 @@ import (
 
 func launcher(uid string, devices ...string) *corev1.Pod {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: uid, Namespace: "ns", UID: types.UID(uid),
-		Labels:      map[string]string{novacronv1.LabelComponent: "launcher", novacronv1.LabelVM: uid},
+		Labels:      map[string]string{novacronv1.LabelComponent: novacronv1.ComponentLauncher, novacronv1.LabelVM: uid},
 		Annotations: map[string]string{novacronv1.AnnotationVCPUs: "2", novacronv1.AnnotationMemoryBytes: "1024"}},
 		Spec: corev1.PodSpec{NodeName: "gpu-1"}}
 	if len(devices) > 0 {
@@ -28,6 +28,15 @@ func launcher(uid string, devices ...string) *corev1.Pod {
 		pod.Annotations[novacronv1.AnnotationAssignedDevices] = string(raw)
 	}
 	return pod
+}
+
+// gpuHost is a node with three T4s.
+func gpuHost() *novacronv1.Hypervisor {
+	hv := &novacronv1.Hypervisor{}
+	for _, pci := range []string{"0000:3b:00.0", "0000:3c:00.0", "0000:3d:00.0"} {
+		hv.Status.GPUs = append(hv.Status.GPUs, novacronv1.GPU{Vendor: "nvidia", Model: "tesla-t4", PCIAddress: pci})
+	}
+	return hv
 }
 
 func nodeInfo(pods ...*corev1.Pod) *framework.NodeInfo {

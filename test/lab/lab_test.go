@@ -29,12 +29,10 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/devenv"
-	"github.com/novacron/operator/migration"
-	"github.com/novacron/operator/operator/images"
+	"github.com/novacron/operator/operator/domain"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/provider/libvirt"
-	"github.com/novacron/operator/operator/vm"
 	"github.com/novacron/operator/test/testenv"
 )
 
@@ -94,7 +92,7 @@ func installLabCatalog(t *testing.T, env *testenv.Env) {
 	ctx := context.Background()
 	require.NoError(t, env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "novacron-system"}}))
 	require.NoError(t, env.Client.Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: images.ConfigMapName, Namespace: "novacron-system"},
+		ObjectMeta: metav1.ObjectMeta{Name: domain.CatalogConfigMap, Namespace: "novacron-system"},
 		Data:       map[string]string{"lab-guest": devenv.LabGuestImage},
 	}))
 }
@@ -161,7 +159,7 @@ func TestRealQEMULifecycle(t *testing.T) {
 	env.Bind(t, key, node, nil, time.Minute)
 	running := env.WaitVM(t, key, 2*time.Minute, "phase Running", testenv.PhaseIs(novacronv1.VMRunning))
 	toRunning := time.Since(start)
-	dom := vm.DomainName(running)
+	dom := domain.DomainName(running)
 	boot := waitLog(t, dom, time.Minute, "the guest to boot and tick", func(l string) bool {
 		return strings.Contains(l, "NOVACRON-GUEST-BOOT") && strings.Contains(l, "NOVACRON-TICK")
 	})
@@ -243,7 +241,7 @@ func TestRealQEMUSnapshotRestore(t *testing.T) {
 	require.NoError(t, env.Client.Create(ctx, v))
 	env.Bind(t, key, node, nil, time.Minute)
 	env.WaitVM(t, key, 2*time.Minute, "phase Running", testenv.PhaseIs(novacronv1.VMRunning))
-	dom := vm.DomainName(v)
+	dom := domain.DomainName(v)
 	waitLog(t, dom, time.Minute, "the guest to tick past 4 s", func(l string) bool { return lastTick(l) >= 4 })
 
 	snap := &novacronv1.VirtualMachineSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "lab-snap", Namespace: "default"},
@@ -300,7 +298,7 @@ func bindTarget(t *testing.T, env *testenv.Env, mig, node string) {
 	t.Helper()
 	var pods corev1.PodList
 	require.Eventually(t, func() bool {
-		return env.Client.List(context.Background(), &pods, client.InNamespace("default"), client.MatchingLabels{migration.LabelMigration: mig}) == nil && len(pods.Items) == 1
+		return env.Client.List(context.Background(), &pods, client.InNamespace("default"), client.MatchingLabels{novacronv1.LabelMigration: mig}) == nil && len(pods.Items) == 1
 	}, time.Minute, 10*time.Millisecond, "the target pod of %s", mig)
 	cs, err := kubernetes.NewForConfig(env.Config)
 	require.NoError(t, err)
@@ -363,7 +361,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	require.NoError(t, env.Client.Create(ctx, v))
 	env.Bind(t, key, "lab-m1", nil, time.Minute)
 	env.WaitVM(t, key, 2*time.Minute, "phase Running", testenv.PhaseIs(novacronv1.VMRunning))
-	dom := vm.DomainName(v)
+	dom := domain.DomainName(v)
 	waitLogOn := func(n, what string, ok func(string) bool) string {
 		deadline := time.Now().Add(time.Minute)
 		for {
@@ -438,7 +436,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 		return env.Client.Get(ctx, client.ObjectKeyFromObject(killed), killed) == nil && killed.Status.Phase.Done()
 	}, 2*time.Minute, 100*time.Millisecond, "the migration to end; last seen %+v", &killed.Status)
 	assert.Equal(t, novacronv1.MigrationFailed, killed.Status.Phase)
-	t.Logf("target killed; migration %s %s later: %s", killed.Status.Phase, time.Since(killAt).Round(time.Millisecond), meta.FindStatusCondition(killed.Status.Conditions, migration.ConditionReady).Message)
+	t.Logf("target killed; migration %s %s later: %s", killed.Status.Phase, time.Since(killAt).Round(time.Millisecond), meta.FindStatusCondition(killed.Status.Conditions, novacronv1.ConditionReady).Message)
 	stayed := env.WaitVM(t, key, time.Minute, "Running on lab-m1", func(x *novacronv1.VirtualMachine) bool {
 		return x.Status.Phase == novacronv1.VMRunning && x.Status.MigrationState == nil
 	})
@@ -476,7 +474,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	})
 	assert.Equal(t, novacronv1.MigrationSucceeded, resumed.Status.Phase, "%+v", resumed.Status.Conditions)
 	t.Logf("after the restart: migration %s (%s) in %s, VM on %s", resumed.Status.Phase,
-		meta.FindStatusCondition(resumed.Status.Conditions, migration.ConditionReady).Message, time.Since(restartAt).Round(time.Millisecond), final.Status.NodeName)
+		meta.FindStatusCondition(resumed.Status.Conditions, novacronv1.ConditionReady).Message, time.Since(restartAt).Round(time.Millisecond), final.Status.NodeName)
 	running := 0
 	for _, n := range []string{"lab-m1", "lab-m2"} {
 		if strings.Contains(virsh(t, labSh(t, "uri", n), "list", "--name"), dom) {

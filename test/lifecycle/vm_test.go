@@ -27,8 +27,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/domain"
+	"github.com/novacron/operator/operator/launcher"
 	"github.com/novacron/operator/operator/provider"
-	"github.com/novacron/operator/operator/vm"
 	"github.com/novacron/operator/test/testenv"
 )
 
@@ -155,7 +156,7 @@ func TestCreateRunsOnTheBoundNodeOnly(t *testing.T) {
 	require.Len(t, got.Status.Devices, 1)
 	assert.Equal(t, "0000:3b:00.0", got.Status.Devices[0].PCIAddress)
 
-	dom := vm.DomainName(got)
+	dom := domain.DomainName(got)
 	assert.Equal(t, provider.StateRunning, domainState(t, "node-2", dom))
 	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", dom), "the domain exists only on the bound node")
 	path, err := host(t, "node-2").VolumePath(ctx, "default", "default_create-run-root.qcow2")
@@ -195,14 +196,14 @@ func TestStopStartAndDelete(t *testing.T) {
 	create(t, v)
 	bind(t, v.Name, "node-1", nil)
 	running := waitVM(t, v.Name, "phase Running", phaseIs(novacronv1.VMRunning))
-	dom := vm.DomainName(running)
+	dom := domain.DomainName(running)
 	mac := running.Status.Interfaces[0].MAC
 
 	patchRunning(t, v.Name, false)
 	waitVM(t, v.Name, "phase Stopped", phaseIs(novacronv1.VMStopped))
 	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", dom), "stopped, not deleted")
 	assert.Eventually(t, func() bool {
-		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: vm.LauncherPodName(v.Name)}, &corev1.Pod{}))
+		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: launcher.PodName(v.Name)}, &corev1.Pod{}))
 	}, timeout, tick, "a stopped VM's launcher pod is removed to free the node")
 
 	patchRunning(t, v.Name, true)
@@ -222,7 +223,7 @@ func TestStopStartAndDelete(t *testing.T) {
 	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", dom), "delete removes the domain")
 	_, err := host(t, "node-1").VolumePath(ctx, "default", "default_stop-start-root.qcow2")
 	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's disk")
-	assert.True(t, apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: vm.LauncherPodName(v.Name)}, &corev1.Pod{})))
+	assert.True(t, apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: launcher.PodName(v.Name)}, &corev1.Pod{})))
 }
 
 func TestUnknownImageIsAClearErrorUntilFixed(t *testing.T) {
@@ -238,7 +239,7 @@ func TestUnknownImageIsAClearErrorUntilFixed(t *testing.T) {
 	assert.Contains(t, c.Message, `image "windows-11" is not in the image catalog`)
 	assert.Contains(t, c.Message, "known images: ubuntu-22.04-lts")
 	waitEvents(t, v.Name, "ImageNotFound")
-	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", vm.DomainName(failed)))
+	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", domain.DomainName(failed)))
 
 	require.NoError(t, env.Client.Patch(context.Background(), failed, client.RawPatch(types.MergePatchType,
 		[]byte(`{"spec":{"template":{"spec":{"image":{"source":"marketplace://ubuntu-22.04-lts"}}}}}`))))
@@ -345,7 +346,7 @@ func TestFailedPreStartKeepsTheVMStopped(t *testing.T) {
 	assert.Contains(t, c.Message, "preStart hook failed after 2 tries")
 	assert.Contains(t, c.Message, "503 Service Unavailable: hook says Service Unavailable")
 	assert.Equal(t, novacronv1.VMStopped, got.Status.Phase)
-	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", vm.DomainName(got)), "defined but never started")
+	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", domain.DomainName(got)), "defined but never started")
 	waitEvents(t, v.Name, "HookFailed")
 	// It is not retried in a loop: two tries, then it waits for a spec change.
 	assert.Len(t, srv.hooks(), 2)
@@ -380,7 +381,7 @@ func TestJobHook(t *testing.T) {
 	}, timeout, tick, "the preStart Job was not created")
 	assert.Equal(t, corev1.RestartPolicyNever, job.Spec.Template.Spec.RestartPolicy)
 	waitVM(t, v.Name, "phase Starting while the Job runs", phaseIs(novacronv1.VMStarting))
-	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", vm.DomainName(get(t, v.Name))))
+	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", domain.DomainName(get(t, v.Name))))
 
 	// Play the Job controller: the Job succeeds.
 	now := metav1.Now()
@@ -419,7 +420,7 @@ func TestFailedJobHookKeepsTheVMStopped(t *testing.T) {
 	})
 	assert.Equal(t, novacronv1.VMStopped, got.Status.Phase)
 	assert.Contains(t, meta.FindStatusCondition(got.Status.Conditions, novacronv1.VMConditionHooksSucceeded).Message, "BackoffLimitExceeded")
-	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", vm.DomainName(got)))
+	assert.Equal(t, provider.StateShutoff, domainState(t, "node-1", domain.DomainName(got)))
 }
 
 func TestHypervisorUnreachableThenBack(t *testing.T) {
@@ -428,7 +429,7 @@ func TestHypervisorUnreachableThenBack(t *testing.T) {
 	create(t, v)
 	bind(t, v.Name, "node-2", nil)
 	running := waitVM(t, v.Name, "phase Running", phaseIs(novacronv1.VMRunning))
-	dom := vm.DomainName(running)
+	dom := domain.DomainName(running)
 
 	hypervisors.SetDown(nodeURIs["node-2"], true)
 	t.Cleanup(func() { hypervisors.SetDown(nodeURIs["node-2"], false) })
@@ -458,7 +459,7 @@ func TestOperatorRestartConvergesToOneDomain(t *testing.T) {
 	create(t, v)
 	bind(t, v.Name, "node-1", nil)
 	require.Eventually(t, func() bool {
-		return domainState(t, "node-1", vm.DomainName(get(t, v.Name))) == provider.StateShutoff
+		return domainState(t, "node-1", domain.DomainName(get(t, v.Name))) == provider.StateShutoff
 	}, timeout, tick, "the first operator never defined the domain")
 	stop()
 
@@ -470,7 +471,7 @@ func TestOperatorRestartConvergesToOneDomain(t *testing.T) {
 		names, err := host(t, node).Domains(ctx)
 		require.NoError(t, err)
 		for _, n := range names {
-			if n == vm.DomainName(got) {
+			if n == domain.DomainName(got) {
 				found = append(found, node)
 			}
 		}

@@ -17,10 +17,11 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/migration"
-	"github.com/novacron/operator/migration/rebalance"
-	"github.com/novacron/operator/operator/metrics"
+	"github.com/novacron/operator/operator/domain"
+	"github.com/novacron/operator/operator/launcher"
+	"github.com/novacron/operator/operator/livemigration"
 	"github.com/novacron/operator/operator/provider"
-	"github.com/novacron/operator/operator/vm"
+	"github.com/novacron/operator/operator/usage"
 	"github.com/novacron/operator/policies"
 	"github.com/novacron/operator/test/testenv"
 )
@@ -91,7 +92,7 @@ func assertOnSource(t *testing.T, v *novacronv1.VirtualMachine, source string) {
 }
 
 func message(m *novacronv1.VirtualMachineMigration) string {
-	if c := meta.FindStatusCondition(m.Status.Conditions, migration.ConditionReady); c != nil {
+	if c := meta.FindStatusCondition(m.Status.Conditions, novacronv1.ConditionReady); c != nil {
 		return c.Message
 	}
 	return ""
@@ -102,7 +103,7 @@ func domainState(t *testing.T, node string, v *novacronv1.VirtualMachine) provid
 	t.Helper()
 	h, err := hosts.inner.Hypervisor(context.Background(), uris[node])
 	require.NoError(t, err)
-	st, err := h.State(context.Background(), vm.DomainName(v))
+	st, err := h.State(context.Background(), domain.DomainName(v))
 	if err != nil {
 		require.ErrorIs(t, err, provider.ErrNotFound)
 		return ""
@@ -142,11 +143,11 @@ func TestMigrationMovesTheVM(t *testing.T) {
 	assert.NotNil(t, m.Status.CompletionTime)
 	assert.Contains(t, message(m), "now runs on node "+target+" (downtime 42 ms)")
 	m = waitMigration(t, "move-1", "source cleaned", func(m *novacronv1.VirtualMachineMigration) bool {
-		return meta.IsStatusConditionTrue(m.Status.Conditions, migration.ConditionSourceCleaned)
+		return meta.IsStatusConditionTrue(m.Status.Conditions, novacronv1.MigrationConditionSourceCleaned)
 	})
 	h, err := hosts.inner.Hypervisor(context.Background(), uris[source])
 	require.NoError(t, err)
-	_, err = h.VolumePath(context.Background(), "default", vm.DomainName(v)+"-root.qcow2")
+	_, err = h.VolumePath(context.Background(), "default", domain.DomainName(v)+"-root.qcow2")
 	assert.ErrorIs(t, err, provider.ErrNotFound, "the stale root disk is gone from the source")
 
 	got := env.WaitVM(t, key(v.Name), timeout, "Running on the target", func(x *novacronv1.VirtualMachine) bool {
@@ -168,7 +169,7 @@ func TestMigrationMovesTheVM(t *testing.T) {
 	env.PatchRunning(t, key(v.Name), true)
 	back := env.WaitVM(t, key(v.Name), timeout, "Running again", testenv.PhaseIs(novacronv1.VMRunning))
 	assert.Equal(t, target, back.Status.NodeName)
-	assert.Equal(t, vm.LauncherPodName(v.Name), back.Status.LauncherPod)
+	assert.Equal(t, launcher.PodName(v.Name), back.Status.LauncherPod)
 }
 
 func TestFailedMigrationLeavesTheVMOnTheSource(t *testing.T) {
@@ -236,7 +237,7 @@ func TestLostTargetDuringSwitchOverIsWaitedFor(t *testing.T) {
 	v := runningVM(t, "switcher")
 	source := v.Status.NodeName
 	target := other(source)
-	domain := vm.DomainName(v)
+	domain := domain.DomainName(v)
 	release := hosts.Hold()
 	migrate(t, "switch-over", v.Name)
 	waitInFlight(t, "switch-over")
@@ -253,7 +254,7 @@ func TestLostTargetDuringSwitchOverIsWaitedFor(t *testing.T) {
 	release()
 
 	m := waitMigration(t, "switch-over", "waiting for the target", func(m *novacronv1.VirtualMachineMigration) bool {
-		c := meta.FindStatusCondition(m.Status.Conditions, migration.ConditionReady)
+		c := meta.FindStatusCondition(m.Status.Conditions, novacronv1.ConditionReady)
 		return c != nil && c.Reason == "WaitingForTarget"
 	})
 	assert.Equal(t, novacronv1.MigrationRunning, m.Status.Phase, "not decided without the target")
@@ -433,7 +434,8 @@ func TestRebalancerMovesOffAHotNode(t *testing.T) {
 			waitMigration(t, m.Name, "done", func(m *novacronv1.VirtualMachineMigration) bool { return m.Status.Phase.Done() })
 		}
 	}
-	r := &migration.Rebalancer{Client: env.Client, Namespace: "novacron-system", Config: rebalance.Config{High: 0.8, Target: 0.7}, Cooldown: time.Hour}
+	measured := &usage.Store{}
+	r := &livemigration.Rebalancer{Client: env.Client, Namespace: "novacron-system", Config: migration.RebalanceConfig{High: 0.8, Target: 0.7}, Cooldown: time.Hour, Usage: measured}
 	var onOne int
 	for _, v := range vms {
 		if env.WaitVM(t, key(v.Name), timeout, "Running", testenv.PhaseIs(novacronv1.VMRunning)).Status.NodeName == "node-1" {
@@ -458,8 +460,7 @@ func TestRebalancerMovesOffAHotNode(t *testing.T) {
 
 	// By measured use the same VMs are idle: the node is not hot.
 	for _, v := range vms {
-		metrics.RecordCPU(ns, v.Name, "node-1", 0.5)
-		metrics.RecordMemory(ns, v.Name, "node-1", 1<<30)
+		measured.Record(ns, v.Name, usage.Usage{Cores: 0.5, MemoryBytes: 1 << 30})
 	}
 	r.Measured, r.DryRun = true, true
 	idle, err := r.Round(ctx)
@@ -474,7 +475,7 @@ func TestRebalancerMovesOffAHotNode(t *testing.T) {
 	require.Len(t, moves, 1, "one 5-vCPU VM brings 15/16 to 10/16")
 	assert.Equal(t, "node-2", moves[0].To)
 	var cm corev1.ConfigMap
-	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: "novacron-system", Name: migration.PlanConfigMap}, &cm))
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: "novacron-system", Name: livemigration.PlanConfigMap}, &cm))
 	assert.Contains(t, cm.Data["moves"], moves[0].VM+": node-1 -> node-2")
 
 	// For real: a Rebalance migration to the planned node; a second round

@@ -34,7 +34,7 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/devenv"
-	"github.com/novacron/operator/operator/vm"
+	"github.com/novacron/operator/operator/launcher"
 	"github.com/novacron/operator/test/testenv"
 )
 
@@ -183,7 +183,7 @@ func createWorkload(ctx context.Context, c client.Client, ns, profile string, n 
 		if err := c.Create(ctx, v); err != nil {
 			return err
 		}
-		pod := vm.BuildLauncherPod(v, vm.LauncherConfig{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1},
+		pod := launcher.BuildPod(v, launcher.Config{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1},
 			map[string]string{"data": "intel.com/sriov_data"})
 		return c.Create(ctx, pod)
 	})

@@ -16,8 +16,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/domain"
+	"github.com/novacron/operator/operator/launcher"
 	"github.com/novacron/operator/operator/provider"
-	"github.com/novacron/operator/operator/vm"
 	"github.com/novacron/operator/test/testenv"
 )
 
@@ -94,7 +95,7 @@ func TestGPUVMsLandWhereDevicesAreFree(t *testing.T) {
 	first := running(t, vms[0])
 	h, err := connector.Hypervisor(context.Background(), nodeURIs[first.Status.NodeName])
 	require.NoError(t, err)
-	st, err := h.State(context.Background(), vm.DomainName(first))
+	st, err := h.State(context.Background(), domain.DomainName(first))
 	require.NoError(t, err)
 	assert.Equal(t, provider.StateRunning, st)
 
@@ -270,7 +271,7 @@ func TestMigrationTargets(t *testing.T) {
 	other := map[string]string{"cpu-1": "cpu-2", "cpu-2": "cpu-1"}[src]
 
 	target := func(name string) *corev1.Pod {
-		p := vm.BuildLauncherPod(v, vm.LauncherConfig{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 2, MemoryOvercommitRatio: 1}, nil)
+		p := launcher.BuildPod(v, launcher.Config{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 2, MemoryOvercommitRatio: 1}, nil)
 		p.Name, p.OwnerReferences = name, nil
 		p.Labels[novacronv1.LabelMigrationSource] = src
 		require.NoError(t, env.Client.Create(ctx, p))

@@ -17,9 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/domain"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/snapshot"
-	"github.com/novacron/operator/operator/vm"
 	"github.com/novacron/operator/test/testenv"
 )
 
@@ -65,7 +65,7 @@ func snapshotPhase(p novacronv1.SnapshotPhase) func(*novacronv1.VirtualMachineSn
 }
 
 func readyMessage(conds []metav1.Condition) string {
-	if c := meta.FindStatusCondition(conds, snapshot.ConditionReady); c != nil {
+	if c := meta.FindStatusCondition(conds, novacronv1.ConditionReady); c != nil {
 		return c.Message
 	}
 	return ""
@@ -89,7 +89,7 @@ func onHost(t *testing.T, v *novacronv1.VirtualMachine) []string {
 	t.Helper()
 	h, err := hosts.inner.Hypervisor(context.Background(), uri)
 	require.NoError(t, err)
-	names, err := h.Snapshots(context.Background(), vm.DomainName(v))
+	names, err := h.Snapshots(context.Background(), domain.DomainName(v))
 	if err != nil {
 		require.ErrorIs(t, err, provider.ErrNotFound)
 		return nil
@@ -132,7 +132,7 @@ func TestSnapshotRestoreAndDelete(t *testing.T) {
 		Spec: novacronv1.VirtualMachineRestoreSpec{VMName: v.Name, SnapshotName: "before-upgrade", StopVM: true}}))
 	env.WaitVM(t, key(v.Name), timeout, "stopped for the restore", testenv.PhaseIs(novacronv1.VMStopped))
 	r = waitRestore(t, "rollback", novacronv1.RestoreSucceeded)
-	assert.True(t, meta.IsStatusConditionTrue(r.Status.Conditions, snapshot.ConditionStoppedVM))
+	assert.True(t, meta.IsStatusConditionTrue(r.Status.Conditions, novacronv1.RestoreConditionStoppedVM))
 	assert.NotNil(t, r.Status.StartTime)
 	assert.NotNil(t, r.Status.CompletionTime)
 	assert.Contains(t, readyMessage(r.Status.Conditions), "restored to snapshot before-upgrade and started again")
@@ -145,7 +145,7 @@ func TestSnapshotRestoreAndDelete(t *testing.T) {
 	env.WaitVM(t, key(v.Name), timeout, "Running again", testenv.PhaseIs(novacronv1.VMRunning))
 	h, err := hosts.inner.Hypervisor(ctx, uri)
 	require.NoError(t, err)
-	st, err := h.State(ctx, vm.DomainName(v))
+	st, err := h.State(ctx, domain.DomainName(v))
 	require.NoError(t, err)
 	assert.Equal(t, provider.StateRunning, st)
 

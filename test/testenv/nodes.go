@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/novacron/operator/devenv"
-	"github.com/novacron/operator/operator/images"
+	"github.com/novacron/operator/operator/domain"
 )
 
 // Image is the catalog image the tests' VMs boot (marketplace://ubuntu-22.04-lts);
@@ -27,12 +27,12 @@ func (e *Env) AddSimulatedNodes(ctx context.Context, dir string, nodes []devenv.
 		return nil, err
 	}
 	if err := e.Client.Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: images.ConfigMapName, Namespace: "novacron-system"},
+		ObjectMeta: metav1.ObjectMeta{Name: domain.CatalogConfigMap, Namespace: "novacron-system"},
 		Data:       map[string]string{Image: "volume: " + Volume + "\n"},
 	}); err != nil {
 		return nil, err
 	}
-	uris, err := devenv.SimulatedNodes(filepath.Join(dir, "nodes"), nodes, images.Catalog{Image: {Volume: Volume}})
+	uris, err := devenv.SimulatedNodes(filepath.Join(dir, "nodes"), nodes, domain.Catalog{Image: {Volume: Volume}})
 	if err != nil {
 		return nil, err
 	}

@@ -19,9 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/launcher"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
-	"github.com/novacron/operator/operator/vm"
 )
 
 // Poll is how often the helpers below look at the API server.
@@ -104,7 +104,7 @@ func (e *Env) LauncherPod(t testing.TB, key client.ObjectKey, timeout time.Durat
 	pod := &corev1.Pod{}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if e.Client.Get(context.Background(), client.ObjectKey{Namespace: key.Namespace, Name: vm.LauncherPodName(key.Name)}, pod) == nil && pod.DeletionTimestamp.IsZero() {
+		if e.Client.Get(context.Background(), client.ObjectKey{Namespace: key.Namespace, Name: launcher.PodName(key.Name)}, pod) == nil && pod.DeletionTimestamp.IsZero() {
 			return pod
 		}
 		time.Sleep(Poll)

@@ -1,4 +1,4 @@
-package vmplacement
+package devices
 
 import (
 	"fmt"
@@ -9,11 +9,9 @@ import (
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 )
 
-// Request is what one VM needs from a node, beyond what Kubernetes counts.
+// Request is the devices one VM needs from a node.
 type Request struct {
-	VCPUs       int64
-	MemoryBytes int64
-	GPUs        []GPURequest
+	GPUs []GPURequest
 	// VFs are the VM's sr-iov networks, each with the VF pool (resource name)
 	// its NetworkAttachmentDefinition names.
 	VFs []VFRequest
@@ -30,7 +28,23 @@ type VFRequest struct {
 	Network, ResourceName string
 }
 
-func (r *Request) hasDevices() bool { return len(r.GPUs) > 0 || len(r.VFs) > 0 }
+// RequestFor is what a VM's spec asks for; pools maps each sr-iov network to
+// its VF pool (VFPools).
+func RequestFor(spec *novacronv1.VirtualMachineInstanceSpec, pools map[string]string) Request {
+	var r Request
+	for _, d := range spec.Devices {
+		r.GPUs = append(r.GPUs, GPURequest{Vendor: d.Vendor, Model: d.Model, Count: int(d.Count)})
+	}
+	for _, n := range spec.Networks {
+		if n.Type == novacronv1.NetworkTypeSRIOV {
+			r.VFs = append(r.VFs, VFRequest{Network: n.Name, ResourceName: pools[n.Name]})
+		}
+	}
+	return r
+}
+
+// HasDevices says whether the VM needs any device at all.
+func (r *Request) HasDevices() bool { return len(r.GPUs) > 0 || len(r.VFs) > 0 }
 
 func (g GPURequest) matches(d novacronv1.GPU) bool {
 	return d.Vendor == g.Vendor && (g.Model == "" || d.Model == g.Model)
@@ -43,13 +57,14 @@ func (g GPURequest) String() string {
 	return g.Model
 }
 
-// assign picks concrete devices on a node, or says why it cannot. With
-// alignNUMA every device comes from one NUMA node. Among the GPUs that fit it
-// takes them from the NUMA node with the fewest free matching GPUs (best fit),
-// so larger free sets stay whole for VMs that need them.
-func assign(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string], alignNUMA bool) (novacronv1.DeviceAssignment, string) {
+// Assign picks concrete devices on a node, or says why it cannot; used holds
+// the PCI addresses already taken there. With alignNUMA every device comes
+// from one NUMA node. Among the GPUs that fit it takes them from the NUMA node
+// with the fewest free matching GPUs (best fit), so larger free sets stay
+// whole for VMs that need them.
+func Assign(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string], alignNUMA bool) (novacronv1.DeviceAssignment, string) {
 	numas := []int32{-2} // -2: any
-	if alignNUMA && req.hasDevices() {
+	if alignNUMA && req.HasDevices() {
 		numas = numaNodes(hv)
 	}
 	var lastReason string
@@ -160,9 +175,9 @@ func assignOn(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string], nu
 	return a, ""
 }
 
-// freeMatching counts the free devices a request could use on a node, for the
-// fragmentation score.
-func freeMatching(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string]) (free int) {
+// FreeMatching counts the free devices a request could use on a node (the
+// scheduler's fragmentation score).
+func FreeMatching(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string]) (free int) {
 	for _, d := range hv.Status.GPUs {
 		for _, g := range req.GPUs {
 			if g.matches(d) && !used.Has(d.PCIAddress) {

@@ -1,4 +1,4 @@
-package rebalance
+package migration
 
 import (
 	"fmt"
@@ -14,19 +14,19 @@ const gib = 1 << 30
 
 func TestPlanUnloadsWithTheFewestMoves(t *testing.T) {
 	nodes := []Node{
-		{Name: "hot", CPUModel: "m", CPU: 32, Memory: 128 * gib, UsedCPU: 30, UsedMemory: 60 * gib, Target: true},
-		{Name: "cold", CPUModel: "m", CPU: 32, Memory: 128 * gib, UsedCPU: 4, UsedMemory: 8 * gib, Target: true},
-		{Name: "other-model", CPUModel: "x", CPU: 32, Memory: 128 * gib, Target: true},
+		{Name: "hot", CPUModel: "m", Capacity: Resources{VCPUs: 32, Memory: 128 * gib}, Used: Resources{VCPUs: 30, Memory: 60 * gib}, Target: true},
+		{Name: "cold", CPUModel: "m", Capacity: Resources{VCPUs: 32, Memory: 128 * gib}, Used: Resources{VCPUs: 4, Memory: 8 * gib}, Target: true},
+		{Name: "other-model", CPUModel: "x", Capacity: Resources{VCPUs: 32, Memory: 128 * gib}, Target: true},
 	}
 	vms := []VM{
-		{Key: "small-1", Node: "hot", CPU: 2, Memory: 4 * gib, Movable: true},
-		{Key: "small-2", Node: "hot", CPU: 2, Memory: 4 * gib, Movable: true},
-		{Key: "small-3", Node: "hot", CPU: 2, Memory: 4 * gib, Movable: true},
-		{Key: "big", Node: "hot", CPU: 12, Memory: 24 * gib, Movable: true},
-		{Key: "bigger-but-busy", Node: "hot", CPU: 12, Memory: 24 * gib, DirtyRate: 2 * gib, Movable: true},
-		{Key: "pinned", Node: "hot", CPU: 16, Memory: 16 * gib, Movable: false},
+		{Key: "small-1", Node: "hot", Size: Resources{VCPUs: 2, Memory: 4 * gib}, Movable: true},
+		{Key: "small-2", Node: "hot", Size: Resources{VCPUs: 2, Memory: 4 * gib}, Movable: true},
+		{Key: "small-3", Node: "hot", Size: Resources{VCPUs: 2, Memory: 4 * gib}, Movable: true},
+		{Key: "big", Node: "hot", Size: Resources{VCPUs: 12, Memory: 24 * gib}, Movable: true},
+		{Key: "bigger-but-busy", Node: "hot", Size: Resources{VCPUs: 12, Memory: 24 * gib}, DirtyRate: 2 * gib, Movable: true},
+		{Key: "pinned", Node: "hot", Size: Resources{VCPUs: 16, Memory: 16 * gib}, Movable: false},
 	}
-	cfg := Config{High: 0.8, Target: 0.7}
+	cfg := RebalanceConfig{High: 0.8, Target: 0.7}
 	moves := Plan(nodes, vms, cfg)
 	require.Len(t, moves, 1, "one VM suffices: %v", moves)
 	assert.Equal(t, Move{VM: "big", From: "hot", To: "cold"}, moves[0], "the cheaper of the two that suffice, to the same CPU model")
@@ -39,16 +39,16 @@ func TestPlanUnloadsWithTheFewestMoves(t *testing.T) {
 
 	// Nothing above High: nothing to do. A cap bounds a round.
 	assert.Empty(t, Plan(nodes[1:], vms, cfg))
-	assert.Len(t, Plan(nodes, vms, Config{High: 0.5, Target: 0.4, MaxMoves: 1}), 1)
+	assert.Len(t, Plan(nodes, vms, RebalanceConfig{High: 0.5, Target: 0.4, MaxMoves: 1}), 1)
 }
 
 func TestPlanLeavesWhatCannotMove(t *testing.T) {
 	nodes := []Node{
-		{Name: "hot", CPUModel: "m", CPU: 8, Memory: 32 * gib, UsedCPU: 8, UsedMemory: 8 * gib, Target: true},
-		{Name: "cordoned", CPUModel: "m", CPU: 8, Memory: 32 * gib, Target: false},
+		{Name: "hot", CPUModel: "m", Capacity: Resources{VCPUs: 8, Memory: 32 * gib}, Used: Resources{VCPUs: 8, Memory: 8 * gib}, Target: true},
+		{Name: "cordoned", CPUModel: "m", Capacity: Resources{VCPUs: 8, Memory: 32 * gib}, Target: false},
 	}
-	vms := []VM{{Key: "a", Node: "hot", CPU: 4, Memory: 4 * gib, Movable: true}, {Key: "b", Node: "hot", CPU: 4, Memory: 4 * gib, Movable: true}}
-	assert.Empty(t, Plan(nodes, vms, Config{High: 0.8, Target: 0.7}), "no node may take them")
+	vms := []VM{{Key: "a", Node: "hot", Size: Resources{VCPUs: 4, Memory: 4 * gib}, Movable: true}, {Key: "b", Node: "hot", Size: Resources{VCPUs: 4, Memory: 4 * gib}, Movable: true}}
+	assert.Empty(t, Plan(nodes, vms, RebalanceConfig{High: 0.8, Target: 0.7}), "no node may take them")
 }
 
 // cluster is a skewed cluster: a tenth of the nodes loaded 90-100%, the rest
@@ -57,7 +57,7 @@ func cluster(nodes, vms int, seed uint64) ([]Node, []VM) {
 	rng := rand.New(rand.NewPCG(seed, seed))
 	ns := make([]Node, nodes)
 	for i := range ns {
-		ns[i] = Node{Name: fmt.Sprintf("node-%04d", i), CPUModel: "Icelake-Server", CPU: 128, Memory: 512 * gib, Target: true}
+		ns[i] = Node{Name: fmt.Sprintf("node-%04d", i), CPUModel: "Icelake-Server", Capacity: Resources{VCPUs: 128, Memory: 512 * gib}, Target: true}
 	}
 	sizes := []float64{1, 1, 2, 2, 4, 4, 8}
 	var out []VM
@@ -65,12 +65,12 @@ func cluster(nodes, vms int, seed uint64) ([]Node, []VM) {
 		for n.Utilisation() < goal && len(out) < vms {
 			cpu := sizes[rng.IntN(len(sizes))]
 			mem := cpu * float64(2+rng.IntN(3)) * gib
-			if ratio(n.UsedCPU+cpu, n.CPU) > 1 || ratio(n.UsedMemory+mem, n.Memory) > 1 {
+			size := Resources{VCPUs: cpu, Memory: mem}
+			if n.Used.Plus(size).Load(n.Capacity) > 1 {
 				break
 			}
-			n.UsedCPU += cpu
-			n.UsedMemory += mem
-			out = append(out, VM{Key: fmt.Sprintf("vm-%05d", len(out)), Node: n.Name, CPU: cpu, Memory: mem,
+			n.Used = n.Used.Plus(size)
+			out = append(out, VM{Key: fmt.Sprintf("vm-%05d", len(out)), Node: n.Name, Size: size,
 				DirtyRate: float64(rng.IntN(64)) * (1 << 20), Movable: rng.IntN(20) != 0})
 		}
 	}
@@ -122,7 +122,7 @@ func cost(vms []VM, moves []Move) float64 {
 func TestSimulationAtScale(t *testing.T) {
 	nodes, vms := cluster(1000, 20000, 42)
 	require.Equal(t, 20000, len(vms))
-	cfg := Config{High: 0.8, Target: 0.78}
+	cfg := RebalanceConfig{High: 0.8, Target: 0.78}
 	before := measure(nodes, cfg.High)
 
 	ours := Plan(nodes, vms, cfg)

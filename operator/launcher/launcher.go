@@ -1,11 +1,15 @@
-package vm
+// Package launcher is Kubernetes' side of a VM: the launcher pod that
+// reserves the VM's capacity on its node and carries its placement rules to
+// novacron-scheduler, sized by the VM and the cluster's allocation ratios
+// (plus QEMU's overhead), and the device assignment the scheduler records on
+// it. The VM itself runs in the node's hypervisor, not in the pod.
+package launcher
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -13,27 +17,22 @@ import (
 	"k8s.io/utils/ptr"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devices"
 )
 
 // Launcher pod sizing. The pod reserves the VM's capacity on its node so that
-// Kubernetes' own accounting stays true; the VM itself runs in the node's
-// hypervisor, not in the pod.
+// Kubernetes' own accounting stays true.
 const (
 	// memoryOverheadBase and memoryOverheadPerVCPU approximate what QEMU needs
 	// beyond guest memory (device emulation, page tables, vCPU threads).
 	memoryOverheadBase    = 128 << 20
 	memoryOverheadPerVCPU = 8 << 20
 
-	// GPUResourcePrefix names the extended resource a GPU model is counted
-	// under: devices.novacron.io/<vendor>-<model>.
-	GPUResourcePrefix = "devices.novacron.io/"
-
-	launcherContainer = "launcher"
-	componentLauncher = "launcher"
+	container = "launcher"
 )
 
-// LauncherConfig is the cluster-wide part of launcher pod sizing.
-type LauncherConfig struct {
+// Config is the cluster-wide part of launcher pod sizing.
+type Config struct {
 	// Image is the container the pod runs (it only holds the reservation).
 	Image string
 	// CPUAllocationRatio divides a VM's vCPUs into the pod's CPU request.
@@ -42,8 +41,8 @@ type LauncherConfig struct {
 	MemoryOvercommitRatio float64
 }
 
-// LauncherPodName is the name of a VM's launcher pod.
-func LauncherPodName(vmName string) string {
+// PodName is the name of a VM's launcher pod.
+func PodName(vmName string) string {
 	const suffix = "-launcher"
 	if len(vmName)+len(suffix) <= 253 {
 		return vmName + suffix
@@ -52,30 +51,29 @@ func LauncherPodName(vmName string) string {
 	return vmName[:253-len(suffix)-9] + "-" + hex.EncodeToString(sum[:4]) + suffix
 }
 
-// GPUResourceName is the extended resource a GPU request is counted under.
-func GPUResourceName(d novacronv1.Device) corev1.ResourceName {
-	if d.Model == "" {
-		return corev1.ResourceName(GPUResourcePrefix + d.Vendor + "-gpu")
-	}
-	return corev1.ResourceName(GPUResourcePrefix + d.Vendor + "-" + d.Model)
-}
-
-// LauncherResources is what a VM's launcher pod requests. vfPools maps each
-// sr-iov network to the VF pool (device plugin resource) its
-// NetworkAttachmentDefinition names.
-func LauncherResources(spec *novacronv1.VirtualMachineInstanceSpec, cfg LauncherConfig, vfPools map[string]string) corev1.ResourceRequirements {
-	cpuRatio, memRatio := cfg.CPUAllocationRatio, cfg.MemoryOvercommitRatio
+// Requests is what a launcher pod requests for a VM of vcpus and memory
+// (bytes) that uses cpu cores and usedMemory bytes of them (its size, or its
+// measured use): CPU cores and memory over the cluster's ratios, plus QEMU's
+// memory overhead for its vCPUs.
+func (c Config) Requests(vcpus int32, cpu, usedMemory float64) (cores, memory float64) {
+	cpuRatio, memRatio := c.CPUAllocationRatio, c.MemoryOvercommitRatio
 	if cpuRatio <= 0 {
 		cpuRatio = 1
 	}
 	if memRatio <= 0 {
 		memRatio = 1
 	}
-	cpuMilli := int64(float64(spec.Resources.CPU)*1000/cpuRatio + 0.5)
-	mem := int64(float64(spec.Resources.Memory.Value())/memRatio+0.5) + memoryOverheadBase + int64(spec.Resources.CPU)*memoryOverheadPerVCPU
+	return cpu / cpuRatio, usedMemory/memRatio + memoryOverheadBase + float64(vcpus)*memoryOverheadPerVCPU
+}
+
+// Resources is what a VM's launcher pod requests. vfPools maps each sr-iov
+// network to the VF pool (device plugin resource) its
+// NetworkAttachmentDefinition names.
+func Resources(spec *novacronv1.VirtualMachineInstanceSpec, cfg Config, vfPools map[string]string) corev1.ResourceRequirements {
+	cores, memory := cfg.Requests(spec.Resources.CPU, float64(spec.Resources.CPU), float64(spec.Resources.Memory.Value()))
 	requests := corev1.ResourceList{
-		corev1.ResourceCPU:    *resource.NewMilliQuantity(cpuMilli, resource.DecimalSI),
-		corev1.ResourceMemory: *resource.NewQuantity(mem, resource.BinarySI),
+		corev1.ResourceCPU:    *resource.NewMilliQuantity(int64(cores*1000+0.5), resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(int64(memory+0.5), resource.BinarySI),
 	}
 	limits := corev1.ResourceList{}
 	add := func(name corev1.ResourceName, n int64) {
@@ -86,7 +84,7 @@ func LauncherResources(spec *novacronv1.VirtualMachineInstanceSpec, cfg Launcher
 		limits[name] = q
 	}
 	for _, d := range spec.Devices {
-		add(GPUResourceName(d), int64(d.Count))
+		add(devices.GPUResourceName(d), int64(d.Count))
 	}
 	for _, n := range spec.Networks {
 		if pool := vfPools[n.Name]; n.Type == novacronv1.NetworkTypeSRIOV && pool != "" {
@@ -96,17 +94,17 @@ func LauncherResources(spec *novacronv1.VirtualMachineInstanceSpec, cfg Launcher
 	return corev1.ResourceRequirements{Requests: requests, Limits: limits}
 }
 
-// BuildLauncherPod makes the pod that reserves a VM's capacity and carries its
+// BuildPod makes the pod that reserves a VM's capacity and carries its
 // placement rules to the scheduler. A VM that already has a node (its domain
 // and disks live there) is pinned to it: only a migration moves a VM.
-func BuildLauncherPod(vm *novacronv1.VirtualMachine, cfg LauncherConfig, vfPools map[string]string) *corev1.Pod {
+func BuildPod(vm *novacronv1.VirtualMachine, cfg Config, vfPools map[string]string) *corev1.Pod {
 	spec := &vm.Spec.Template.Spec
 	labels := map[string]string{}
 	for k, v := range vm.Spec.Template.Metadata.Labels {
 		labels[k] = v
 	}
 	labels[novacronv1.LabelVM] = vm.Name
-	labels[novacronv1.LabelComponent] = componentLauncher
+	labels[novacronv1.LabelComponent] = novacronv1.ComponentLauncher
 	annotations := map[string]string{}
 	for k, v := range vm.Spec.Template.Metadata.Annotations {
 		annotations[k] = v
@@ -119,7 +117,7 @@ func BuildLauncherPod(vm *novacronv1.VirtualMachine, cfg LauncherConfig, vfPools
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        LauncherPodName(vm.Name),
+			Name:        PodName(vm.Name),
 			Namespace:   vm.Namespace,
 			Labels:      labels,
 			Annotations: annotations,
@@ -139,9 +137,9 @@ func BuildLauncherPod(vm *novacronv1.VirtualMachine, cfg LauncherConfig, vfPools
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
 			Containers: []corev1.Container{{
-				Name:      launcherContainer,
+				Name:      container,
 				Image:     cfg.Image,
-				Resources: LauncherResources(spec, cfg, vfPools),
+				Resources: Resources(spec, cfg, vfPools),
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: ptr.To(false),
 					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
@@ -176,19 +174,22 @@ func PinToNode(pod *corev1.Pod, node string) {
 	}
 }
 
-// schedulingMessage is the scheduler's reason for not placing a pod yet.
-func schedulingMessage(pod *corev1.Pod) (reason, message string) {
+// SchedulingMessage is the scheduler's reason for not placing a pod yet.
+func SchedulingMessage(pod *corev1.Pod) (reason, message string) {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
 			return c.Reason, c.Message
 		}
 	}
-	return "Pending", fmt.Sprintf("waiting for scheduler %s to place launcher pod %s", pod.Spec.SchedulerName, pod.Name)
+	return novacronv1.ReasonPending, fmt.Sprintf("waiting for scheduler %s to place launcher pod %s", pod.Spec.SchedulerName, pod.Name)
 }
 
-// stableMAC derives a MAC address from the VM's UID and interface name, so it
-// is the same on every start and on every node.
-func stableMAC(uid, iface string) string {
-	sum := sha256.Sum256([]byte(uid + "/" + iface))
-	return strings.ToLower(fmt.Sprintf("52:54:00:%02x:%02x:%02x", sum[0], sum[1], sum[2]))
+// Devices reads the devices novacron-scheduler assigned the pod's VM on its
+// node (none when the VM asks for none).
+func Devices(pod *corev1.Pod) (novacronv1.DeviceAssignment, error) {
+	a, _, err := novacronv1.ParseDeviceAssignment(pod.Annotations)
+	if err != nil {
+		return a, fmt.Errorf("launcher pod %s: %w", pod.Name, err)
+	}
+	return a, nil
 }

@@ -1,4 +1,4 @@
-package cloudinit
+package domain
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 )
 
 func TestNetworkConfigFromSpec(t *testing.T) {
-	d, err := New("uid-1", "web-1", "#cloud-config\npackages: [nginx]\n", []Interface{
+	d, err := NewCloudInit("uid-1", "web-1", "#cloud-config\npackages: [nginx]\n", []CloudInitNIC{
 		{MAC: "52:54:00:aa:bb:01", Network: novacronv1.Network{Name: "management", IPv4: &novacronv1.IPv4Config{Method: novacronv1.IPv4Static, Address: "10.0.1.10/24", Gateway: "10.0.1.1"}}},
 		{MAC: "52:54:00:aa:bb:02", Network: novacronv1.Network{Name: "data", IPv4: &novacronv1.IPv4Config{Method: novacronv1.IPv4DHCP}}},
 	})
@@ -32,13 +32,13 @@ func TestNetworkConfigFromSpec(t *testing.T) {
 	assert.Equal(t, "instance-id: uid-1\nlocal-hostname: web-1\n", d.MetaData)
 	assert.Equal(t, "#cloud-config\npackages: [nginx]\n", d.UserData)
 
-	_, err = New("u", "h", "", []Interface{{Network: novacronv1.Network{Name: "x", IPv4: &novacronv1.IPv4Config{Method: novacronv1.IPv4Static}}}})
+	_, err = NewCloudInit("u", "h", "", []CloudInitNIC{{Network: novacronv1.Network{Name: "x", IPv4: &novacronv1.IPv4Config{Method: novacronv1.IPv4Static}}}})
 	assert.EqualError(t, err, `network "x": static IPv4 needs an address`)
 }
 
 // The ISO has the label and file names cloud-init's NoCloud source looks for.
 func TestISOIsANoCloudDataSource(t *testing.T) {
-	d, err := New("uid-1", "web-1", "#cloud-config\nusers: [admin]\n", nil)
+	d, err := NewCloudInit("uid-1", "web-1", "#cloud-config\nusers: [admin]\n", nil)
 	require.NoError(t, err)
 	raw, err := d.ISO()
 	require.NoError(t, err)

@@ -1,4 +1,4 @@
-package images
+package domain
 
 import (
 	"os"
@@ -11,7 +11,7 @@ import (
 )
 
 func TestParseAndResolve(t *testing.T) {
-	c, err := Parse(map[string]string{
+	c, err := ParseCatalog(map[string]string{
 		"ubuntu-22.04-lts": "volume: ubuntu-22.04.qcow2\nosFamily: linux\n",
 		"cirros":           "volume: cirros.raw\nformat: raw\n",
 	})
@@ -32,7 +32,7 @@ func TestParseRejectsBadEntries(t *testing.T) {
 		"volume: a\nformat: vmdk\n": `format "vmdk" is not qcow2 or raw`,
 		"volume: a\nsize: 10Gi\n":   `unknown field "size"`,
 	} {
-		_, err := Parse(map[string]string{"x": doc})
+		_, err := ParseCatalog(map[string]string{"x": doc})
 		assert.ErrorContains(t, err, want)
 	}
 }
@@ -43,8 +43,8 @@ func TestShippedCatalog(t *testing.T) {
 	require.NoError(t, err)
 	var cm corev1.ConfigMap
 	require.NoError(t, yaml.UnmarshalStrict(raw, &cm))
-	assert.Equal(t, ConfigMapName, cm.Name)
-	c, err := Parse(cm.Data)
+	assert.Equal(t, CatalogConfigMap, cm.Name)
+	c, err := ParseCatalog(cm.Data)
 	require.NoError(t, err)
 	_, err = c.Resolve("marketplace://ubuntu-22.04-lts")
 	assert.NoError(t, err)

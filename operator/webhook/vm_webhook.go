@@ -1,6 +1,3 @@
-// Package webhook holds NovaCron's admission webhooks: defaults for
-// VirtualMachines, and validation of every NovaCron kind: cross-field checks
-// the schema cannot express, then the platform team's admission policies.
 package webhook
 
 import (
@@ -10,18 +7,15 @@ import (
 	"net"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
-	"github.com/novacron/operator/operator/snapshot"
+	"github.com/novacron/operator/devices"
 	"github.com/novacron/operator/policies"
 )
 
@@ -142,14 +136,14 @@ func ValidateVMSpec(vm *novacronv1.VirtualMachine) field.ErrorList {
 }
 
 func validateSchedule(path *field.Path, schedule, tz string) field.ErrorList {
-	_, _, err := snapshot.ParseSchedule(schedule, tz)
+	_, _, err := novacronv1.ParseSchedule(schedule, tz)
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, snapshot.ErrTimeZone):
-		return field.ErrorList{field.Invalid(path.Child("timeZone"), tz, snapshot.ErrTimeZone.Error())}
-	case errors.Is(err, snapshot.ErrNeverFires):
-		return field.ErrorList{field.Invalid(path.Child("schedule"), schedule, snapshot.ErrNeverFires.Error())}
+	case errors.Is(err, novacronv1.ErrTimeZone):
+		return field.ErrorList{field.Invalid(path.Child("timeZone"), tz, novacronv1.ErrTimeZone.Error())}
+	case errors.Is(err, novacronv1.ErrNeverFires):
+		return field.ErrorList{field.Invalid(path.Child("schedule"), schedule, novacronv1.ErrNeverFires.Error())}
 	}
 	return field.ErrorList{field.Invalid(path.Child("schedule"), schedule, strings.TrimPrefix(err.Error(), fmt.Sprintf("schedule %q: ", schedule)))}
 }
@@ -188,67 +182,18 @@ func validateRunningChanges(old, vm *novacronv1.VirtualMachine) field.ErrorList 
 func (v *VMValidator) validateNetworks(ctx context.Context, vm *novacronv1.VirtualMachine) field.ErrorList {
 	var errs field.ErrorList
 	nets := field.NewPath("spec", "template", "spec", "networks")
+	read := devices.ReadNetworks(v.APIReader)
 	for i, n := range vm.Spec.Template.Spec.Networks {
 		if n.Type != novacronv1.NetworkTypeSRIOV {
 			continue
 		}
-		nad := &unstructured.Unstructured{}
-		nad.SetGroupVersionKind(novacronv1.NetworkAttachmentDefinition)
-		err := v.APIReader.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: n.Name}, nad)
+		_, err := devices.VFPool(ctx, read, vm.Namespace, n.Name)
 		switch {
-		case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
-			errs = append(errs, field.Invalid(nets.Index(i).Child("name"), n.Name, fmt.Sprintf("sr-iov network %q needs a NetworkAttachmentDefinition named %s in namespace %s (and Multus installed)", n.Name, n.Name, vm.Namespace)))
+		case devices.IsVMError(err):
+			errs = append(errs, field.Invalid(nets.Index(i).Child("name"), n.Name, err.Error()))
 		case err != nil:
 			errs = append(errs, field.InternalError(nets.Index(i).Child("name"), err))
-		case nad.GetAnnotations()[novacronv1.AnnotationResourceName] == "":
-			errs = append(errs, field.Invalid(nets.Index(i).Child("name"), n.Name, fmt.Sprintf("NetworkAttachmentDefinition %s/%s has no k8s.v1.cni.cncf.io/resourceName annotation naming its VF pool", vm.Namespace, n.Name)))
 		}
 	}
 	return errs
-}
-
-// admitWithPolicies runs the admission policies: deny-enforced violations
-// reject the request with their fields; warnings go back to the user; dryrun
-// violations become events.
-func admitWithPolicies(ctx context.Context, c client.Reader, engine *policies.Engine, rec events.EventRecorder, op, kind string, obj, old client.Object) (admission.Warnings, error) {
-	if engine == nil {
-		return nil, nil
-	}
-	in := policies.AdmissionInput{Operation: op, Kind: kind, Object: obj}
-	if old != nil && !isNilObject(old) {
-		in.OldObject = old
-	}
-	if req, err := admission.RequestFromContext(ctx); err == nil {
-		in.UserInfo = policies.UserInfo{Username: req.UserInfo.Username, Groups: req.UserInfo.Groups}
-	}
-	if ns := obj.GetNamespace(); ns != "" {
-		in.Namespace.Name = ns
-		var nsObj corev1.Namespace
-		if err := c.Get(ctx, client.ObjectKey{Name: ns}, &nsObj); err == nil {
-			in.Namespace.Labels = nsObj.Labels
-		}
-	}
-	res, err := engine.Admit(ctx, in)
-	if err != nil {
-		// Fail closed: a policy that errors does not let requests through.
-		return nil, apierrors.NewInternalError(fmt.Errorf("evaluating admission policies: %w", err))
-	}
-	for _, d := range res.DryRun {
-		if rec != nil {
-			rec.Eventf(obj, nil, corev1.EventTypeWarning, "PolicyDryRun", "Admit", "policy %s (dryrun) would deny: %s", d.Policy, d.Message)
-		}
-	}
-	if len(res.Denials) == 0 {
-		return res.Warnings, nil
-	}
-	var errs field.ErrorList
-	for _, d := range res.Denials {
-		path := field.NewPath("spec")
-		if d.Field != "" {
-			path = fieldPath(d.Field)
-		}
-		errs = append(errs, field.Forbidden(path, fmt.Sprintf("policy %s: %s", d.Policy, d.Message)))
-	}
-	gk := novacronv1.GroupVersion.WithKind(kind).GroupKind()
-	return res.Warnings, apierrors.NewInvalid(gk, obj.GetName(), errs)
 }

@@ -1,4 +1,4 @@
-package migration
+package livemigration
 
 import (
 	"context"
@@ -13,8 +13,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
-	"github.com/novacron/operator/migration/rebalance"
-	"github.com/novacron/operator/operator/metrics"
+	"github.com/novacron/operator/migration"
+	"github.com/novacron/operator/operator/launcher"
+	"github.com/novacron/operator/operator/usage"
 	"github.com/novacron/operator/policies"
 )
 
@@ -23,7 +24,7 @@ import (
 const PlanConfigMap = "novacron-rebalance-plan"
 
 // Rebalancer periodically moves VMs off nodes loaded above a threshold
-// (rebalance.Plan: fewest, cheapest moves, hysteresis, a budget per round).
+// (migration.Plan: fewest, cheapest moves, hysteresis, a budget per round).
 // Every move is a VirtualMachineMigration with reason Rebalance and the
 // planned target as its targetNodeName; migration policies can veto a move; a
 // VM is not moved again within its cooldown; no round starts while the last
@@ -34,13 +35,16 @@ type Rebalancer struct {
 	Policies  *policies.Engine
 	Namespace string
 	Interval  time.Duration
-	Config    rebalance.Config
+	Config    migration.RebalanceConfig
 	Cooldown  time.Duration
 	DryRun    bool
-	// Measured weighs VMs by their measured use (domain stats) where the
-	// operator has it, instead of their requested size: a node full of idle
-	// VMs is not hot.
+	// Launcher sizes the launcher pods the targets must have room for.
+	Launcher launcher.Config
+	// Measured weighs VMs by their measured use (domain stats, from Usage)
+	// where the operator has it, instead of their requested size: a node full
+	// of idle VMs is not hot.
 	Measured bool
+	Usage    *usage.Store
 }
 
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=create;patch
@@ -65,7 +69,7 @@ func (r *Rebalancer) Start(ctx context.Context) error {
 }
 
 // Round plans and (unless dry-running) starts one round of moves.
-func (r *Rebalancer) Round(ctx context.Context) ([]rebalance.Move, error) {
+func (r *Rebalancer) Round(ctx context.Context) ([]migration.Move, error) {
 	var migs novacronv1.VirtualMachineMigrationList
 	if err := r.Client.List(ctx, &migs); err != nil {
 		return nil, err
@@ -86,8 +90,8 @@ func (r *Rebalancer) Round(ctx context.Context) ([]rebalance.Move, error) {
 	if err != nil {
 		return nil, err
 	}
-	var moves []rebalance.Move
-	for _, mv := range rebalance.Plan(nodes, vms, r.Config) {
+	var moves []migration.Move
+	for _, mv := range migration.Plan(nodes, vms, r.Config) {
 		v := byKey[mv.VM]
 		if r.Policies != nil {
 			denials, _, err := r.Policies.AllowMigration(ctx, policies.MigrationInput{VM: v, SourceNode: mv.From, TargetNode: mv.To, Reason: string(novacronv1.MigrationRebalance),
@@ -114,68 +118,61 @@ func (r *Rebalancer) Round(ctx context.Context) ([]rebalance.Move, error) {
 		if err := r.Client.Create(ctx, m); err != nil && !apierrors.IsAlreadyExists(err) {
 			return moves, err
 		}
+		log.FromContext(ctx).Info("rebalancing VM", "vm", mv.VM, "from", mv.From, "to", mv.To, "migration", m.Name)
 	}
 	return moves, nil
 }
 
 // cluster reads nodes and VMs into the planner's terms: load by requested
-// size; VMs that cannot move now (blockers, busy, cooldown) are fixed.
-func (r *Rebalancer) cluster(ctx context.Context, busy map[string]bool) ([]rebalance.Node, []rebalance.VM, map[string]*novacronv1.VirtualMachine, error) {
-	var hvs novacronv1.HypervisorList
-	if err := r.Client.List(ctx, &hvs); err != nil {
-		return nil, nil, nil, err
-	}
+// size (or measured use); VMs that cannot move now (blockers, busy,
+// cooldown) are fixed.
+func (r *Rebalancer) cluster(ctx context.Context, busy map[string]bool) ([]migration.Node, []migration.VM, map[string]*novacronv1.VirtualMachine, error) {
 	var vmList novacronv1.VirtualMachineList
 	if err := r.Client.List(ctx, &vmList); err != nil {
 		return nil, nil, nil, err
 	}
-	idx := map[string]int{}
-	var nodes []rebalance.Node
-	for _, h := range hvs.Items {
-		n := rebalance.Node{Name: h.Name, CPUModel: h.Status.CPUModel, Target: true}
-		capCPU, capMem := h.VMCapacity()
-		n.CPU, n.Memory = float64(capCPU), float64(capMem)
-		node := &corev1.Node{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Name: h.Name}, node); err != nil || draining(node) != "" {
-			n.Target = false
-		}
-		idx[h.Name] = len(nodes)
-		nodes = append(nodes, n)
+	nodes, err := readNodes(ctx, r.Client, vmList.Items, r.size)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	snaps, err := snapshotsByVM(ctx, r.Client)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	byKey := map[string]*novacronv1.VirtualMachine{}
-	var vms []rebalance.VM
+	var vms []migration.VM
 	for i := range vmList.Items {
 		v := &vmList.Items[i]
-		ni, ok := idx[v.Status.NodeName]
-		if !ok {
-			continue
+		held := migration.HeldOn(v)
+		if len(held) == 0 || held[0] != v.Status.NodeName {
+			continue // not holding capacity where it is: nothing to unload
 		}
-		res := v.Spec.Template.Spec.Resources
-		cpu, mem := float64(res.CPU), float64(res.Memory.Value())
-		if u, ok := metrics.MeasuredUsage(v.Namespace, v.Name); ok && r.Measured {
-			cpu, mem = u.Cores, u.MemoryBytes
-		}
-		nodes[ni].UsedCPU += cpu
-		nodes[ni].UsedMemory += mem
-		snaps, err := SnapshotsOf(ctx, r.Client, v)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		k := v.Namespace + "/" + v.Name
+		k := key(v)
 		byKey[k] = v
 		// The planner does not know the VM's own placement rules, so a VM
 		// that has any stays: a move the scheduler could not honour would hold
 		// the next rounds back.
 		spec := v.Spec.Template.Spec
 		placed := len(spec.NodeSelector) > 0 || spec.Affinity != nil
-		vms = append(vms, rebalance.VM{Key: k, Node: v.Status.NodeName, CPU: cpu, Memory: mem,
-			Movable: !busy[k] && !placed && len(Blockers(v, snaps)) == 0})
+		vms = append(vms, migration.VM{Key: k, Node: v.Status.NodeName, Size: r.size(v),
+			Movable: !busy[k] && !placed && len(migration.Blockers(v, snaps[k])) == 0})
 	}
 	return nodes, vms, byKey, nil
 }
 
+// size is what a VM weighs: its requested size, or its measured use when the
+// rebalancer weighs by that and knows it.
+func (r *Rebalancer) size(v *novacronv1.VirtualMachine) migration.Resources {
+	if r.Measured && r.Usage != nil {
+		if u, ok := r.Usage.Get(v.Namespace, v.Name); ok {
+			return footprint(v, r.Launcher, &u)
+		}
+	}
+	return footprint(v, r.Launcher, nil)
+}
+
 // writePlan records a dry run's moves in the plan ConfigMap.
-func (r *Rebalancer) writePlan(ctx context.Context, moves []rebalance.Move) error {
+func (r *Rebalancer) writePlan(ctx context.Context, moves []migration.Move) error {
 	var b strings.Builder
 	for _, m := range moves {
 		fmt.Fprintf(&b, "%s: %s -> %s\n", m.VM, m.From, m.To)

@@ -1,7 +1,8 @@
-// Package images resolves a VM's image.source into the image volume staged in
-// each hypervisor's storage pool. The catalog is a ConfigMap that platform teams
+package domain
+
+// The image catalog resolves a VM's image.source into the image volume staged
+// in each hypervisor's storage pool. It is a ConfigMap that platform teams
 // edit; the operator reads it on every use, so edits apply without a restart.
-package images
 
 import (
 	"fmt"
@@ -11,8 +12,8 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// ConfigMapName is the catalog's ConfigMap, in the operator's namespace.
-const ConfigMapName = "novacron-image-catalog"
+// CatalogConfigMap is the catalog's ConfigMap, in the operator's namespace.
+const CatalogConfigMap = "novacron-image-catalog"
 
 // Image is one catalog entry. Its volume must be present in the storage pool of
 // every hypervisor that may run it (staged by the node's image puller or by
@@ -36,9 +37,9 @@ type Image struct {
 // Catalog maps image names (marketplace://NAME) to images.
 type Catalog map[string]Image
 
-// Parse reads a catalog from ConfigMap data: each key is an image name, each
+// ParseCatalog reads a catalog from ConfigMap data: each key is an image name, each
 // value the YAML of an Image.
-func Parse(data map[string]string) (Catalog, error) {
+func ParseCatalog(data map[string]string) (Catalog, error) {
 	c := Catalog{}
 	for name, doc := range data {
 		var img Image
@@ -67,7 +68,7 @@ func Parse(data map[string]string) (Catalog, error) {
 func (c Catalog) Resolve(source string) (Image, error) {
 	name, ok := strings.CutPrefix(source, "marketplace://")
 	if !ok {
-		return Image{}, fmt.Errorf("image source %q: only marketplace:// images are supported so far; add the image to the catalog (ConfigMap %s) and use marketplace://NAME", source, ConfigMapName)
+		return Image{}, fmt.Errorf("image source %q: only marketplace:// images are supported so far; add the image to the catalog (ConfigMap %s) and use marketplace://NAME", source, CatalogConfigMap)
 	}
 	img, ok := c[name]
 	if !ok {
@@ -76,7 +77,7 @@ func (c Catalog) Resolve(source string) (Image, error) {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		return Image{}, fmt.Errorf("image %q is not in the image catalog (ConfigMap %s); known images: %s", name, ConfigMapName, strings.Join(names, ", "))
+		return Image{}, fmt.Errorf("image %q is not in the image catalog (ConfigMap %s); known images: %s", name, CatalogConfigMap, strings.Join(names, ", "))
 	}
 	return img, nil
 }

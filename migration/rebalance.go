@@ -1,45 +1,37 @@
-// Package rebalance decides which VMs to move so that no node is loaded above
-// a threshold, with as few and as cheap migrations as possible. It is pure
-// (no API, no clock): the rebalancer controller feeds it the cluster and turns
-// its moves into VirtualMachineMigrations, and the simulation test runs it at
-// scale against a descheduler-style baseline.
-package rebalance
+package migration
 
 import (
 	"math"
 	"sort"
 )
 
-// Node is a node's capacity (overcommit applied) and what its VMs use.
+// The rebalance planner decides which VMs to move so that no node is loaded
+// above a threshold, with as few and as cheap migrations as possible. The
+// rebalancer controller feeds it the cluster and turns its moves into
+// VirtualMachineMigrations; the simulation test runs it at scale against a
+// descheduler-style baseline.
+
+// Node is a node's room for VMs and what its VMs take, in the one capacity
+// model (Resources).
 type Node struct {
 	Name     string
 	CPUModel string
-	// CPU and Memory are what VMs may take: vCPUs and bytes.
-	CPU, Memory float64
-	// UsedCPU and UsedMemory are what its VMs take (requested, or measured
-	// when higher).
-	UsedCPU, UsedMemory float64
+	// Capacity is what VMs may take; Used what its VMs take (requested, or
+	// measured).
+	Capacity, Used Resources
 	// Target is false for nodes no VM may move to (cordoned, unreachable).
 	Target bool
 }
 
 // Utilisation is the node's load by its dominant resource, 0..1+.
-func (n *Node) Utilisation() float64 {
-	return max(ratio(n.UsedCPU, n.CPU), ratio(n.UsedMemory, n.Memory))
-}
-
-func ratio(used, capacity float64) float64 {
-	if capacity <= 0 {
-		return math.Inf(1)
-	}
-	return used / capacity
-}
+func (n *Node) Utilisation() float64 { return n.Used.Load(n.Capacity) }
 
 // VM is a VM that could move.
 type VM struct {
-	Key         string
-	Node        string
-	CPU, Memory float64
+	Key  string
+	Node string
+	// Size is what the VM takes from its node.
+	Size Resources
 	// DirtyRate in bytes/s, when measured: a busy guest costs more to move.
 	DirtyRate float64
 	// Movable is false for VMs that cannot move now (blockers, cooldown,
@@ -50,11 +42,11 @@ type VM struct {
 // Cost is what moving the VM costs: the memory to copy, plus what its guest
 // dirties during a transfer of that size (at about 1 GiB/s).
 func (v *VM) Cost() float64 {
-	return v.Memory * (1 + v.DirtyRate/(1<<30))
+	return v.Size.Memory * (1 + v.DirtyRate/(1<<30))
 }
 
-// Config is the band nodes should be kept in.
-type Config struct {
+// RebalanceConfig is the band nodes should be kept in.
+type RebalanceConfig struct {
 	// High is the utilisation above which a node is unloaded; nodes are
 	// unloaded down to Target (< High: the hysteresis that keeps a node from
 	// crossing High again with its next VM). Targets take VMs only up to
@@ -75,7 +67,7 @@ type Move struct {
 // removes the most load (the cheaper of equals), again. Each goes to the least loaded
 // node with the same CPU model that stays within cfg.Target with it. Inputs
 // are not changed.
-func Plan(nodes []Node, vms []VM, cfg Config) []Move {
+func Plan(nodes []Node, vms []VM, cfg RebalanceConfig) []Move {
 	ns := make(map[string]*Node, len(nodes))
 	order := make([]*Node, 0, len(nodes))
 	for i := range nodes {
@@ -109,9 +101,8 @@ func Plan(nodes []Node, vms []VM, cfg Config) []Move {
 			}
 			v := cands[i]
 			cands = append(cands[:i:i], cands[i+1:]...)
-			hot.UsedCPU -= v.CPU
-			hot.UsedMemory -= v.Memory
-			targets.place(to, v)
+			hot.Used = hot.Used.Minus(v.Size)
+			to.Used = to.Used.Plus(v.Size)
 			moves = append(moves, Move{VM: v.Key, From: hot.Name, To: to.Name})
 		}
 	}
@@ -119,11 +110,11 @@ func Plan(nodes []Node, vms []VM, cfg Config) []Move {
 }
 
 // pick chooses the next VM to move off hot and where to.
-func pick(hot *Node, cands []*VM, t *targets, cfg Config) (int, *Node) {
+func pick(hot *Node, cands []*VM, t *targets, cfg RebalanceConfig) (int, *Node) {
 	// The cheapest VM that alone brings the node to Target.
 	best, bestTo := -1, (*Node)(nil)
 	for i, v := range cands {
-		if max(ratio(hot.UsedCPU-v.CPU, hot.CPU), ratio(hot.UsedMemory-v.Memory, hot.Memory)) > cfg.Target {
+		if hot.Used.Minus(v.Size).Load(hot.Capacity) > cfg.Target {
 			continue
 		}
 		if best >= 0 && v.Cost() >= cands[best].Cost() {
@@ -138,7 +129,7 @@ func pick(hot *Node, cands []*VM, t *targets, cfg Config) (int, *Node) {
 	}
 	// Otherwise the one that removes the most load (the fewest moves), the
 	// cheaper of equals first.
-	load := func(v *VM) float64 { return max(ratio(v.CPU, hot.CPU), ratio(v.Memory, hot.Memory)) }
+	load := func(v *VM) float64 { return v.Size.Load(hot.Capacity) }
 	idx := make([]int, len(cands))
 	for i := range idx {
 		idx[i] = i
@@ -182,7 +173,7 @@ func (t *targets) find(from *Node, v *VM, limit float64) *Node {
 		if n == from || n.CPUModel != from.CPUModel {
 			continue
 		}
-		u := max(ratio(n.UsedCPU+v.CPU, n.CPU), ratio(n.UsedMemory+v.Memory, n.Memory))
+		u := n.Used.Plus(v.Size).Load(n.Capacity)
 		if u <= limit && u < bestU {
 			best, bestU = n, u
 		}
@@ -190,15 +181,10 @@ func (t *targets) find(from *Node, v *VM, limit float64) *Node {
 	return best
 }
 
-func (t *targets) place(n *Node, v *VM) {
-	n.UsedCPU += v.CPU
-	n.UsedMemory += v.Memory
-}
-
 // Baseline is the descheduler's LowNodeUtilization way, for comparison: from
 // every node above cfg.High, evict VMs in their listed order until it is at or
 // below cfg.High, each to the least loaded node that stays within cfg.High.
-func Baseline(nodes []Node, vms []VM, cfg Config) []Move {
+func Baseline(nodes []Node, vms []VM, cfg RebalanceConfig) []Move {
 	ns := make([]*Node, 0, len(nodes))
 	for i := range nodes {
 		n := nodes[i]
@@ -222,9 +208,8 @@ func Baseline(nodes []Node, vms []VM, cfg Config) []Move {
 			if to == nil {
 				continue
 			}
-			hot.UsedCPU -= v.CPU
-			hot.UsedMemory -= v.Memory
-			t.place(to, v)
+			hot.Used = hot.Used.Minus(v.Size)
+			to.Used = to.Used.Plus(v.Size)
 			moves = append(moves, Move{VM: v.Key, From: hot.Name, To: to.Name})
 		}
 	}
@@ -244,10 +229,9 @@ func Apply(nodes []Node, vms []VM, moves []Move) []Node {
 	}
 	for _, m := range moves {
 		v := size[m.VM]
-		out[idx[m.From]].UsedCPU -= v.CPU
-		out[idx[m.From]].UsedMemory -= v.Memory
-		out[idx[m.To]].UsedCPU += v.CPU
-		out[idx[m.To]].UsedMemory += v.Memory
+		from, to := &out[idx[m.From]], &out[idx[m.To]]
+		from.Used = from.Used.Minus(v.Size)
+		to.Used = to.Used.Plus(v.Size)
 	}
 	return out
 }

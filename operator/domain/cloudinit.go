@@ -1,7 +1,8 @@
-// Package cloudinit builds a VM's cloud-init NoCloud data source: user-data,
-// meta-data and network-config on an ISO 9660 disk labelled "cidata", which
-// the guest's cloud-init finds on its CD-ROM drive.
-package cloudinit
+package domain
+
+// A VM's cloud-init NoCloud data source: user-data, meta-data and
+// network-config on an ISO 9660 disk labelled "cidata", which the guest's
+// cloud-init finds on its CD-ROM drive.
 
 import (
 	"bytes"
@@ -14,43 +15,43 @@ import (
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 )
 
-// VolumeLabel is the label cloud-init's NoCloud source looks for.
-const VolumeLabel = "cidata"
+// CloudInitLabel is the label cloud-init's NoCloud source looks for.
+const CloudInitLabel = "cidata"
 
-// Data is the content of a NoCloud data source.
-type Data struct {
+// CloudInit is the content of a NoCloud data source.
+type CloudInit struct {
 	UserData      string
 	MetaData      string
 	NetworkConfig string
 }
 
-// Interface is one NIC the network configuration describes.
-type Interface struct {
+// CloudInitNIC is one NIC the network configuration describes.
+type CloudInitNIC struct {
 	Network novacronv1.Network
 	MAC     string
 }
 
-// New builds the data source for a VM. userData is the VM's user-data, already
-// read from the spec or its Secret.
-func New(instanceID, hostname, userData string, nics []Interface) (Data, error) {
+// NewCloudInit builds the data source for a VM. userData is the VM's
+// user-data, already read from the spec or its Secret.
+func NewCloudInit(instanceID, hostname, userData string, nics []CloudInitNIC) (CloudInit, error) {
 	meta, err := yaml.Marshal(map[string]string{"instance-id": instanceID, "local-hostname": hostname})
 	if err != nil {
-		return Data{}, err
+		return CloudInit{}, err
 	}
 	netcfg, err := networkConfig(nics)
 	if err != nil {
-		return Data{}, err
+		return CloudInit{}, err
 	}
 	if userData == "" {
 		// An empty user-data file makes some cloud-init versions complain.
 		userData = "#cloud-config\n{}\n"
 	}
-	return Data{UserData: userData, MetaData: string(meta), NetworkConfig: netcfg}, nil
+	return CloudInit{UserData: userData, MetaData: string(meta), NetworkConfig: netcfg}, nil
 }
 
 // networkConfig writes cloud-init network configuration version 2: each NIC
 // matched by its MAC, with DHCP or its static address and default route.
-func networkConfig(nics []Interface) (string, error) {
+func networkConfig(nics []CloudInitNIC) (string, error) {
 	type route struct {
 		To  string `json:"to"`
 		Via string `json:"via"`
@@ -81,7 +82,7 @@ func networkConfig(nics []Interface) (string, error) {
 }
 
 // ISO writes the data source as an ISO 9660 image.
-func (d Data) ISO() ([]byte, error) {
+func (d CloudInit) ISO() ([]byte, error) {
 	w, err := iso9660.NewWriter()
 	if err != nil {
 		return nil, err
@@ -93,7 +94,7 @@ func (d Data) ISO() ([]byte, error) {
 		}
 	}
 	var buf bytes.Buffer
-	if err := w.WriteTo(&buf, VolumeLabel); err != nil {
+	if err := w.WriteTo(&buf, CloudInitLabel); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil

@@ -1,4 +1,4 @@
-package migration
+package livemigration
 
 import (
 	"context"
@@ -16,15 +16,16 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/migration"
+	"github.com/novacron/operator/operator/conflict"
+	"github.com/novacron/operator/operator/hypervisors"
+	"github.com/novacron/operator/operator/launcher"
 	"github.com/novacron/operator/operator/metrics"
-	"github.com/novacron/operator/operator/vm"
 )
-
-// LabelDrain marks the migrations a drain made with the node they leave.
-const LabelDrain = "novacron.io/drain"
 
 // DrainReconciler evacuates nodes being drained: a cordoned Node, or one
 // tainted node.novacron.io/maintenance, gets a VirtualMachineMigration (reason
@@ -36,6 +37,8 @@ const LabelDrain = "novacron.io/drain"
 type DrainReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
+	// Launcher sizes the launcher pods a plan's targets must have room for.
+	Launcher launcher.Config
 	// Resync is how often a draining node is looked at again.
 	Resync time.Duration
 }
@@ -44,8 +47,8 @@ type DrainReconciler struct {
 // +kubebuilder:rbac:groups=novacron.io,resources=hypervisors/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinemigrations,verbs=create
 
-// SetupWithManager registers the controller. It relies on the VM controller's
-// vm.NodeNameIndex.
+// SetupWithManager registers the controller. It relies on the manager's
+// hypervisors.NodeNameIndex.
 func (r *DrainReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Resync == 0 {
 		r.Resync = 10 * time.Second
@@ -65,20 +68,7 @@ func (r *DrainReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&novacronv1.VirtualMachineMigration{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return byName(o.(*novacronv1.VirtualMachineMigration).Status.SourceNode)
 		})).
-		Complete(metrics.Instrument("drain", r))
-}
-
-// draining says why the node is being drained, or "".
-func draining(n *corev1.Node) string {
-	for _, t := range n.Spec.Taints {
-		if t.Key == novacronv1.TaintMaintenance {
-			return "Maintenance"
-		}
-	}
-	if n.Spec.Unschedulable {
-		return "Cordoned"
-	}
-	return ""
+		Complete(conflict.Retry(metrics.Instrument("drain", r)))
 }
 
 // Reconcile drains the node if it is to be drained, and answers plan requests.
@@ -91,56 +81,31 @@ func (r *DrainReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	node := &corev1.Node{}
 	reason := ""
 	if err := r.Client.Get(ctx, req.NamespacedName, node); err == nil {
-		reason = draining(node)
+		reason = migration.Draining(node)
 	} else if !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
 	}
-	var vms novacronv1.VirtualMachineList
-	if err := r.Client.List(ctx, &vms, client.MatchingFields{vm.NodeNameIndex: hv.Name}); err != nil {
+	onNode, err := hypervisors.VMsOn(ctx, r.Client, hv.Name)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-	sort.Slice(vms.Items, func(i, j int) bool { return key(&vms.Items[i]) < key(&vms.Items[j]) })
-	var migs novacronv1.VirtualMachineMigrationList
-	if err := r.Client.List(ctx, &migs); err != nil {
+	sort.Slice(onNode, func(i, j int) bool { return key(&onNode[i]) < key(&onNode[j]) })
+	snaps, err := snapshotsByVM(ctx, r.Client)
+	if err != nil {
 		return ctrl.Result{}, err
-	}
-	active := map[string]string{} // namespace/vm -> migration
-	for _, m := range migs.Items {
-		if !m.Status.Phase.Done() {
-			active[m.Namespace+"/"+m.Spec.VMName] = m.Name
-		}
 	}
 
 	res := ctrl.Result{}
 	hv.Status.Evacuation = nil
 	if reason != "" {
-		ev := &novacronv1.Evacuation{Reason: reason}
-		for i := range vms.Items {
-			v := &vms.Items[i]
-			if _, ok := active[key(v)]; ok {
-				ev.Migrating = append(ev.Migrating, key(v))
-				continue
-			}
-			why, err := r.blocker(ctx, v, hv.Name)
-			if err != nil {
-				return ctrl.Result{}, err
-			}
-			if why != "" {
-				ev.Blocked = append(ev.Blocked, novacronv1.EvacuationEntry{VM: key(v), Blocker: why})
-				continue
-			}
-			if err := r.migrate(ctx, v, hv.Name); err != nil {
-				return ctrl.Result{}, err
-			}
-			ev.Migrating = append(ev.Migrating, key(v))
+		if hv.Status.Evacuation, err = r.evacuate(ctx, hv.Name, reason, onNode, snaps); err != nil {
+			return ctrl.Result{}, err
 		}
-		hv.Status.Evacuation = ev
 		res.RequeueAfter = r.Resync
-		r.reportBlocked(hv, orig.Status.Evacuation, ev)
+		r.reportBlocked(hv, orig.Status.Evacuation, hv.Status.Evacuation)
 	}
-
 	if want := hv.Annotations[novacronv1.AnnotationEvacuationPlan]; want != "" && (hv.Status.EvacuationPlan == nil || hv.Status.EvacuationPlan.Request != want) {
-		plan, err := r.plan(ctx, hv, vms.Items)
+		plan, err := r.plan(ctx, hv, onNode, snaps)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -155,23 +120,53 @@ func (r *DrainReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	return res, nil
 }
 
-func key(v *novacronv1.VirtualMachine) string { return v.Namespace + "/" + v.Name }
+// evacuate makes a drain migration for every VM on the node that can move
+// and is not moving yet, and reports the others.
+func (r *DrainReconciler) evacuate(ctx context.Context, node, reason string, onNode []novacronv1.VirtualMachine, snaps map[string][]string) (*novacronv1.Evacuation, error) {
+	var migs novacronv1.VirtualMachineMigrationList
+	if err := r.Client.List(ctx, &migs); err != nil {
+		return nil, err
+	}
+	active := map[string]string{} // namespace/vm -> migration
+	for _, m := range migs.Items {
+		if !m.Status.Phase.Done() {
+			active[m.Namespace+"/"+m.Spec.VMName] = m.Name
+		}
+	}
+	ev := &novacronv1.Evacuation{Reason: reason}
+	for i := range onNode {
+		v := &onNode[i]
+		if _, ok := active[key(v)]; ok {
+			ev.Migrating = append(ev.Migrating, key(v))
+			continue
+		}
+		why, err := r.blocker(ctx, v, node, snaps)
+		if err != nil {
+			return nil, err
+		}
+		if why != "" {
+			ev.Blocked = append(ev.Blocked, novacronv1.EvacuationEntry{VM: key(v), Blocker: why})
+			continue
+		}
+		if err := r.migrate(ctx, v, node); err != nil {
+			return nil, err
+		}
+		ev.Migrating = append(ev.Migrating, key(v))
+	}
+	return ev, nil
+}
 
 // blocker says why the VM cannot leave the node, or "". A drain migration
 // that failed is a blocker too: the drain does not retry it blindly.
-func (r *DrainReconciler) blocker(ctx context.Context, v *novacronv1.VirtualMachine, node string) (string, error) {
-	snaps, err := SnapshotsOf(ctx, r.Client, v)
-	if err != nil {
-		return "", err
-	}
-	if why := Blockers(v, snaps); len(why) > 0 {
+func (r *DrainReconciler) blocker(ctx context.Context, v *novacronv1.VirtualMachine, node string, snaps map[string][]string) (string, error) {
+	if why := migration.Blockers(v, snaps[key(v)]); len(why) > 0 {
 		return why[0], nil
 	}
 	m := &novacronv1.VirtualMachineMigration{}
-	err = r.Client.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: drainMigrationName(v, node)}, m)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: drainMigrationName(v, node)}, m)
 	if err == nil && m.Status.Phase == novacronv1.MigrationFailed {
 		msg := ""
-		if c := meta.FindStatusCondition(m.Status.Conditions, ConditionReady); c != nil {
+		if c := meta.FindStatusCondition(m.Status.Conditions, novacronv1.ConditionReady); c != nil {
 			msg = c.Message
 		}
 		return fmt.Sprintf("its drain migration %s failed (%s); delete it to try again", m.Name, msg), nil
@@ -186,7 +181,7 @@ func drainMigrationName(v *novacronv1.VirtualMachine, node string) string {
 // migrate makes the VM's drain migration unless it exists.
 func (r *DrainReconciler) migrate(ctx context.Context, v *novacronv1.VirtualMachine, node string) error {
 	m := &novacronv1.VirtualMachineMigration{
-		ObjectMeta: metav1.ObjectMeta{Name: drainMigrationName(v, node), Namespace: v.Namespace, Labels: map[string]string{LabelDrain: node}},
+		ObjectMeta: metav1.ObjectMeta{Name: drainMigrationName(v, node), Namespace: v.Namespace, Labels: map[string]string{novacronv1.LabelDrain: node}},
 		Spec:       novacronv1.VirtualMachineMigrationSpec{VMName: v.Name, Reason: novacronv1.MigrationDrain},
 	}
 	err := r.Client.Create(ctx, m)
@@ -196,7 +191,8 @@ func (r *DrainReconciler) migrate(ctx context.Context, v *novacronv1.VirtualMach
 	if err != nil {
 		return fmt.Errorf("creating drain migration %s/%s: %w", m.Namespace, m.Name, err)
 	}
-	r.Recorder.Eventf(v, m, corev1.EventTypeNormal, "Evacuating", "Drain", "node %s is being drained; migrating the VM off it", node)
+	r.Recorder.Eventf(v, m, corev1.EventTypeNormal, novacronv1.ReasonEvacuating, novacronv1.ActionDrain, "node %s is being drained; migrating the VM off it", node)
+	log.FromContext(ctx).Info("evacuating VM", "vm", key(v), "node", node, "migration", m.Name)
 	return nil
 }
 
@@ -210,81 +206,43 @@ func (r *DrainReconciler) reportBlocked(hv *novacronv1.Hypervisor, before, now *
 	}
 	for _, b := range now.Blocked {
 		if seen[b.VM] != b.Blocker {
-			r.Recorder.Eventf(hv, nil, corev1.EventTypeWarning, "EvacuationBlocked", "Drain", "%s cannot leave the node: %s", b.VM, b.Blocker)
+			r.Recorder.Eventf(hv, nil, corev1.EventTypeWarning, novacronv1.ReasonEvacuationBlocked, novacronv1.ActionDrain, "%s cannot leave the node: %s", b.VM, b.Blocker)
 		}
 	}
 }
 
-// capacity is what a candidate node has left, in vCPUs and bytes, with its
-// overcommit.
-type capacity struct {
-	name     string
-	cpuModel string
-	cpu, mem float64
-}
-
-// plan estimates where each VM would go: the candidate with the most free
-// vCPUs that fits it and has the same CPU model, taking the VMs placed so far
-// into account. The scheduler makes the real choice when a VM moves.
-func (r *DrainReconciler) plan(ctx context.Context, hv *novacronv1.Hypervisor, onNode []novacronv1.VirtualMachine) (*novacronv1.EvacuationPlan, error) {
-	var hvs novacronv1.HypervisorList
-	if err := r.Client.List(ctx, &hvs); err != nil {
-		return nil, err
-	}
+// plan estimates where each VM on the node would go (migration.EstimateTargets
+// on the capacity model the scheduler uses), or why it stays. The scheduler
+// makes the real choice when a VM moves.
+func (r *DrainReconciler) plan(ctx context.Context, hv *novacronv1.Hypervisor, onNode []novacronv1.VirtualMachine, snaps map[string][]string) (*novacronv1.EvacuationPlan, error) {
 	var all novacronv1.VirtualMachineList
 	if err := r.Client.List(ctx, &all); err != nil {
 		return nil, err
 	}
-	used := map[string][2]float64{}
-	for _, v := range all.Items {
-		if n := v.Status.NodeName; n != "" {
-			u := used[n]
-			used[n] = [2]float64{u[0] + float64(v.Spec.Template.Spec.Resources.CPU), u[1] + float64(v.Spec.Template.Spec.Resources.Memory.Value())}
-		}
+	size := func(v *novacronv1.VirtualMachine) migration.Resources { return footprint(v, r.Launcher, nil) }
+	nodes, err := readNodes(ctx, r.Client, all.Items, size)
+	if err != nil {
+		return nil, err
 	}
-	var cands []*capacity
-	for i := range hvs.Items {
-		h := &hvs.Items[i]
-		if h.Name == hv.Name {
-			continue
-		}
-		node := &corev1.Node{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Name: h.Name}, node); err != nil || draining(node) != "" {
-			continue
-		}
-		capCPU, capMem := h.VMCapacity()
-		cands = append(cands, &capacity{name: h.Name, cpuModel: h.Status.CPUModel,
-			cpu: float64(capCPU) - used[h.Name][0], mem: float64(capMem) - used[h.Name][1]})
-	}
+	from := migration.Node{Name: hv.Name, CPUModel: hv.Status.CPUModel}
 	plan := &novacronv1.EvacuationPlan{PlannedAt: metav1.Now()}
+	blocked := map[string]string{}
+	var leaving []migration.VM
 	for i := range onNode {
 		v := &onNode[i]
-		entry := novacronv1.EvacuationEntry{VM: key(v)}
-		snaps, err := SnapshotsOf(ctx, r.Client, v)
-		if err != nil {
-			return nil, err
-		}
-		if why := Blockers(v, snaps); len(why) > 0 {
-			entry.Blocker = why[0]
-			plan.VMs = append(plan.VMs, entry)
+		if why := migration.Blockers(v, snaps[key(v)]); len(why) > 0 {
+			blocked[key(v)] = why[0]
 			continue
 		}
-		cpu, mem := float64(v.Spec.Template.Spec.Resources.CPU), float64(v.Spec.Template.Spec.Resources.Memory.Value())
-		var best *capacity
-		for _, c := range cands {
-			if c.cpuModel != hv.Status.CPUModel || c.cpu < cpu || c.mem < mem {
-				continue
-			}
-			if best == nil || c.cpu > best.cpu {
-				best = c
-			}
-		}
-		if best == nil {
-			entry.Blocker = fmt.Sprintf("no other node with CPU model %q has %d vCPUs and %s free", hv.Status.CPUModel, v.Spec.Template.Spec.Resources.CPU, v.Spec.Template.Spec.Resources.Memory.String())
-		} else {
-			entry.Target = best.name
-			best.cpu -= cpu
-			best.mem -= mem
+		leaving = append(leaving, migration.VM{Key: key(v), Node: hv.Name, Size: size(v), Movable: true})
+	}
+	targets := migration.EstimateTargets(from, nodes, leaving)
+	for i := range onNode {
+		v := &onNode[i]
+		entry := novacronv1.EvacuationEntry{VM: key(v), Target: targets[key(v)], Blocker: blocked[key(v)]}
+		if entry.Blocker == "" && entry.Target == "" {
+			res := v.Spec.Template.Spec.Resources
+			entry.Blocker = fmt.Sprintf("no other node with CPU model %q has %d vCPUs and %s free", hv.Status.CPUModel, res.CPU, res.Memory.String())
 		}
 		plan.VMs = append(plan.VMs, entry)
 	}

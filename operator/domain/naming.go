@@ -1,0 +1,63 @@
+// Package domain is what a VM becomes on a node: the names of its domain and
+// volumes there, its stable MACs, its cloud-init disk, the image catalog its
+// root disk comes from, and the Builder that makes its disks and domain
+// definition. The VM, migration and snapshot controllers all name and build
+// domains through it, so a VM is the same domain wherever it runs.
+package domain
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"strings"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+)
+
+// DomainName is the hypervisor domain of a VM. Kubernetes names cannot hold
+// "_", so it cannot collide across namespaces.
+func DomainName(vm *novacronv1.VirtualMachine) string {
+	return vm.Namespace + "_" + vm.Name
+}
+
+// rootVolumeName is the VM's root disk volume in the node's storage pool.
+func rootVolumeName(vm *novacronv1.VirtualMachine) string {
+	return DomainName(vm) + "-root.qcow2"
+}
+
+// cloudInitVolumeName is the VM's cloud-init NoCloud disk.
+func cloudInitVolumeName(vm *novacronv1.VirtualMachine) string {
+	return DomainName(vm) + "-cidata.iso"
+}
+
+// VolumeNames are the volumes the VM has in its node's storage pool.
+func VolumeNames(vm *novacronv1.VirtualMachine) []string {
+	return []string{rootVolumeName(vm), cloudInitVolumeName(vm)}
+}
+
+// SerialLogPath is where the guest's serial console goes on its node;
+// libvirt keeps QEMU's own log as <domain>.log in the same folder.
+func SerialLogPath(dir string, vm *novacronv1.VirtualMachine) string {
+	return dir + "/" + DomainName(vm) + "-serial.log"
+}
+
+// StableMAC derives a MAC address from the VM's UID and interface name, so it
+// is the same on every start and on every node.
+func StableMAC(uid, iface string) string {
+	sum := sha256.Sum256([]byte(uid + "/" + iface))
+	return strings.ToLower(fmt.Sprintf("52:54:00:%02x:%02x:%02x", sum[0], sum[1], sum[2]))
+}
+
+// Interfaces describes the VM's NICs for its status: stable MACs, the VFs
+// assigned to its sr-iov networks, and static addresses.
+func Interfaces(vm *novacronv1.VirtualMachine, assignment novacronv1.DeviceAssignment) []novacronv1.InterfaceStatus {
+	var out []novacronv1.InterfaceStatus
+	for _, n := range vm.Spec.Template.Spec.Networks {
+		s := novacronv1.InterfaceStatus{Name: n.Name, MAC: StableMAC(string(vm.UID), n.Name), PCIAddress: assignment.VFs[n.Name]}
+		if n.IPv4 != nil && n.IPv4.Method == novacronv1.IPv4Static {
+			ip, _, _ := strings.Cut(n.IPv4.Address, "/")
+			s.IPAddress, s.IPAddresses = ip, []string{ip}
+		}
+		out = append(out, s)
+	}
+	return out
+}

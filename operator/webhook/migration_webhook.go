@@ -1,0 +1,80 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/migration"
+	"github.com/novacron/operator/policies"
+)
+
+// +kubebuilder:webhook:path=/validate-novacron-io-v1alpha1-virtualmachinemigration,mutating=false,failurePolicy=fail,sideEffects=None,groups=novacron.io,resources=virtualmachinemigrations,verbs=create;update,versions=v1alpha1,name=vvirtualmachinemigration.novacron.io,admissionReviewVersions=v1,timeoutSeconds=5
+
+// MigrationValidator admits a live migration only of a VM that can move.
+type MigrationValidator struct {
+	Client   client.Reader
+	Policies *policies.Engine
+	Recorder events.EventRecorder
+}
+
+// ValidateCreate checks the VM is running, allows live migration, has no
+// passthrough devices and no other migration under way, and that the migration
+// policies allow it.
+func (v *MigrationValidator) ValidateCreate(ctx context.Context, m *novacronv1.VirtualMachineMigration) (admission.Warnings, error) {
+	vmPath := field.NewPath("spec", "vmName")
+	vm, ferr := getVM(ctx, v.Client, m.Namespace, m.Spec.VMName, vmPath)
+	if ferr != nil {
+		return nil, invalid("VirtualMachineMigration", m.Name, field.ErrorList{ferr})
+	}
+	var snaps novacronv1.VirtualMachineSnapshotList
+	if err := v.Client.List(ctx, &snaps, client.InNamespace(vm.Namespace)); err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	var errs field.ErrorList
+	for _, why := range migration.Blockers(vm, migration.SnapshotsByVM(snaps.Items)[vm.Namespace+"/"+vm.Name]) {
+		errs = append(errs, field.Forbidden(vmPath, why))
+	}
+	var others novacronv1.VirtualMachineMigrationList
+	if err := v.Client.List(ctx, &others, client.InNamespace(m.Namespace)); err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	for _, o := range others.Items {
+		if o.Spec.VMName == vm.Name && o.Name != m.Name && !o.Status.Phase.Done() {
+			errs = append(errs, field.Forbidden(vmPath, fmt.Sprintf("migration %s of this VM is still %s; wait for it or cancel it", o.Name, orUnknown(novacronv1.VMPhase(o.Status.Phase)))))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, invalid("VirtualMachineMigration", m.Name, errs)
+	}
+	if v.Policies == nil {
+		return nil, nil
+	}
+	denials, warnings, err := v.Policies.AllowMigration(ctx, policies.MigrationInput{VM: vm, Migration: m, SourceNode: vm.Status.NodeName, TargetNode: m.Spec.TargetNodeName, Reason: string(m.Spec.Reason)})
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	for _, d := range denials {
+		errs = append(errs, field.Forbidden(vmPath, d))
+	}
+	return warnings, invalid("VirtualMachineMigration", m.Name, errs)
+}
+
+// ValidateUpdate allows only cancelling.
+func (v *MigrationValidator) ValidateUpdate(_ context.Context, old, m *novacronv1.VirtualMachineMigration) (admission.Warnings, error) {
+	if old.Spec.Cancel && !m.Spec.Cancel {
+		return nil, invalid("VirtualMachineMigration", m.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "cancel"), "a cancelled migration cannot be resumed; create a new one")})
+	}
+	return nil, nil
+}
+
+// ValidateDelete allows every delete (it cancels the migration).
+func (v *MigrationValidator) ValidateDelete(context.Context, *novacronv1.VirtualMachineMigration) (admission.Warnings, error) {
+	return nil, nil
+}
