@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -126,7 +127,7 @@ func BuildPod(vm *novacronv1.VirtualMachine, cfg Config, vfPools map[string]stri
 		},
 		Spec: corev1.PodSpec{
 			SchedulerName:                 schedulerName,
-			NodeSelector:                  spec.NodeSelector,
+			NodeSelector:                  maps.Clone(spec.NodeSelector),
 			Affinity:                      spec.Affinity.DeepCopy(),
 			Tolerations:                   spec.Tolerations,
 			AutomountServiceAccountToken:  ptr.To(false),

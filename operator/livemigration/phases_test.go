@@ -1,12 +1,17 @@
 package livemigration
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/fakecluster"
 )
 
 func TestMigrateOptionsFromThePolicy(t *testing.T) {
@@ -35,4 +40,108 @@ func TestMigrateOptionsFromThePolicy(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, tgt.Spec.URI, o.DestURI)
 	assert.Zero(t, o.BandwidthMiBps)
+}
+
+// bindTarget does the scheduler's part for the migration "move".
+func bindTarget(t *testing.T, e *env, node string) {
+	t.Helper()
+	pod := &corev1.Pod{}
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: e.get(t, "move").Status.TargetPod}, pod))
+	pod.Spec.NodeName = node
+	require.NoError(t, e.Client.Update(t.Context(), pod))
+}
+
+func TestAMigrationMovesTheVMPhaseByPhase(t *testing.T) {
+	e := newEnv(t)
+	e.migration(t, "move", novacronv1.VirtualMachineMigrationSpec{VMName: "web"})
+	e.reconcile(t, "move")
+
+	// Scheduling: recorded, the VM claimed, a target pod for the scheduler
+	// that may not land on the source.
+	e.reconcile(t, "move")
+	m := e.get(t, "move")
+	assert.Equal(t, novacronv1.MigrationScheduling, m.Status.Phase)
+	assert.Equal(t, "node-1", m.Status.SourceNode)
+	assert.Equal(t, "move", e.vm(t, "web").Status.MigrationState.MigrationName)
+	pod := &corev1.Pod{}
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: m.Status.TargetPod}, pod))
+	assert.Equal(t, "node-1", pod.Labels[novacronv1.LabelMigrationSource])
+	assert.Equal(t, "move", pod.Labels[novacronv1.LabelMigration])
+
+	// Placed: disks made on the target, Running recorded before the call.
+	bindTarget(t, e, "node-2")
+	e.reconcile(t, "move")
+	m = e.get(t, "move")
+	assert.Equal(t, novacronv1.MigrationRunning, m.Status.Phase)
+	assert.Equal(t, "node-2", m.Status.TargetNode)
+	assert.True(t, e.tgt.HasVolume("default", "team_web-root.qcow2"), "the root disk is made on the target first")
+	j := e.r.jobs.get(m.UID)
+	require.NotNil(t, j)
+	<-j.done
+
+	// The call returned: the VM is handed over, the source cleaned.
+	e.reconcile(t, "move")
+	m = e.get(t, "move")
+	assert.Equal(t, novacronv1.MigrationSucceeded, m.Status.Phase)
+	assert.Contains(t, ready(m).Message, "downtime")
+	assert.True(t, meta.IsStatusConditionTrue(m.Status.Conditions, novacronv1.MigrationConditionSourceCleaned))
+	v := e.vm(t, "web")
+	assert.Equal(t, "node-2", v.Status.NodeName)
+	assert.Equal(t, novacronv1.VMRunning, v.Status.Phase)
+	assert.Nil(t, v.Status.MigrationState)
+	assert.False(t, e.src.HasVolume("default", "team_web-root.qcow2"))
+	events := e.EventsSeen()
+	for _, reason := range []string{novacronv1.ReasonScheduling, novacronv1.ReasonTargetReady, novacronv1.ReasonMigrating, novacronv1.ReasonSucceeded, novacronv1.ReasonMigrationSucceeded} {
+		assert.True(t, fakecluster.HasEvent(events, corev1.EventTypeNormal, reason, ""), reason)
+	}
+}
+
+// A failed call leaves the VM where it was and removes the target's disks.
+func TestAFailedCallRollsBackOntoTheSource(t *testing.T) {
+	e := newEnv(t)
+	e.src.FailNext("Migrate", errors.New("unable to connect to server"))
+	e.migration(t, "move", novacronv1.VirtualMachineMigrationSpec{VMName: "web"})
+	e.reconcile(t, "move")
+	e.reconcile(t, "move")
+	bindTarget(t, e, "node-2")
+	e.reconcile(t, "move")
+	<-e.r.jobs.get(e.get(t, "move").UID).done
+	e.reconcile(t, "move")
+
+	m := e.get(t, "move")
+	assert.Equal(t, novacronv1.MigrationFailed, m.Status.Phase)
+	assert.Equal(t, novacronv1.ReasonMigrationFailed, ready(m).Reason)
+	assert.Contains(t, ready(m).Message, "unable to connect")
+	assert.False(t, e.tgt.HasVolume("default", "team_web-root.qcow2"))
+	assert.Equal(t, "node-1", e.vm(t, "web").Status.NodeName)
+}
+
+// What cannot move fails at once, saying why; what may move later waits.
+func TestBlockersFailAndLimitsWait(t *testing.T) {
+	e := newEnv(t)
+	v := e.vm(t, "web")
+	v.Spec.MigrationPolicy.AllowLiveMigration = false
+	require.NoError(t, e.Client.Update(t.Context(), v))
+	e.migration(t, "move", novacronv1.VirtualMachineMigrationSpec{VMName: "web"})
+	e.reconcile(t, "move")
+	e.reconcile(t, "move")
+	m := e.get(t, "move")
+	assert.Equal(t, novacronv1.MigrationFailed, m.Status.Phase)
+	assert.Equal(t, novacronv1.ReasonNotMigratable, ready(m).Reason)
+	assert.Contains(t, ready(m).Message, "allowLiveMigration")
+
+	// One leaving node-1 at a time: the second waits, Pending.
+	e.r.MaxOutboundPerNode = 1
+	e.runningVM(t, "db", "node-1")
+	e.runningVM(t, "cache", "node-1")
+	for _, name := range []string{"db", "cache"} {
+		e.migration(t, name+"-move", novacronv1.VirtualMachineMigrationSpec{VMName: name})
+		e.reconcile(t, name+"-move")
+		e.reconcile(t, name+"-move")
+	}
+	assert.Equal(t, novacronv1.MigrationScheduling, e.get(t, "db-move").Status.Phase)
+	second := e.get(t, "cache-move")
+	assert.Equal(t, novacronv1.MigrationPending, second.Status.Phase)
+	assert.Equal(t, novacronv1.ReasonWaiting, ready(second).Reason)
+	assert.Contains(t, ready(second).Message, "leaving node node-1")
 }

@@ -58,7 +58,9 @@ func (r *RestoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(conflict.Retry(metrics.Instrument("virtualmachinerestore", r)))
 }
 
-// Reconcile drives one restore from Pending to Succeeded or Failed.
+// Reconcile drives one restore from Pending to Succeeded or Failed: it
+// checks the restore makes sense, gets the VM stopped and guarded, then
+// reverts it.
 func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	rs := &novacronv1.VirtualMachineRestore{}
 	if err := r.Client.Get(ctx, req.NamespacedName, rs); err != nil {
@@ -67,72 +69,103 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if rs.Status.Phase == novacronv1.RestoreSucceeded || rs.Status.Phase == novacronv1.RestoreFailed {
 		return ctrl.Result{}, nil
 	}
+	v, snap, res, done, err := r.check(ctx, rs)
+	if done || err != nil {
+		return res, err
+	}
+	if rs.Status.Phase != novacronv1.RestoreInProgress {
+		if res, done, err := r.prepare(ctx, rs, v, snap); done || err != nil {
+			return res, err
+		}
+	}
+	return r.revert(ctx, rs, v, snap)
+}
+
+// check reads the restore's VM and snapshot and fails the restore (done) when
+// they do not belong together, or waits (done) while the snapshot is not
+// ready or another restore holds the VM.
+func (r *RestoreReconciler) check(ctx context.Context, rs *novacronv1.VirtualMachineRestore) (*novacronv1.VirtualMachine, *novacronv1.VirtualMachineSnapshot, ctrl.Result, bool, error) {
 	v := &novacronv1.VirtualMachine{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: rs.Spec.VMName}, v); err != nil {
 		if apierrors.IsNotFound(err) {
-			return r.fail(ctx, rs, nil, novacronv1.ReasonVMNotFound, fmt.Sprintf("VirtualMachine %s does not exist", rs.Spec.VMName))
+			res, err := r.fail(ctx, rs, nil, novacronv1.ReasonVMNotFound, fmt.Sprintf("VirtualMachine %s does not exist", rs.Spec.VMName))
+			return nil, nil, res, true, err
 		}
-		return ctrl.Result{}, err
+		return nil, nil, ctrl.Result{}, true, err
 	}
 	snap := &novacronv1.VirtualMachineSnapshot{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rs.Namespace, Name: rs.Spec.SnapshotName}, snap); err != nil {
 		if apierrors.IsNotFound(err) {
-			return r.fail(ctx, rs, v, novacronv1.ReasonSnapshotNotFound, fmt.Sprintf("VirtualMachineSnapshot %s does not exist", rs.Spec.SnapshotName))
+			res, err := r.fail(ctx, rs, v, novacronv1.ReasonSnapshotNotFound, fmt.Sprintf("VirtualMachineSnapshot %s does not exist", rs.Spec.SnapshotName))
+			return nil, nil, res, true, err
 		}
-		return ctrl.Result{}, err
+		return nil, nil, ctrl.Result{}, true, err
 	}
-	switch {
+	var res ctrl.Result
+	var err error
+	switch other := v.Annotations[novacronv1.AnnotationRestoring]; {
 	case snap.Spec.VMName != v.Name:
-		return r.fail(ctx, rs, v, novacronv1.ReasonWrongVM, fmt.Sprintf("snapshot %s is of VirtualMachine %s, not %s", snap.Name, snap.Spec.VMName, v.Name))
+		res, err = r.fail(ctx, rs, v, novacronv1.ReasonWrongVM, fmt.Sprintf("snapshot %s is of VirtualMachine %s, not %s", snap.Name, snap.Spec.VMName, v.Name))
 	case snap.Status.Phase == novacronv1.SnapshotFailed:
-		return r.fail(ctx, rs, v, novacronv1.ReasonSnapshotFailed, fmt.Sprintf("snapshot %s failed: %s", snap.Name, meta.FindStatusCondition(snap.Status.Conditions, novacronv1.ConditionReady).Message))
+		res, err = r.fail(ctx, rs, v, novacronv1.ReasonSnapshotFailed, fmt.Sprintf("snapshot %s failed: %s", snap.Name, meta.FindStatusCondition(snap.Status.Conditions, novacronv1.ConditionReady).Message))
 	case !snap.Status.ReadyToUse || !snap.DeletionTimestamp.IsZero():
-		return r.wait(ctx, rs, fmt.Sprintf("snapshot %s is not ready to use", snap.Name))
+		res, err = r.wait(ctx, rs, fmt.Sprintf("snapshot %s is not ready to use", snap.Name))
 	case snap.Status.NodeName != v.Status.NodeName:
-		return r.fail(ctx, rs, v, novacronv1.ReasonWrongNode, fmt.Sprintf("snapshot %s is on node %s but VirtualMachine %s is on node %s", snap.Name, snap.Status.NodeName, v.Name, v.Status.NodeName))
+		res, err = r.fail(ctx, rs, v, novacronv1.ReasonWrongNode, fmt.Sprintf("snapshot %s is on node %s but VirtualMachine %s is on node %s", snap.Name, snap.Status.NodeName, v.Name, v.Status.NodeName))
+	case other != "" && other != rs.Name:
+		res, err = r.wait(ctx, rs, fmt.Sprintf("restore %s of VirtualMachine %s is under way", other, v.Name))
+	default:
+		return v, snap, ctrl.Result{}, false, nil
 	}
-	if other := v.Annotations[novacronv1.AnnotationRestoring]; other != "" && other != rs.Name {
-		return r.wait(ctx, rs, fmt.Sprintf("restore %s of VirtualMachine %s is under way", other, v.Name))
-	}
+	return nil, nil, res, true, err
+}
 
-	if rs.Status.Phase != novacronv1.RestoreInProgress {
-		if v.Spec.Running == nil || *v.Spec.Running {
-			if !rs.Spec.StopVM {
-				return r.fail(ctx, rs, v, novacronv1.ReasonVMRunning, fmt.Sprintf("VirtualMachine %s is running; stop it first (spec.running: false) or set spec.stopVM: true on the restore", v.Name))
+// prepare gets the VM stopped (stopping a running one when spec.stopVM says
+// so, refusing otherwise), guards it, and records the restore InProgress.
+func (r *RestoreReconciler) prepare(ctx context.Context, rs *novacronv1.VirtualMachineRestore, v *novacronv1.VirtualMachine, snap *novacronv1.VirtualMachineSnapshot) (ctrl.Result, bool, error) {
+	if v.Spec.Running == nil || *v.Spec.Running {
+		if !rs.Spec.StopVM {
+			res, err := r.fail(ctx, rs, v, novacronv1.ReasonVMRunning, fmt.Sprintf("VirtualMachine %s is running; stop it first (spec.running: false) or set spec.stopVM: true on the restore", v.Name))
+			return res, true, err
+		}
+		// Recorded first, so a restart after a crash still knows to start
+		// the VM again.
+		if meta.SetStatusCondition(&rs.Status.Conditions, metav1.Condition{Type: novacronv1.RestoreConditionStoppedVM, Status: metav1.ConditionTrue, Reason: novacronv1.ReasonStopVM,
+			Message: "stopped VirtualMachine " + v.Name + " for the restore; it starts again afterwards", ObservedGeneration: rs.Generation}) {
+			rs.Status.Phase = novacronv1.RestorePending
+			if err := r.Client.Status().Update(ctx, rs); err != nil {
+				return ctrl.Result{}, true, err
 			}
-			// Recorded first, so a restart after a crash still knows to start
-			// the VM again.
-			if meta.SetStatusCondition(&rs.Status.Conditions, metav1.Condition{Type: novacronv1.RestoreConditionStoppedVM, Status: metav1.ConditionTrue, Reason: novacronv1.ReasonStopVM,
-				Message: "stopped VirtualMachine " + v.Name + " for the restore; it starts again afterwards", ObservedGeneration: rs.Generation}) {
-				rs.Status.Phase = novacronv1.RestorePending
-				if err := r.Client.Status().Update(ctx, rs); err != nil {
-					return ctrl.Result{}, err
-				}
-			}
-			if err := r.setRunning(ctx, v, false); err != nil {
-				return ctrl.Result{}, err
-			}
-			r.Recorder.Eventf(rs, nil, corev1.EventTypeNormal, novacronv1.ReasonStoppingVM, novacronv1.ActionRestore, "stopping VirtualMachine %s for the restore", v.Name)
-			return r.wait(ctx, rs, fmt.Sprintf("VirtualMachine %s is stopping", v.Name))
 		}
-		if v.Status.Phase != novacronv1.VMStopped {
-			return r.wait(ctx, rs, fmt.Sprintf("VirtualMachine %s is %s, waiting for Stopped", v.Name, v.Status.Phase))
+		if err := r.setRunning(ctx, v, false); err != nil {
+			return ctrl.Result{}, true, err
 		}
-		if err := r.guard(ctx, v, rs.Name); err != nil {
-			return ctrl.Result{}, err
-		}
-		now := metav1.NewTime(r.Clock.Now())
-		rs.Status.Phase = novacronv1.RestoreInProgress
-		rs.Status.StartTime = &now
-		setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionFalse, novacronv1.ReasonInProgress, "reverting to snapshot "+snap.Name)
-		if err := r.Client.Status().Update(ctx, rs); err != nil {
-			return ctrl.Result{}, err
-		}
-		log.FromContext(ctx).Info("restore phase", "to", rs.Status.Phase, "vm", v.Name, "snapshot", snap.Name)
+		r.Recorder.Eventf(rs, nil, corev1.EventTypeNormal, novacronv1.ReasonStoppingVM, novacronv1.ActionRestore, "stopping VirtualMachine %s for the restore", v.Name)
+		res, err := r.wait(ctx, rs, fmt.Sprintf("VirtualMachine %s is stopping", v.Name))
+		return res, true, err
 	}
+	if v.Status.Phase != novacronv1.VMStopped {
+		res, err := r.wait(ctx, rs, fmt.Sprintf("VirtualMachine %s is %s, waiting for Stopped", v.Name, v.Status.Phase))
+		return res, true, err
+	}
+	if err := r.guard(ctx, v, rs.Name); err != nil {
+		return ctrl.Result{}, true, err
+	}
+	now := metav1.NewTime(r.Clock.Now())
+	rs.Status.Phase = novacronv1.RestoreInProgress
+	rs.Status.StartTime = &now
+	setCondition(&rs.Status.Conditions, rs.Generation, metav1.ConditionFalse, novacronv1.ReasonInProgress, "reverting to snapshot "+snap.Name)
+	if err := r.Client.Status().Update(ctx, rs); err != nil {
+		return ctrl.Result{}, true, err
+	}
+	log.FromContext(ctx).Info("restore phase", "to", rs.Status.Phase, "vm", v.Name, "snapshot", snap.Name)
+	return ctrl.Result{}, false, nil
+}
 
-	// InProgress: the VM is stopped and guarded. Reverting again after a
-	// crash lands in the same state.
+// revert puts the stopped, guarded VM back to the snapshot, starts it again
+// when the restore stopped it, and gives it back. Reverting again after a
+// crash lands in the same state.
+func (r *RestoreReconciler) revert(ctx context.Context, rs *novacronv1.VirtualMachineRestore, v *novacronv1.VirtualMachine, snap *novacronv1.VirtualMachineSnapshot) (ctrl.Result, error) {
 	restart := meta.IsStatusConditionTrue(rs.Status.Conditions, novacronv1.RestoreConditionStoppedVM)
 	if err := r.guard(ctx, v, rs.Name); err != nil {
 		return ctrl.Result{}, err

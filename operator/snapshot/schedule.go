@@ -116,38 +116,22 @@ func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 				return ctrl.Result{}, err
 			}
 			return ctrl.Result{RequeueAfter: min(r.Resync, 10*time.Second)}, nil
-		} else {
-			name, err := r.take(ctx, v, due)
-			if err != nil {
-				return ctrl.Result{}, err
-			}
-			slot := metav1.NewTime(due)
-			st.LastScheduleTime, st.LastSnapshotName = &slot, name
-			if err := r.patchStatus(ctx, v, orig); err != nil {
-				return ctrl.Result{}, err
-			}
-			// The new snapshot's own events bring us back for its result.
-			return ctrl.Result{}, nil
 		}
+		name, err := r.take(ctx, v, due)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		slot := metav1.NewTime(due)
+		st.LastScheduleTime, st.LastSnapshotName = &slot, name
+		// The new snapshot's own events bring us back for its result.
+		return ctrl.Result{}, r.patchStatus(ctx, v, orig)
 	}
 
 	if err := r.applyRetention(ctx, v, scheduled, int(policy.Retention)); err != nil {
 		return ctrl.Result{}, err
 	}
 	if len(scheduled) > 0 {
-		newest := scheduled[0]
-		st.LastSnapshotName = newest.Name
-		switch newest.Status.Phase {
-		case novacronv1.SnapshotReady:
-			st.LastResult, st.Message = novacronv1.ScheduleResultSucceeded, fmt.Sprintf("snapshot %s taken", newest.Name)
-		case novacronv1.SnapshotFailed:
-			st.LastResult = novacronv1.ScheduleResultFailed
-			if c := meta.FindStatusCondition(newest.Status.Conditions, novacronv1.ConditionReady); c != nil {
-				st.Message = fmt.Sprintf("snapshot %s failed: %s", newest.Name, c.Message)
-			}
-		default:
-			st.LastResult, st.Message = novacronv1.ScheduleResultInProgress, fmt.Sprintf("snapshot %s is %s", newest.Name, orPending(newest.Status.Phase))
-		}
+		reportNewest(st, &scheduled[0])
 	}
 	// The next slot is after both now and the slots already counted (the
 	// VM's creation, or the last slot taken), as latestSlot sees them: an
@@ -163,6 +147,22 @@ func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: min(max(next.Sub(now), time.Second), r.Resync)}, nil
+}
+
+// reportNewest records the newest scheduled snapshot and how it went.
+func reportNewest(st *novacronv1.SnapshotScheduleStatus, newest *novacronv1.VirtualMachineSnapshot) {
+	st.LastSnapshotName = newest.Name
+	switch newest.Status.Phase {
+	case novacronv1.SnapshotReady:
+		st.LastResult, st.Message = novacronv1.ScheduleResultSucceeded, fmt.Sprintf("snapshot %s taken", newest.Name)
+	case novacronv1.SnapshotFailed:
+		st.LastResult = novacronv1.ScheduleResultFailed
+		if c := meta.FindStatusCondition(newest.Status.Conditions, novacronv1.ConditionReady); c != nil {
+			st.Message = fmt.Sprintf("snapshot %s failed: %s", newest.Name, c.Message)
+		}
+	default:
+		st.LastResult, st.Message = novacronv1.ScheduleResultInProgress, fmt.Sprintf("snapshot %s is %s", newest.Name, orPending(newest.Status.Phase))
+	}
 }
 
 // latestSlot is the newest slot in (since, now], or zero if none.

@@ -100,7 +100,17 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	}
 	p := &Plugin{args: args, handle: h, dyn: dyn, engine: engine, reserve: map[string]map[types.UID][]string{}, nads: map[string]nadEntry{}, hvCache: map[string]*hvEntry{}}
 
-	f := dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0)
+	if err := p.watch(ctx, h); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// watch starts the plugin's informers (Hypervisors, VirtualMachines,
+// VirtualMachinePolicies) and its handler on the scheduler's pod informer,
+// and waits for them to sync.
+func (p *Plugin) watch(ctx context.Context, h fwk.Handle) error {
+	f := dynamicinformer.NewDynamicSharedInformerFactory(p.dyn, 0)
 	hvInformer := f.ForResource(hypervisorsGVR).Informer()
 	if _, err := hvInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { p.cacheHypervisor(o) },
@@ -116,7 +126,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 			}
 		},
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	// VMs are converted once as they arrive, not on every cycle that reads one.
 	vmInformer := f.ForResource(vmsGVR).Informer()
@@ -126,7 +136,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 		}
 		return toTyped[novacronv1.VirtualMachine](o)
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	p.vms = cache.NewGenericLister(vmInformer.GetIndexer(), vmsGVR.GroupResource())
 	pol := f.ForResource(policiesGVR).Informer()
@@ -143,7 +153,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 			}
 		},
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	// A reservation ends when the scheduler's snapshot counts the pod's devices
 	// from its annotation (see usage), on Unreserve, or when the pod is gone.
@@ -157,15 +167,15 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 			}
 		},
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	f.Start(ctx.Done())
 	for gvr, ok := range f.WaitForCacheSync(ctx.Done()) {
 		if !ok {
-			return nil, fmt.Errorf("%s: cache of %s did not sync", Name, gvr)
+			return fmt.Errorf("%s: cache of %s did not sync", Name, gvr)
 		}
 	}
-	return p, nil
+	return nil
 }
 
 // Name returns the plugin's name.

@@ -39,7 +39,7 @@ func (c *Connector) Host(uri string) *Host {
 	h := c.hosts[uri]
 	if h == nil {
 		h = &Host{uri: uri, c: c, info: provider.HostInfo{CPUs: 8, MemoryBytes: 32 << 30, CPUModel: "Icelake-Server", NUMANodes: 1, Version: "fake"},
-			pools: map[string]map[string]volume{"default": {}}, domains: map[string]*domain{}, calls: map[string]int{}, fail: map[string]error{}}
+			pools: map[string]map[string]volume{"default": {}}, domains: map[string]*domain{}, calls: map[string]int{}, fail: map[string]error{}, crash: map[string]bool{}}
 		c.hosts[uri] = h
 	}
 	return h
@@ -67,6 +67,7 @@ type Host struct {
 	domains map[string]*domain
 	calls   map[string]int
 	fail    map[string]error
+	crash   map[string]bool
 	hold    chan struct{}
 }
 
@@ -109,6 +110,13 @@ func (h *Host) AddVolume(pool, name string) {
 // FailNext makes the next call of method (Define, Start, Migrate, ...) fail
 // with err.
 func (h *Host) FailNext(method string, err error) { h.mu.Lock(); h.fail[method] = err; h.mu.Unlock() }
+
+// CrashOn makes the next call of method panic before it does anything: the
+// operator dying at that line. Tests recover and look at what was recorded.
+func (h *Host) CrashOn(method string) { h.mu.Lock(); h.crash[method] = true; h.mu.Unlock() }
+
+// Crash is the value a CrashOn call panics with.
+type Crash struct{ Method string }
 
 // HoldMigrations makes outgoing migrations wait, in progress, until release
 // (or an abort, or their context's end).
@@ -171,6 +179,11 @@ func (h *Host) isDown() bool { h.mu.Lock(); defer h.mu.Unlock(); return h.down }
 // enter counts a call and says whether it fails; callers hold h.mu after it.
 func (h *Host) enter(method string) error {
 	h.mu.Lock()
+	if h.crash[method] {
+		delete(h.crash, method)
+		h.mu.Unlock()
+		panic(Crash{Method: method})
+	}
 	h.calls[method]++
 	if h.down {
 		h.mu.Unlock()

@@ -17,6 +17,10 @@ func (h *Host) CreateSnapshot(_ context.Context, name string, req provider.Snaps
 			return nil
 		}
 		running := d.state == provider.StateRunning || d.state == provider.StatePaused
+		if running && req.DiskOnly {
+			// As QEMU: an internal snapshot of a running guest has its memory.
+			return fmt.Errorf("disk-only snapshot of running domain %s: %w", name, provider.ErrUnsupported)
+		}
 		out = provider.Snapshot{Name: req.Name, CreationTime: time.Now(), IncludesMemory: running && !req.DiskOnly, SizeBytes: d.def.MemoryBytes}
 		d.snapshots[req.Name] = out
 		return nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/novacron/operator/devenv/simnode"
 	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/provider/providertest"
 )
 
 func newNode(t *testing.T, name string) string {
@@ -23,10 +24,7 @@ func newNode(t *testing.T, name string) string {
 	return uri
 }
 
-func testDomain(name string) provider.Domain {
-	return provider.Domain{Name: name, UUID: "6a1b8a3e-0c52-4b2e-9d7c-111111111111", VCPUs: 2, MemoryBytes: 512 << 20,
-		NICs: []provider.NIC{{MAC: "52:54:00:00:00:01", Network: "default"}}, SerialLogPath: "/tmp/serial.log"}
-}
+func testDomain(name string) provider.Domain { return providertest.Domain(name) }
 
 func TestDomainLifecycle(t *testing.T) {
 	ctx := context.Background()
@@ -39,50 +37,7 @@ func TestDomainLifecycle(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int32(8), info.CPUs)
 	assert.Equal(t, int64(32<<30), info.MemoryBytes)
-
-	path, err := h.EnsureVolume(ctx, provider.Volume{Pool: "default", Name: "vm-root.qcow2", CapacityBytes: 10 << 30, Format: "qcow2", BackingVolume: "base.qcow2", BackingFormat: "qcow2"})
-	require.NoError(t, err)
-	again, err := h.EnsureVolume(ctx, provider.Volume{Pool: "default", Name: "vm-root.qcow2", CapacityBytes: 10 << 30, Format: "qcow2", BackingVolume: "base.qcow2", BackingFormat: "qcow2"})
-	require.NoError(t, err)
-	assert.Equal(t, path, again, "EnsureVolume is idempotent")
-
-	_, err = h.State(ctx, "vm")
-	assert.ErrorIs(t, err, provider.ErrNotFound)
-
-	d := testDomain("vm")
-	d.Disks = []provider.Disk{{Path: path, Format: "qcow2"}}
-	require.NoError(t, h.Define(ctx, d))
-	require.NoError(t, h.Define(ctx, d), "defining again updates the definition")
-	other := d
-	other.UUID = "6a1b8a3e-0c52-4b2e-9d7c-222222222222"
-	assert.ErrorIs(t, h.Define(ctx, other), provider.ErrConflict, "a same-named domain of another VM is not overwritten")
-	st, err := h.State(ctx, "vm")
-	require.NoError(t, err)
-	assert.Equal(t, provider.StateShutoff, st)
-
-	require.NoError(t, h.Start(ctx, "vm"))
-	require.NoError(t, h.Start(ctx, "vm"), "starting a running domain is not an error")
-	st, _ = h.State(ctx, "vm")
-	assert.Equal(t, provider.StateRunning, st)
-
-	stats, err := h.Stats(ctx, "vm")
-	require.NoError(t, err)
-	assert.Equal(t, int64(512<<20), stats.MemoryUsedBytes)
-
-	require.NoError(t, h.Shutdown(ctx, "vm", 5*time.Second))
-	st, _ = h.State(ctx, "vm")
-	assert.Equal(t, provider.StateShutoff, st)
-	require.NoError(t, h.Shutdown(ctx, "vm", time.Second), "stopping a stopped domain is not an error")
-
-	require.NoError(t, h.Undefine(ctx, "vm"))
-	require.NoError(t, h.Undefine(ctx, "vm"), "undefining a missing domain is not an error")
-	_, err = h.State(ctx, "vm")
-	assert.ErrorIs(t, err, provider.ErrNotFound)
-
-	require.NoError(t, h.DeleteVolume(ctx, "default", "vm-root.qcow2"))
-	require.NoError(t, h.DeleteVolume(ctx, "default", "vm-root.qcow2"))
-	_, err = h.VolumePath(ctx, "default", "vm-root.qcow2")
-	assert.ErrorIs(t, err, provider.ErrNotFound)
+	providertest.Lifecycle(t, h, "base.qcow2")
 }
 
 // The test driver cannot take uploads; the lab test covers a real upload.
@@ -104,12 +59,7 @@ func TestMissingImageAndPoolAreClearErrors(t *testing.T) {
 	t.Cleanup(c.Close)
 	h, err := c.Hypervisor(ctx, newNode(t, "n1"))
 	require.NoError(t, err)
-	_, err = h.EnsureVolume(ctx, provider.Volume{Pool: "default", Name: "x.qcow2", CapacityBytes: 1 << 30, Format: "qcow2", BackingVolume: "nope.qcow2", BackingFormat: "qcow2"})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), `image volume "nope.qcow2" is not in storage pool "default"`)
-	_, err = h.EnsureVolume(ctx, provider.Volume{Pool: "fast", Name: "x.qcow2", CapacityBytes: 1 << 30, Format: "qcow2"})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), `storage pool "fast" does not exist`)
+	providertest.MissingImage(t, h)
 }
 
 // Each simulated node is its own host: a domain on one is not on the other,
@@ -215,49 +165,7 @@ func TestSnapshots(t *testing.T) {
 	t.Cleanup(c.Close)
 	h, err := c.Hypervisor(ctx, newNode(t, "snap"))
 	require.NoError(t, err)
-	path, err := h.EnsureVolume(ctx, provider.Volume{Pool: "default", Name: "vm-root.qcow2", CapacityBytes: 10 << 30, Format: "qcow2", BackingVolume: "base.qcow2", BackingFormat: "qcow2"})
-	require.NoError(t, err)
-	d := testDomain("vm")
-	d.Disks = []provider.Disk{{Path: path, Format: "qcow2"}}
-	require.NoError(t, h.Define(ctx, d))
-	require.NoError(t, h.Start(ctx, "vm"))
-
-	_, err = h.CreateSnapshot(ctx, "vm", provider.SnapshotRequest{Name: "disk", DiskOnly: true})
-	assert.ErrorIs(t, err, provider.ErrUnsupported, "disk-only of a running guest is refused, not silently taken with memory")
-
-	s, err := h.CreateSnapshot(ctx, "vm", provider.SnapshotRequest{Name: "s1", Quiesce: true})
-	require.NoError(t, err)
-	assert.Equal(t, "s1", s.Name)
-	assert.True(t, s.IncludesMemory)
+	s, again := providertest.Snapshots(t, h, "base.qcow2")
 	assert.True(t, s.Quiesced, "the test driver's guest agent freezes")
-	assert.Equal(t, int64(512<<20), s.SizeBytes)
-	assert.WithinDuration(t, time.Now(), s.CreationTime, time.Minute)
-	again, err := h.CreateSnapshot(ctx, "vm", provider.SnapshotRequest{Name: "s1"})
-	require.NoError(t, err)
-	assert.Equal(t, s.CreationTime, again.CreationTime, "taking the same snapshot again returns the first")
 	assert.False(t, again.Quiesced, "whether it was quiesced is not known afterwards: reported crash-consistent")
-
-	require.NoError(t, h.RevertSnapshot(ctx, "vm", "s1", false))
-	st, err := h.State(ctx, "vm")
-	require.NoError(t, err)
-	assert.Equal(t, provider.StateShutoff, st, "reverted and left off")
-	require.NoError(t, h.RevertSnapshot(ctx, "vm", "s1", true))
-	st, err = h.State(ctx, "vm")
-	require.NoError(t, err)
-	assert.Equal(t, provider.StateRunning, st, "reverted into its running state")
-	assert.ErrorIs(t, h.RevertSnapshot(ctx, "vm", "nope", true), provider.ErrNotFound)
-
-	names, err := h.Snapshots(ctx, "vm")
-	require.NoError(t, err)
-	assert.Equal(t, []string{"s1"}, names)
-	require.NoError(t, h.DeleteSnapshot(ctx, "vm", "s1"))
-	require.NoError(t, h.DeleteSnapshot(ctx, "vm", "s1"), "deleting again is not an error")
-	names, err = h.Snapshots(ctx, "vm")
-	require.NoError(t, err)
-	assert.Empty(t, names)
-	require.NoError(t, h.DeleteSnapshot(ctx, "gone", "s1"), "nor is a missing domain")
-	require.NoError(t, h.Shutdown(ctx, "vm", time.Second))
-	off, err := h.CreateSnapshot(ctx, "vm", provider.SnapshotRequest{Name: "off", DiskOnly: true})
-	require.NoError(t, err)
-	assert.False(t, off.IncludesMemory, "a stopped VM's snapshot is of its disks")
 }

@@ -1,0 +1,99 @@
+package launcher
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+)
+
+func vm() *novacronv1.VirtualMachine {
+	v := &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team", UID: "uid-web"}}
+	v.Spec.Template.Spec.Resources = novacronv1.VMResources{CPU: 2, Memory: resource.MustParse("4Gi")}
+	return v
+}
+
+// The pod requests the VM's size over the cluster's ratios, plus what QEMU
+// needs beyond guest memory: 128Mi and 8Mi per vCPU.
+func TestRequestsAddQEMUsOverhead(t *testing.T) {
+	spec := &vm().Spec.Template.Spec
+	r := Resources(spec, Config{}, nil)
+	assert.Equal(t, "2", r.Requests.Cpu().String())
+	assert.Equal(t, int64(4240<<20), r.Requests.Memory().Value(), "4Gi + 128Mi + 2 x 8Mi")
+
+	r = Resources(spec, Config{CPUAllocationRatio: 4, MemoryOvercommitRatio: 2}, nil)
+	assert.Equal(t, "500m", r.Requests.Cpu().String())
+	assert.Equal(t, int64(2192<<20), r.Requests.Memory().Value(), "the overhead is not overcommitted")
+
+	cores, mem := Config{CPUAllocationRatio: 2}.Requests(2, 0.5, 1<<30)
+	assert.InDelta(t, 0.25, cores, 1e-9, "measured use goes through the same sums")
+	assert.InDelta(t, float64(1<<30+144<<20), mem, 1)
+}
+
+func TestDevicesAreExtendedResourcesWithLimits(t *testing.T) {
+	v := vm()
+	v.Spec.Template.Spec.Devices = []novacronv1.Device{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Model: "tesla-t4", Count: 2}}
+	v.Spec.Template.Spec.Networks = []novacronv1.Network{{Name: "default", Type: novacronv1.NetworkTypeBridge}, {Name: "data", Type: novacronv1.NetworkTypeSRIOV}}
+	r := Resources(&v.Spec.Template.Spec, Config{}, map[string]string{"data": "intel.com/sriov_data"})
+	gpu := r.Requests[corev1.ResourceName("devices.novacron.io/nvidia-tesla-t4")]
+	assert.Equal(t, int64(2), gpu.Value())
+	assert.Equal(t, r.Requests["devices.novacron.io/nvidia-tesla-t4"], r.Limits["devices.novacron.io/nvidia-tesla-t4"], "extended resources need limit = request")
+	vf := r.Limits[corev1.ResourceName("intel.com/sriov_data")]
+	assert.Equal(t, int64(1), vf.Value())
+	_, cpuLimit := r.Limits[corev1.ResourceCPU]
+	assert.False(t, cpuLimit, "no CPU or memory limit: the pod only reserves")
+}
+
+func TestThePodCarriesTheVMAndIsPinnedOnceItHasANode(t *testing.T) {
+	v := vm()
+	v.Spec.Template.Spec.NodeSelector = map[string]string{"zone": "a"}
+	pod := BuildPod(v, Config{Image: "pause"}, nil)
+	assert.Equal(t, "web-launcher", pod.Name)
+	assert.Equal(t, novacronv1.ComponentLauncher, pod.Labels[novacronv1.LabelComponent])
+	assert.Equal(t, "web", pod.Labels[novacronv1.LabelVM])
+	assert.Equal(t, "2", pod.Annotations[novacronv1.AnnotationVCPUs])
+	assert.Equal(t, "4294967296", pod.Annotations[novacronv1.AnnotationMemoryBytes])
+	assert.True(t, metav1.IsControlledBy(pod, v))
+	assert.Equal(t, novacronv1.DefaultSchedulerName, pod.Spec.SchedulerName)
+	assert.Nil(t, pod.Spec.Affinity, "free to go anywhere the selector allows")
+	assert.False(t, *pod.Spec.AutomountServiceAccountToken)
+
+	v.Status.NodeName = "node-1"
+	v.Spec.Template.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "gpu", Operator: corev1.NodeSelectorOpExists}}}, {}}}}}
+	pod = BuildPod(v, Config{}, nil)
+	terms := pod.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	require.Len(t, terms, 2)
+	for _, term := range terms {
+		assert.Equal(t, []string{"node-1"}, term.MatchFields[0].Values, "the pin is ANDed into every term")
+	}
+	assert.Len(t, v.Spec.Template.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchFields, 0, "the VM's own affinity is not changed")
+}
+
+func TestLongVMNamesMakeValidPodNames(t *testing.T) {
+	long := strings.Repeat("a", 250)
+	name := PodName(long)
+	assert.LessOrEqual(t, len(name), 253)
+	assert.True(t, strings.HasSuffix(name, "-launcher"))
+	assert.NotEqual(t, name, PodName(strings.Repeat("a", 249)+"b"), "different VMs, different pods")
+}
+
+func TestDevicesReadsTheSchedulersAssignment(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-launcher"}}
+	a, err := Devices(pod)
+	require.NoError(t, err)
+	assert.Empty(t, a.GPUs)
+	pod.Annotations = map[string]string{novacronv1.AnnotationAssignedDevices: `{"gpus":[{"type":"gpu","pciAddress":"0000:3b:00.0"}]}`}
+	a, err = Devices(pod)
+	require.NoError(t, err)
+	assert.Equal(t, "0000:3b:00.0", a.GPUs[0].PCIAddress)
+	pod.Annotations[novacronv1.AnnotationAssignedDevices] = "{"
+	_, err = Devices(pod)
+	assert.ErrorContains(t, err, "launcher pod web-launcher")
+}

@@ -1,0 +1,350 @@
+package vm
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/domain"
+	"github.com/novacron/operator/operator/fakecluster"
+	"github.com/novacron/operator/operator/launcher"
+	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/provider/fake"
+)
+
+const ns = "team"
+
+// env is one test's cluster, the VM controller under test, and node-1's
+// in-memory hypervisor.
+type env struct {
+	*fakecluster.Cluster
+	r    *Reconciler
+	host *fake.Host
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	catalog := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: domain.CatalogConfigMap, Namespace: "novacron-system"},
+		Data: map[string]string{"ubuntu": "volume: ubuntu.qcow2\n"}}
+	c := fakecluster.New(t, catalog)
+	c.Node(t, "node-1", 16, "64Gi")
+	e := &env{Cluster: c, host: c.Hosts.Host("fake://node-1")}
+	e.host.AddVolume("default", "ubuntu.qcow2")
+	e.r = &Reconciler{Client: c.Client, APIReader: c.Client, Recorder: c.Events, Hypervisors: c.Hosts,
+		Domains:  &domain.Builder{APIReader: c.Client, Namespace: "novacron-system", SerialLogDir: "/var/log/libvirt/qemu"},
+		Launcher: launcher.Config{Image: "pause"}, StopGracePeriod: time.Second}
+	e.r.setDefaults()
+	return e
+}
+
+func newVM(name string) *novacronv1.VirtualMachine {
+	v := &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID("uid-" + name)}}
+	v.Spec.Running = ptr.To(true)
+	v.Spec.Template.Spec.Resources = novacronv1.VMResources{CPU: 2, Memory: resource.MustParse("4Gi")}
+	v.Spec.Template.Spec.Image.Source = "marketplace://ubuntu"
+	v.Spec.Template.Spec.Networks = []novacronv1.Network{{Name: "default", Type: novacronv1.NetworkTypeBridge}}
+	return v
+}
+
+// create stores the VM and runs the reconcile that adds its finalizer.
+func (e *env) create(t *testing.T, v *novacronv1.VirtualMachine) {
+	t.Helper()
+	require.NoError(t, e.Client.Create(t.Context(), v))
+	e.reconcile(t, v.Name)
+}
+
+func (e *env) reconcile(t *testing.T, name string) ctrl.Result {
+	t.Helper()
+	res, err := e.r.Reconcile(t.Context(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+	require.NoError(t, err)
+	return res
+}
+
+func (e *env) vm(t *testing.T, name string) *novacronv1.VirtualMachine {
+	t.Helper()
+	v := &novacronv1.VirtualMachine{}
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, v))
+	return v
+}
+
+// bind does the scheduler's part: the launcher pod goes to node.
+func (e *env) bind(t *testing.T, name, node string) *corev1.Pod {
+	t.Helper()
+	pod := &corev1.Pod{}
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: launcher.PodName(name)}, pod))
+	pod.Spec.NodeName = node
+	require.NoError(t, e.Client.Update(t.Context(), pod))
+	return pod
+}
+
+func condition(v *novacronv1.VirtualMachine, typ string) metav1.Condition {
+	if c := meta.FindStatusCondition(v.Status.Conditions, typ); c != nil {
+		return *c
+	}
+	return metav1.Condition{}
+}
+
+// running takes a new VM all the way to Running on node-1.
+func (e *env) running(t *testing.T, name string) *novacronv1.VirtualMachine {
+	t.Helper()
+	e.create(t, newVM(name))
+	e.reconcile(t, name)
+	e.bind(t, name, "node-1")
+	e.reconcile(t, name)
+	v := e.vm(t, name)
+	require.Equal(t, novacronv1.VMRunning, v.Status.Phase)
+	return v
+}
+
+func TestAVMIsReservedScheduledThenStartedOnItsNode(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, newVM("web"))
+
+	// First a launcher pod asks the scheduler for a node.
+	e.reconcile(t, "web")
+	v := e.vm(t, "web")
+	assert.Equal(t, novacronv1.VMScheduling, v.Status.Phase)
+	assert.Equal(t, novacronv1.ReasonPending, condition(v, novacronv1.VMConditionScheduled).Reason)
+	pod := &corev1.Pod{}
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "web-launcher"}, pod))
+	assert.True(t, metav1.IsControlledBy(pod, v), "the VM owns its pod")
+	assert.Equal(t, novacronv1.DefaultSchedulerName, pod.Spec.SchedulerName)
+	assert.True(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeNormal, novacronv1.ReasonLauncherPodCreated, "web-launcher"))
+	_, _, defined := e.host.Domain("team_web")
+	assert.False(t, defined, "nothing on a hypervisor before the pod is bound")
+
+	// Bound: the domain is defined (UUID = the VM's UID) and started there.
+	e.bind(t, "web", "node-1")
+	e.reconcile(t, "web")
+	v = e.vm(t, "web")
+	assert.Equal(t, novacronv1.VMRunning, v.Status.Phase)
+	assert.Equal(t, "node-1", v.Status.NodeName)
+	assert.Equal(t, "web-launcher", v.Status.LauncherPod)
+	assert.Equal(t, metav1.ConditionTrue, condition(v, novacronv1.ConditionReady).Status)
+	assert.Equal(t, novacronv1.ReasonUnsupported, condition(v, novacronv1.VMConditionCloudInit).Reason, "this hypervisor takes no uploads")
+	d, st, ok := e.host.Domain("team_web")
+	require.True(t, ok)
+	assert.Equal(t, provider.StateRunning, st)
+	assert.Equal(t, "uid-web", d.UUID)
+	assert.Equal(t, int32(2), d.VCPUs)
+	assert.Equal(t, domain.StableMAC("uid-web", "default"), d.NICs[0].MAC)
+	assert.True(t, e.host.HasVolume("default", "team_web-root.qcow2"))
+	events := e.EventsSeen()
+	for _, reason := range []string{novacronv1.ReasonScheduled, novacronv1.ReasonDefined, novacronv1.ReasonStarted} {
+		assert.True(t, fakecluster.HasEvent(events, corev1.EventTypeNormal, reason, ""), reason)
+	}
+
+	// Running already: looking again changes nothing on the hypervisor.
+	before := e.host.Calls()
+	e.reconcile(t, "web")
+	after := e.host.Calls()
+	for _, mutating := range []string{"Define", "Start", "Shutdown", "Undefine", "EnsureVolume"} {
+		assert.Equal(t, before[mutating], after[mutating], mutating)
+	}
+}
+
+// crashed runs one reconcile that dies inside a hypervisor call (CrashOn).
+func (e *env) crashed(t *testing.T, name string) {
+	t.Helper()
+	defer func() {
+		_, ok := recover().(fake.Crash)
+		require.True(t, ok, "the reconcile reached the crash")
+	}()
+	_, _ = e.r.Reconcile(t.Context(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+}
+
+// An operator that dies at its first call to the node's hypervisor has
+// already recorded the node, so its successor knows where a domain may be.
+func TestAnOperatorDyingAtTheHypervisorHasRecordedTheNode(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, newVM("web"))
+	e.reconcile(t, "web")
+	e.bind(t, "web", "node-1")
+	e.host.CrashOn("State")
+	e.crashed(t, "web")
+	v := e.vm(t, "web")
+	assert.Equal(t, "node-1", v.Status.NodeName)
+	assert.Equal(t, novacronv1.VMScheduled, v.Status.Phase)
+
+	e.host.CrashOn("Start")
+	e.crashed(t, "web")
+	e.reconcile(t, "web")
+	_, st, _ := e.host.Domain("team_web")
+	assert.Equal(t, provider.StateRunning, st, "the next operator finishes the start on the same node")
+	assert.Equal(t, novacronv1.VMRunning, e.vm(t, "web").Status.Phase)
+}
+
+// The node is recorded before its hypervisor is touched: an unreachable
+// hypervisor leaves the VM Unknown, with its node known, and nothing done.
+func TestTheNodeIsRecordedBeforeTheHypervisorIsTouched(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, newVM("web"))
+	e.reconcile(t, "web")
+	e.bind(t, "web", "node-1")
+	e.host.SetDown(true)
+	res := e.reconcile(t, "web")
+	v := e.vm(t, "web")
+	assert.Equal(t, "node-1", v.Status.NodeName)
+	assert.Equal(t, novacronv1.VMUnknown, v.Status.Phase)
+	assert.Equal(t, metav1.ConditionFalse, condition(v, novacronv1.VMConditionHypervisorReachable).Status)
+	assert.Equal(t, e.r.UnreachableRetry, res.RequeueAfter)
+	assert.True(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonHypervisorUnreachable, "node-1"))
+
+	e.host.SetDown(false)
+	e.reconcile(t, "web")
+	v = e.vm(t, "web")
+	assert.Equal(t, novacronv1.VMRunning, v.Status.Phase, "converges once the node answers")
+	assert.True(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeNormal, novacronv1.ReasonHypervisorReachable, "node-1"))
+}
+
+func TestStopKeepsTheDisksAndTheNodeAndFreesThePod(t *testing.T) {
+	e := newEnv(t)
+	v := e.running(t, "web")
+	v.Spec.Running = ptr.To(false)
+	require.NoError(t, e.Client.Update(t.Context(), v))
+	e.reconcile(t, "web")
+
+	v = e.vm(t, "web")
+	assert.Equal(t, novacronv1.VMStopped, v.Status.Phase)
+	assert.Equal(t, "node-1", v.Status.NodeName, "a stopped VM keeps its node")
+	assert.Empty(t, v.Status.LauncherPod)
+	_, st, defined := e.host.Domain("team_web")
+	assert.True(t, defined)
+	assert.Equal(t, provider.StateShutoff, st)
+	err := e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "web-launcher"}, &corev1.Pod{})
+	assert.True(t, apierrors.IsNotFound(err), "the pod's capacity is free while stopped")
+	events := e.EventsSeen()
+	assert.True(t, fakecluster.HasEvent(events, corev1.EventTypeNormal, novacronv1.ReasonStopping, ""))
+	assert.True(t, fakecluster.HasEvent(events, corev1.EventTypeNormal, novacronv1.ReasonStopped, "node-1"))
+
+	// Started again, its new pod is pinned to the node its disks are on.
+	v.Spec.Running = ptr.To(true)
+	require.NoError(t, e.Client.Update(t.Context(), v))
+	e.reconcile(t, "web")
+	pod := &corev1.Pod{}
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "web-launcher"}, pod))
+	terms := pod.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	require.Len(t, terms, 1)
+	assert.Equal(t, []string{"node-1"}, terms[0].MatchFields[0].Values)
+}
+
+func TestDeleteRemovesTheDomainAndItsDisks(t *testing.T) {
+	e := newEnv(t)
+	v := e.running(t, "web")
+	require.NoError(t, e.Client.Delete(t.Context(), v))
+	e.reconcile(t, "web")
+
+	_, _, defined := e.host.Domain("team_web")
+	assert.False(t, defined)
+	for _, vol := range domain.VolumeNames(v) {
+		assert.False(t, e.host.HasVolume("default", vol), vol)
+	}
+	assert.True(t, apierrors.IsNotFound(e.Client.Get(t.Context(), client.ObjectKeyFromObject(v), &novacronv1.VirtualMachine{})), "the finalizer let the VM go")
+	assert.True(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeNormal, novacronv1.ReasonDeleted, "team_web"))
+}
+
+// While the hypervisor cannot be reached a deleted VM stays, so no domain is
+// left behind untracked.
+func TestDeleteWaitsForAnUnreachableHypervisor(t *testing.T) {
+	e := newEnv(t)
+	v := e.running(t, "web")
+	require.NoError(t, e.Client.Delete(t.Context(), v))
+	e.host.SetDown(true)
+	e.reconcile(t, "web")
+	assert.Contains(t, e.vm(t, "web").Finalizers, Finalizer)
+	e.host.SetDown(false)
+	e.reconcile(t, "web")
+	_, _, defined := e.host.Domain("team_web")
+	assert.False(t, defined)
+}
+
+func TestASpecProblemFailsTheVMOnceWithTheField(t *testing.T) {
+	e := newEnv(t)
+	v := newVM("web")
+	v.Spec.Template.Spec.Image.Source = "marketplace://nope"
+	e.create(t, v)
+	e.reconcile(t, "web")
+	e.bind(t, "web", "node-1")
+	res := e.reconcile(t, "web")
+	v = e.vm(t, "web")
+	assert.Equal(t, novacronv1.VMFailed, v.Status.Phase)
+	ready := condition(v, novacronv1.ConditionReady)
+	assert.Equal(t, novacronv1.ReasonImageNotFound, ready.Reason)
+	assert.Contains(t, ready.Message, "known images: ubuntu")
+	assert.Equal(t, time.Minute, res.RequeueAfter, "looked at again slowly: a catalog edit heals it")
+
+	first := e.EventsSeen()
+	e.reconcile(t, "web")
+	assert.True(t, fakecluster.HasEvent(first, corev1.EventTypeWarning, novacronv1.ReasonImageNotFound, "nope"))
+	assert.False(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonImageNotFound, ""), "the same problem is told once")
+	_, _, defined := e.host.Domain("team_web")
+	assert.False(t, defined)
+}
+
+func TestAPodThatIsNotTheVMsIsNotUsed(t *testing.T) {
+	e := newEnv(t)
+	require.NoError(t, e.Client.Create(t.Context(), &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-launcher", Namespace: ns},
+		Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "x", Image: "x"}}}}))
+	e.create(t, newVM("web"))
+	e.reconcile(t, "web")
+	v := e.vm(t, "web")
+	assert.Equal(t, novacronv1.VMFailed, v.Status.Phase)
+	assert.Equal(t, novacronv1.ReasonLauncherPodConflict, condition(v, novacronv1.ConditionReady).Reason)
+	assert.Empty(t, v.Status.NodeName, "a stranger's pod places nothing")
+}
+
+func TestACrashedGuestIsStartedAgain(t *testing.T) {
+	e := newEnv(t)
+	e.running(t, "web")
+	e.host.SetState("team_web", provider.StateCrashed)
+	e.reconcile(t, "web")
+	_, st, _ := e.host.Domain("team_web")
+	assert.Equal(t, provider.StateRunning, st)
+	assert.True(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonCrashed, "node-1"))
+}
+
+// A migration or a restore holds the VM's domain; the VM controller leaves
+// it alone until they give it back.
+func TestAMigrationOrRestoreHoldsTheDomain(t *testing.T) {
+	e := newEnv(t)
+	v := e.running(t, "web")
+	m := &novacronv1.VirtualMachineMigration{ObjectMeta: metav1.ObjectMeta{Name: "move", Namespace: ns}, Spec: novacronv1.VirtualMachineMigrationSpec{VMName: "web"}}
+	require.NoError(t, e.Client.Create(t.Context(), m))
+	m.Status.Phase = novacronv1.MigrationRunning
+	require.NoError(t, e.Client.Status().Update(t.Context(), m))
+	v.Status.MigrationState = &novacronv1.MigrationState{MigrationName: "move", SourceNode: "node-1", TargetNode: "node-2"}
+	require.NoError(t, e.Client.Status().Update(t.Context(), v))
+
+	// Stopped by its guest meanwhile: not started again while held.
+	e.host.SetState("team_web", provider.StateShutoff)
+	before := e.host.Calls()
+	e.reconcile(t, "web")
+	assert.Equal(t, before, e.host.Calls(), "no call at all to the hypervisor")
+
+	m.Status.Phase = novacronv1.MigrationFailed
+	require.NoError(t, e.Client.Status().Update(t.Context(), m))
+	e.reconcile(t, "web")
+	v = e.vm(t, "web")
+	assert.Nil(t, v.Status.MigrationState, "a finished migration's hold is dropped")
+	_, st, _ := e.host.Domain("team_web")
+	assert.Equal(t, provider.StateRunning, st)
+
+	// A restore's guard works the same way, and a restore that is gone
+	// strands nothing.
+	v.Annotations = map[string]string{novacronv1.AnnotationRestoring: "gone"}
+	require.NoError(t, e.Client.Update(t.Context(), v))
+	e.reconcile(t, "web")
+	assert.NotContains(t, e.vm(t, "web").Annotations, novacronv1.AnnotationRestoring)
+}
