@@ -1,4 +1,4 @@
-package domain
+package domain_test
 
 import (
 	"errors"
@@ -9,15 +9,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/domain"
 	"github.com/novacron/operator/operator/fakecluster"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/provider/fake"
 )
 
 type setup struct {
-	b     *Builder
+	b     *domain.Builder
 	hvObj *novacronv1.Hypervisor
 	host  *fake.Host
 	c     *fakecluster.Cluster
@@ -25,15 +27,16 @@ type setup struct {
 
 func newSetup(t *testing.T) setup {
 	t.Helper()
-	catalog := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: CatalogConfigMap, Namespace: "novacron-system"}, Data: map[string]string{
-		"ubuntu": "volume: ubuntu.qcow2\n",
-		"tiny":   "volume: tiny.qcow2\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: console=ttyS0\n",
-	}}
-	c := fakecluster.New(t, catalog)
+	// tiny boots from a kernel that is not staged on the node.
+	c := fakecluster.New(t)
+	c.Catalog(t, map[string]string{"ubuntu": "ubuntu.qcow2"})
+	cm := &corev1.ConfigMap{}
+	require.NoError(t, c.Client.Get(t.Context(), client.ObjectKey{Namespace: fakecluster.CatalogNamespace, Name: domain.CatalogConfigMap}, cm))
+	cm.Data["tiny"] = "volume: ubuntu.qcow2\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: console=ttyS0\n"
+	require.NoError(t, c.Client.Update(t.Context(), cm))
 	_, hvObj := c.Node(t, "node-1", 8, "32Gi")
 	host := c.Hosts.Host(hvObj.Spec.URI)
-	host.AddVolume("default", "ubuntu.qcow2")
-	return setup{b: &Builder{APIReader: c.Client, Namespace: "novacron-system", SerialLogDir: "/var/log/libvirt/qemu"}, hvObj: hvObj, host: host, c: c}
+	return setup{b: &domain.Builder{APIReader: c.Client, Namespace: fakecluster.CatalogNamespace, SerialLogDir: "/var/log/libvirt/qemu"}, hvObj: hvObj, host: host, c: c}
 }
 
 func testVM() *novacronv1.VirtualMachine {
@@ -45,7 +48,7 @@ func testVM() *novacronv1.VirtualMachine {
 }
 
 func reason(err error) string {
-	var spec *SpecError
+	var spec *domain.SpecError
 	if errors.As(err, &spec) {
 		return spec.Reason
 	}

@@ -13,13 +13,16 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/domain"
 	"github.com/novacron/operator/operator/hypervisors"
 	fakeprovider "github.com/novacron/operator/operator/provider/fake"
 )
@@ -29,6 +32,37 @@ type Cluster struct {
 	Client client.WithWatch
 	Events *events.FakeRecorder
 	Hosts  *fakeprovider.Connector
+
+	images []string // volumes staged on every node made after Catalog
+}
+
+// CatalogNamespace is where Catalog puts the image catalog (the operator's
+// namespace).
+const CatalogNamespace = "novacron-system"
+
+// Catalog installs the image catalog with images (name -> volume), and stages
+// their volumes in the pool of every node Node makes from then on.
+func (c *Cluster) Catalog(t *testing.T, images map[string]string) {
+	t.Helper()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: domain.CatalogConfigMap, Namespace: CatalogNamespace}, Data: map[string]string{}}
+	for name, vol := range images {
+		cm.Data[name] = "volume: " + vol + "\n"
+		c.images = append(c.images, vol)
+	}
+	if err := c.Client.Create(t.Context(), cm); err != nil {
+		t.Fatalf("creating the image catalog: %v", err)
+	}
+}
+
+// Reconcile runs one reconcile of namespace/name and fails the test on an
+// error.
+func Reconcile(t *testing.T, r reconcile.Reconciler, namespace, name string) reconcile.Result {
+	t.Helper()
+	res, err := r.Reconcile(t.Context(), reconcile.Request{NamespacedName: types.NamespacedName{Namespace: namespace, Name: name}})
+	if err != nil {
+		t.Fatalf("reconciling %s/%s: %v", namespace, name, err)
+	}
+	return res
 }
 
 // New makes a cluster holding objs.
@@ -84,6 +118,9 @@ func (c *Cluster) Node(t *testing.T, name string, cpus int64, memory string) (*c
 		if err := c.Client.Create(t.Context(), o); err != nil {
 			t.Fatalf("creating %s: %v", name, err)
 		}
+	}
+	for _, vol := range c.images {
+		c.Hosts.Host(hv.Spec.URI).AddVolume("default", vol)
 	}
 	return n, hv
 }

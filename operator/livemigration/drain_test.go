@@ -9,8 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
@@ -23,8 +21,7 @@ func (e *env) drainer() *DrainReconciler {
 
 func (e *env) drain(t *testing.T, d *DrainReconciler, node string) *novacronv1.Hypervisor {
 	t.Helper()
-	_, err := d.Reconcile(t.Context(), ctrl.Request{NamespacedName: types.NamespacedName{Name: node}})
-	require.NoError(t, err)
+	fakecluster.Reconcile(t, d, "", node)
 	hv := &novacronv1.Hypervisor{}
 	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Name: node}, hv))
 	return hv

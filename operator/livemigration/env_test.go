@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,17 +34,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	catalog := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: domain.CatalogConfigMap, Namespace: "novacron-system"},
-		Data: map[string]string{"ubuntu": "volume: ubuntu.qcow2\n"}}
-	c := fakecluster.New(t, catalog)
+	c := fakecluster.New(t)
+	c.Catalog(t, map[string]string{"ubuntu": "ubuntu.qcow2"})
 	c.Node(t, "node-1", 16, "64Gi")
 	c.Node(t, "node-2", 16, "64Gi")
 	e := &env{Cluster: c, src: c.Hosts.Host("fake://node-1"), tgt: c.Hosts.Host("fake://node-2"), domainName: "team_web"}
-	for _, h := range []*fake.Host{e.src, e.tgt} {
-		h.AddVolume("default", "ubuntu.qcow2")
-	}
 	e.r = &Reconciler{Client: c.Client, APIReader: c.Client, Recorder: c.Events, Hypervisors: c.Hosts,
-		Targets:  &domain.Builder{APIReader: c.Client, Namespace: "novacron-system"},
+		Targets:  &domain.Builder{APIReader: c.Client, Namespace: fakecluster.CatalogNamespace},
 		Launcher: launcher.Config{Image: "pause"}, Poll: time.Millisecond}
 	e.r.setDefaults()
 	e.runningVM(t, "web", "node-1")
@@ -112,9 +107,7 @@ func (e *env) targetCopy(t *testing.T, st provider.DomainState) {
 
 func (e *env) reconcile(t *testing.T, name string) ctrl.Result {
 	t.Helper()
-	res, err := e.r.Reconcile(t.Context(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
-	require.NoError(t, err)
-	return res
+	return fakecluster.Reconcile(t, e.r, ns, name)
 }
 
 func (e *env) get(t *testing.T, name string) *novacronv1.VirtualMachineMigration {

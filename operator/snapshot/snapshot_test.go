@@ -12,10 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -55,11 +53,9 @@ func (e *env) snapshots() *Reconciler {
 		MaxAttempts: 3, RetryBase: time.Second, Wait: time.Second}
 }
 
-func run(t *testing.T, r reconcile.Reconciler, name string) ctrl.Result {
+func run(t *testing.T, r reconcile.Reconciler, name string) reconcile.Result {
 	t.Helper()
-	res, err := r.Reconcile(t.Context(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
-	require.NoError(t, err)
-	return res
+	return fakecluster.Reconcile(t, r, ns, name)
 }
 
 func (e *env) snapshot(t *testing.T, name string) *novacronv1.VirtualMachineSnapshot {

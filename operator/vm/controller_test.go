@@ -36,14 +36,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	catalog := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: domain.CatalogConfigMap, Namespace: "novacron-system"},
-		Data: map[string]string{"ubuntu": "volume: ubuntu.qcow2\n"}}
-	c := fakecluster.New(t, catalog)
+	c := fakecluster.New(t)
+	c.Catalog(t, map[string]string{"ubuntu": "ubuntu.qcow2"})
 	c.Node(t, "node-1", 16, "64Gi")
 	e := &env{Cluster: c, host: c.Hosts.Host("fake://node-1")}
-	e.host.AddVolume("default", "ubuntu.qcow2")
 	e.r = &Reconciler{Client: c.Client, APIReader: c.Client, Recorder: c.Events, Hypervisors: c.Hosts,
-		Domains:  &domain.Builder{APIReader: c.Client, Namespace: "novacron-system", SerialLogDir: "/var/log/libvirt/qemu"},
+		Domains:  &domain.Builder{APIReader: c.Client, Namespace: fakecluster.CatalogNamespace, SerialLogDir: "/var/log/libvirt/qemu"},
 		Launcher: launcher.Config{Image: "pause"}, StopGracePeriod: time.Second}
 	e.r.setDefaults()
 	return e
@@ -67,9 +65,7 @@ func (e *env) create(t *testing.T, v *novacronv1.VirtualMachine) {
 
 func (e *env) reconcile(t *testing.T, name string) ctrl.Result {
 	t.Helper()
-	res, err := e.r.Reconcile(t.Context(), ctrl.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
-	require.NoError(t, err)
-	return res
+	return fakecluster.Reconcile(t, e.r, ns, name)
 }
 
 func (e *env) vm(t *testing.T, name string) *novacronv1.VirtualMachine {
