@@ -94,9 +94,6 @@ func (h *Host) SetDown(down bool) { h.mu.Lock(); h.down = down; h.mu.Unlock() }
 // libvirt's test driver).
 func (h *Host) AcceptUploads() { h.mu.Lock(); h.uploads = true; h.mu.Unlock() }
 
-// SetInfo changes what Info reports.
-func (h *Host) SetInfo(info provider.HostInfo) { h.mu.Lock(); h.info = info; h.mu.Unlock() }
-
 // AddVolume stages a volume (an image) in a pool.
 func (h *Host) AddVolume(pool, name string) {
 	h.mu.Lock()
@@ -176,7 +173,9 @@ func (h *Host) Calls() map[string]int {
 
 func (h *Host) isDown() bool { h.mu.Lock(); defer h.mu.Unlock(); return h.down }
 
-// enter counts a call and says whether it fails; callers hold h.mu after it.
+// enter counts a call of method and locks the host for it. On an error (the
+// host is down, or FailNext) the host is left unlocked and the call fails
+// with it; otherwise the caller unlocks h.mu when done.
 func (h *Host) enter(method string) error {
 	h.mu.Lock()
 	if h.crash[method] {
