@@ -509,6 +509,11 @@ type SnapshotScheduleStatus struct {
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.status.nodeName`
 // +kubebuilder:printcolumn:name="IP",type=string,JSONPath=`.status.interfaces[0].ipAddress`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="vCPUs",type=integer,JSONPath=`.spec.template.spec.resources.cpu`,priority=1
+// +kubebuilder:printcolumn:name="Memory",type=string,JSONPath=`.spec.template.spec.resources.memory`,priority=1
+// +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.template.spec.image.source`,priority=1
+// +kubebuilder:printcolumn:name="Devices",type=string,JSONPath=`.status.devices[*].model`,priority=1
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 type VirtualMachine struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

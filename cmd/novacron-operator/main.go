@@ -29,6 +29,7 @@ func main() {
 	flag.Float64Var(&opts.Launcher.MemoryOvercommitRatio, "memory-overcommit-ratio", opts.Launcher.MemoryOvercommitRatio, "guest memory per requested byte in launcher pods")
 	flag.DurationVar(&opts.StopGracePeriod, "stop-grace-period", opts.StopGracePeriod, "how long a guest gets to power off before it is forced off")
 	flag.StringVar(&opts.SerialLogDir, "serial-log-dir", opts.SerialLogDir, "folder on each node where guest serial consoles are logged")
+	flag.DurationVar(&opts.HypervisorProbeInterval, "hypervisor-probe-interval", opts.HypervisorProbeInterval, "how often each Hypervisor's Reachable condition is checked")
 	flag.IntVar(&opts.MaxConcurrentReconciles, "max-concurrent-reconciles", opts.MaxConcurrentReconciles, "VMs reconciled in parallel")
 	flag.BoolVar(&opts.Webhooks, "webhooks", opts.Webhooks, "serve the admission webhooks (defaults and policies)")
 	flag.IntVar(&opts.WebhookPort, "webhook-port", opts.WebhookPort, "port of the admission webhook server")

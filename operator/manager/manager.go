@@ -36,6 +36,7 @@ import (
 	"github.com/novacron/operator/operator/metrics"
 	"github.com/novacron/operator/operator/policy"
 	"github.com/novacron/operator/operator/provider"
+	"github.com/novacron/operator/operator/reachability"
 	"github.com/novacron/operator/operator/snapshot"
 	"github.com/novacron/operator/operator/usage"
 	"github.com/novacron/operator/operator/vm"
@@ -65,6 +66,9 @@ type Options struct {
 	StatsInterval time.Duration
 	// UnreachableRetry is how soon an unreachable hypervisor is tried again.
 	UnreachableRetry time.Duration
+	// HypervisorProbeInterval is how often every Hypervisor's Reachable
+	// condition is checked.
+	HypervisorProbeInterval time.Duration
 
 	// Clock drives snapshot schedules (tests step a fake one); nil is the
 	// real clock.
@@ -118,6 +122,7 @@ func DefaultOptions() Options {
 		MaxConcurrentReconciles: 4,
 		StatsInterval:           30 * time.Second,
 		UnreachableRetry:        10 * time.Second,
+		HypervisorProbeInterval: 30 * time.Second,
 		Webhooks:                true,
 		WebhookPort:             9443,
 		WebhookCertDir:          "/tmp/k8s-webhook-server/serving-certs",
@@ -234,6 +239,10 @@ func addControllers(mgr ctrl.Manager, opts Options, connector provider.Connector
 			Measured: opts.RebalanceMeasured, Usage: measured}); err != nil {
 			return err
 		}
+	}
+	probe := &reachability.Reconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("novacron-reachability"), Hypervisors: connector, Interval: opts.HypervisorProbeInterval}
+	if err := probe.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the hypervisor reachability controller: %w", err)
 	}
 	drains := &livemigration.DrainReconciler{Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("novacron-drain"), Launcher: opts.Launcher}
 	if err := drains.SetupWithManager(mgr); err != nil {

@@ -13,9 +13,11 @@ import (
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -59,6 +61,9 @@ type Plugin struct {
 	// node per pod: Filter and Score read it for every node of every cycle.
 	hvMu    sync.RWMutex
 	hvCache map[string]*hvEntry
+	// ready is set once the plugin's informers have synced; changes after
+	// that wake pending VMs up (activatePending).
+	ready atomic.Bool
 }
 
 // hvEntry is a Hypervisor with what Filter and Score derive from it on every
@@ -103,6 +108,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err := p.watch(ctx, h); err != nil {
 		return nil, err
 	}
+	p.ready.Store(true)
 	return p, nil
 }
 
@@ -235,9 +241,47 @@ func (p *Plugin) cacheHypervisor(o any) {
 		e.unreachable = "hypervisor unreachable: " + c.Message
 	}
 	p.hvMu.Lock()
+	old := p.hvCache[hv.Name]
 	p.hvCache[hv.Name] = e
 	p.hvMu.Unlock()
+	if p.ready.Load() && (old == nil || e.mayFitMore(old) || p.engine.Serves(novacronv1.DecisionPlacement)) {
+		p.activatePending()
+	}
 }
+
+// mayFitMore says whether a VM rejected on node old may fit on e: more
+// capacity, other devices, a CPU model migrations compare, or the hypervisor
+// answering again. (Placement policies may read any of the Hypervisor's
+// status, so with policies in force every change counts.)
+func (e *hvEntry) mayFitMore(old *hvEntry) bool {
+	return e.capCPU > old.capCPU || e.capMem > old.capMem || (old.unreachable != "" && e.unreachable == "") ||
+		e.hv.Status.CPUModel != old.hv.Status.CPUModel ||
+		!equality.Semantic.DeepEqual(e.hv.Status.GPUs, old.hv.Status.GPUs) || !equality.Semantic.DeepEqual(e.hv.Status.SRIOV, old.hv.Status.SRIOV)
+}
+
+// activatePending sends the launcher pods waiting for a node back to the
+// scheduling queue. The scheduler hears of a Hypervisor's change through its
+// own informer, which may be ahead of this plugin's cache: a pod retried in
+// between is rejected on the old state, and without this would wait for the
+// next change, or minutes for the queue's periodic flush.
+func (p *Plugin) activatePending() {
+	pods, err := p.handle.SharedInformerFactory().Core().V1().Pods().Lister().List(launcherPods)
+	if err != nil {
+		return
+	}
+	waiting := map[string]*corev1.Pod{}
+	for _, pod := range pods {
+		if pod.Spec.NodeName == "" && isLauncher(pod) {
+			waiting[pod.Namespace+"/"+pod.Name] = pod
+		}
+	}
+	if len(waiting) > 0 {
+		p.handle.Activate(klog.Background(), waiting)
+	}
+}
+
+// launcherPods selects the pods isLauncher looks at.
+var launcherPods = labels.SelectorFromSet(labels.Set{novacronv1.LabelComponent: novacronv1.ComponentLauncher})
 
 // hypervisor returns the node's Hypervisor; callers must not change it.
 func (p *Plugin) hypervisor(node string) (*novacronv1.Hypervisor, error) {

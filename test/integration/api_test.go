@@ -181,13 +181,24 @@ func TestKubectlGetShowsPrinterColumns(t *testing.T) {
 		assert.Equal(t, []string{"columns-vm", "true", "Running", "node-7", "10.0.0.5"}, strings.Fields(lines[1])[:5])
 	}
 
+	// -o wide adds the VM's size, image, devices and why it is (not) ready.
+	vm.Status.Devices = []novacronv1.AssignedDevice{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Model: "tesla-t4", PCIAddress: "0000:3b:00.0"}}
+	vm.Status.Conditions = []metav1.Condition{{Type: novacronv1.ConditionReady, Status: metav1.ConditionTrue, Reason: novacronv1.ReasonRunning, Message: "running", LastTransitionTime: metav1.Now()}}
+	require.NoError(t, env.Client.Status().Update(ctx, &vm))
+	out, err := env.Kubectl(ctx, "get", "vm", "columns-vm", "-o", "wide")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 2, out)
+	assert.Equal(t, []string{"NAME", "RUNNING", "PHASE", "NODE", "IP", "AGE", "VCPUS", "MEMORY", "IMAGE", "DEVICES", "REASON"}, strings.Fields(lines[0]))
+	assert.Equal(t, []string{"2", "4Gi", "marketplace://ubuntu-22.04-lts", "tesla-t4", "Running"}, strings.Fields(lines[1])[6:])
+
 	// Every kind answers to the short names a kubectl user would guess, and the
 	// novacron category lists them together.
 	for _, short := range []string{"vmim", "vmsnap", "vmrestore", "hv", "vmpol"} {
 		_, err := env.Kubectl(ctx, "get", short)
 		assert.NoError(t, err, short)
 	}
-	out, err := env.Kubectl(ctx, "get", "novacron")
+	out, err = env.Kubectl(ctx, "get", "novacron")
 	require.NoError(t, err)
 	assert.Contains(t, out, "virtualmachine.novacron.io/columns-vm")
 }
