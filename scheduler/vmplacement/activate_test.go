@@ -27,7 +27,9 @@ type activations struct {
 }
 
 func (a *activations) SharedInformerFactory() informers.SharedInformerFactory { return a.informers }
-func (a *activations) Activate(_ klog.Logger, pods map[string]*corev1.Pod)   { a.woken = append(a.woken, pods) }
+func (a *activations) Activate(_ klog.Logger, pods map[string]*corev1.Pod) {
+	a.woken = append(a.woken, pods)
+}
 
 func unstructuredHV(t *testing.T, hv *novacronv1.Hypervisor) *unstructured.Unstructured {
 	t.Helper()
