@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -59,6 +61,7 @@ func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[st
 		}
 		alloc := n.Allocatable()
 		kn.Status = corev1.NodeStatus{Capacity: alloc, Allocatable: alloc,
+			NodeInfo: corev1.NodeSystemInfo{KubeletVersion: kubernetesVersion(), OperatingSystem: "linux", Architecture: runtime.GOARCH},
 			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 				Message: "simulated by novacron dev", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}}
 		if err := c.Status().Update(ctx, kn); err != nil {
@@ -87,6 +90,21 @@ func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[st
 		}
 	}
 	return nil
+}
+
+// kubernetesVersion is the Kubernetes release this program is built with
+// (the module k8s.io/kubernetes), which the simulated kubelets report as
+// theirs: the API server `make envtest` builds is the same release. Test
+// binaries carry no module list; their Nodes show no version.
+func kubernetesVersion() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range info.Deps {
+			if m.Path == "k8s.io/kubernetes" {
+				return m.Version
+			}
+		}
+	}
+	return ""
 }
 
 // labNodes starts and stops real libvirtd + QEMU nodes with test/lab/lab.sh.

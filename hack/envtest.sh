@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver, etcd and kubectl from the Go module proxy, at the versions
 # go.mod pins, into bin/k8s/<versions>/. envtest and every later test run these
-# real binaries. A build is reused until go.mod's versions change.
+# real binaries. A build is reused until go.mod's versions change. The
+# Kubernetes binaries get their version stamped in with -ldflags -X, as
+# Kubernetes' release builds do: `kubectl version` and the API server's
+# /version need it.
 # Prints the folder on stdout; progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +13,8 @@ k8s=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
 etcd=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
 dir="bin/k8s/${k8s}-etcd-${etcd}"
 
-if [[ -x "$dir/kube-apiserver" && -x "$dir/etcd" && -x "$dir/kubectl" ]]; then
+stamped() { "$dir/kubectl" version --client -o json 2>/dev/null | grep -q "\"gitVersion\": \"$k8s\""; }
+if [[ -x "$dir/kube-apiserver" && -x "$dir/etcd" && -x "$dir/kubectl" ]] && stamped; then
   echo "$PWD/$dir"
   exit 0
 fi
@@ -20,7 +24,13 @@ tmp="$dir.tmp"
 rm -rf "$tmp"
 mkdir -p "$tmp"
 start=$SECONDS
-go build -o "$tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+minor=${k8s#v*.}; minor=${minor%%.*}
+major=${k8s#v}; major=${major%%.*}
+ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X $pkg.gitVersion=$k8s -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+done
+go build -ldflags "$ldflags" -o "$tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
 # etcd's main package is the module root, so its binary is called "server".
 go build -o "$tmp/etcd" go.etcd.io/etcd/server/v3
 rm -rf "$dir"

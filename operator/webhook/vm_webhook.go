@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -30,8 +31,17 @@ import (
 type VMDefaulter struct{}
 
 // Default sets the scheduler and, for a VM with no networks, one NIC on the
-// default bridge network with DHCP.
-func (VMDefaulter) Default(_ context.Context, vm *novacronv1.VirtualMachine) error {
+// default bridge network with DHCP. A VM without what it cannot go without
+// (a template with resources and an image) is refused here, naming the
+// fields: the response's patch would otherwise add them as the Go types'
+// zero values ("cpu: 0", "source: \"\"") and the schema would report those
+// instead of what is missing.
+func (VMDefaulter) Default(ctx context.Context, vm *novacronv1.VirtualMachine) error {
+	if req, err := admission.RequestFromContext(ctx); err == nil {
+		if errs := missingRequired(req.Object.Raw); len(errs) > 0 {
+			return apierrors.NewInvalid(novacronv1.GroupVersion.WithKind("VirtualMachine").GroupKind(), vm.Name, errs)
+		}
+	}
 	spec := &vm.Spec.Template.Spec
 	if spec.SchedulerName == "" {
 		spec.SchedulerName = novacronv1.DefaultSchedulerName
@@ -58,6 +68,54 @@ func (VMDefaulter) Default(_ context.Context, vm *novacronv1.VirtualMachine) err
 		vm.Spec.Running = &running
 	}
 	return nil
+}
+
+// missingRequired names the fields of a VM (as sent) whose Go types have no
+// "absent" of their own.
+func missingRequired(raw []byte) field.ErrorList {
+	var vm struct {
+		Spec struct {
+			Template *struct {
+				Spec *struct {
+					Resources *struct {
+						CPU    *json.RawMessage `json:"cpu"`
+						Memory *json.RawMessage `json:"memory"`
+					} `json:"resources"`
+					Image *struct {
+						Source *string `json:"source"`
+					} `json:"image"`
+				} `json:"spec"`
+			} `json:"template"`
+		} `json:"spec"`
+	}
+	if json.Unmarshal(raw, &vm) != nil {
+		return nil // the decoder reports what does not parse
+	}
+	tmpl := field.NewPath("spec", "template")
+	t := vm.Spec.Template
+	switch {
+	case t == nil:
+		return field.ErrorList{field.Required(tmpl, "a VirtualMachine needs a template: spec.template.spec with resources (cpu, memory) and image.source")}
+	case t.Spec == nil:
+		return field.ErrorList{field.Required(tmpl.Child("spec"), "the template needs resources (cpu, memory) and image.source")}
+	}
+	var errs field.ErrorList
+	res := tmpl.Child("spec", "resources")
+	switch r := t.Spec.Resources; {
+	case r == nil:
+		errs = append(errs, field.Required(res, "cpu and memory, such as {cpu: 2, memory: 4Gi}"))
+	default:
+		if r.CPU == nil {
+			errs = append(errs, field.Required(res.Child("cpu"), "vCPUs, such as 2"))
+		}
+		if r.Memory == nil {
+			errs = append(errs, field.Required(res.Child("memory"), "guest memory, such as 4Gi"))
+		}
+	}
+	if t.Spec.Image == nil || t.Spec.Image.Source == nil {
+		errs = append(errs, field.Required(tmpl.Child("spec", "image", "source"), "the image, such as marketplace://ubuntu-22.04-lts"))
+	}
+	return errs
 }
 
 // VMValidator checks VirtualMachines.

@@ -151,6 +151,12 @@ func TestBadVMsAreRejectedNamingTheFields(t *testing.T) {
 			strings.Replace(strings.Replace(rename(sample(t, "vm-snapshot-policy.yaml"), "my-vm-snapshotted", "huge"), "cpu: 2", "cpu: 96", 1), "retention: 7", "retention: 90", 1),
 			[]string{`spec.template.spec.resources.cpu: Forbidden: policy vm-size-limits: 96 vCPUs is above the limit of 64; ask for fewer`,
 				`spec.snapshotPolicy.retention: Forbidden: policy snapshot-retention: snapshot retention 90 is above the limit of 30`}},
+		{"the seed's migrationPolicy fragment on its own: no template",
+			"apiVersion: novacron.io/v1alpha1\nkind: VirtualMachine\nmetadata: {name: fragment, namespace: default}\nspec:\n  migrationPolicy: {allowLiveMigration: true, compression: true}\n",
+			[]string{`spec.template: Required value: a VirtualMachine needs a template`}},
+		{"a template without memory or image",
+			"apiVersion: novacron.io/v1alpha1\nkind: VirtualMachine\nmetadata: {name: half, namespace: default}\nspec:\n  template:\n    spec:\n      resources: {cpu: 2}\n",
+			[]string{`spec.template.spec.resources.memory: Required value`, `spec.template.spec.image.source: Required value`}},
 		{"a built-in policy: plain http image",
 			strings.Replace(basic, `"marketplace://ubuntu-22.04-lts"`, `"http://images.example.com/x.qcow2"`, 1),
 			[]string{`spec.template.spec.image.source: Forbidden: policy allowed-image-sources: image source "http://images.example.com/x.qcow2" is not allowed`}},
@@ -162,6 +168,7 @@ func TestBadVMsAreRejectedNamingTheFields(t *testing.T) {
 			for _, w := range tc.want {
 				assert.Contains(t, err.Error(), w)
 			}
+			assert.NotContains(t, err.Error(), "Invalid value: 0", "no zero values made up for what is missing")
 		})
 	}
 }
