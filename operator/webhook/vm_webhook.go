@@ -153,7 +153,19 @@ func (v *VMValidator) validate(ctx context.Context, op string, vm, old *novacron
 	if len(errs) > 0 {
 		return nil, apierrors.NewInvalid(novacronv1.GroupVersion.WithKind("VirtualMachine").GroupKind(), vm.Name, errs)
 	}
+	if old != nil && samePolicyInput(old, vm) {
+		// Only what no policy judges changed (the operator's finalizer, an
+		// owner reference): judged already, on the change that made it so.
+		return nil, nil
+	}
 	return admitWithPolicies(ctx, v.Client, v.Policies, v.Recorder, op, "VirtualMachine", vm, old)
+}
+
+// samePolicyInput says whether an update leaves the spec, labels and
+// annotations, what admission policies read, as they were.
+func samePolicyInput(old, vm *novacronv1.VirtualMachine) bool {
+	return equality.Semantic.DeepEqual(old.Spec, vm.Spec) && equality.Semantic.DeepEqual(old.Labels, vm.Labels) &&
+		equality.Semantic.DeepEqual(old.Annotations, vm.Annotations)
 }
 
 // ValidateVMSpec runs the checks that need nothing but the VM itself.

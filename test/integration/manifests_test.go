@@ -56,8 +56,10 @@ func TestInstallManifestsPassServerDryRun(t *testing.T) {
 	require.NoError(t, err)
 	// A dry run creates nothing, so the namespace the other objects live in
 	// must exist for real.
-	_, err = env.Kubectl(ctx, "apply", "-f", filepath.Join(env.RepoRoot, "manifests", "operator", "namespace.yaml"))
-	require.NoError(t, err)
+	for _, ns := range []string{"operator/namespace.yaml", "samples/namespace-gpu.yaml"} {
+		_, err = env.Kubectl(ctx, "apply", "-f", filepath.Join(env.RepoRoot, "manifests", ns))
+		require.NoError(t, err)
+	}
 
 	dir := filepath.Join(env.RepoRoot, "manifests")
 	out, stderr, err := env.KubectlIO(ctx, "", "apply", "--dry-run=server", "--validate=strict", "-R", "-f", dir)
