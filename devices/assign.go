@@ -116,6 +116,9 @@ func assignOn(req *Request, hv *novacronv1.Hypervisor, used sets.Set[string], nu
 			groups[d.NUMANode] = append(groups[d.NUMANode], d)
 			free++
 		}
+		if all == 0 && numa == -2 {
+			return a, "no " + g.String()
+		}
 		if free < g.Count {
 			return a, fmt.Sprintf("%d/%d %s free, %d needed", free, all, g, g.Count)
 		}

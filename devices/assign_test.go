@@ -66,3 +66,22 @@ func pcis(ds []novacronv1.AssignedDevice) []string {
 	}
 	return out
 }
+
+func TestUnsatisfiableSaysWhatTheClusterHas(t *testing.T) {
+	gpu1, gpu2, plain := gpuHost(), gpuHost(), &novacronv1.Hypervisor{}
+	gpu1.Name, gpu2.Name, plain.Name = "gpu-1", "gpu-2", "compute-1"
+	hvs := []*novacronv1.Hypervisor{plain, gpu1, gpu2}
+	t4 := func(n int) *Request { return &Request{GPUs: []GPURequest{{Vendor: "nvidia", Model: "tesla-t4", Count: n}}} }
+
+	assert.Empty(t, Unsatisfiable(t4(3), hvs), "three on one node: possible once they are free")
+	assert.Equal(t, "no node has 4 tesla-t4; the most on one node is 3 (gpu-1)", Unsatisfiable(t4(4), hvs))
+	assert.Equal(t, "no node has nvidia a100-nonexistent GPUs; the nodes have: nvidia a100 (gpu-1, gpu-2), nvidia tesla-t4 (gpu-1, gpu-2)",
+		Unsatisfiable(&Request{GPUs: []GPURequest{{Vendor: "nvidia", Model: "a100-nonexistent", Count: 1}}}, hvs))
+	assert.Equal(t, "no node has nvidia GPUs; the nodes have: no GPUs at all", Unsatisfiable(&Request{GPUs: []GPURequest{{Vendor: "nvidia", Count: 1}}}, []*novacronv1.Hypervisor{plain}))
+	assert.Empty(t, Unsatisfiable(&Request{VFs: []VFRequest{{Network: "data", ResourceName: "intel.com/sriov_data"}}}, hvs))
+	assert.Equal(t, "no node has VFs in pool intel.com/other (sr-iov network data)", Unsatisfiable(&Request{VFs: []VFRequest{{Network: "data", ResourceName: "intel.com/other"}}}, hvs))
+
+	// A node without any such GPU says so, not "0/0 free".
+	_, reason := Assign(t4(1), plain, nil, false)
+	assert.Equal(t, "no tesla-t4", reason)
+}

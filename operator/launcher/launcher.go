@@ -10,7 +10,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"regexp"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -175,11 +177,12 @@ func PinToNode(pod *corev1.Pod, node string) {
 	}
 }
 
-// SchedulingMessage is the scheduler's reason for not placing a pod yet.
+// SchedulingMessage is the scheduler's reason for not placing a pod yet,
+// tidied for a person (see tidy).
 func SchedulingMessage(pod *corev1.Pod) (reason, message string) {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-			return c.Reason, c.Message
+			return c.Reason, tidy(c.Message)
 		}
 	}
 	return novacronv1.ReasonPending, fmt.Sprintf("waiting for scheduler %s to place launcher pod %s", pod.Spec.SchedulerName, pod.Name)
@@ -193,4 +196,18 @@ func Devices(pod *corev1.Pod) (novacronv1.DeviceAssignment, error) {
 		return a, fmt.Errorf("launcher pod %s: %w", pod.Name, err)
 	}
 	return a, nil
+}
+
+// nodeCount is the scheduler's count before a reason that names its node
+// ("1 gpu-1: 0/2 tesla-t4 free"): always 1, so only noise.
+var nodeCount = regexp.MustCompile(`(: |, )1 ([a-z0-9]([-a-z0-9.]*[a-z0-9])?: )`)
+
+// tidy drops what the scheduler's summary says that helps no one reading it
+// on a VM: the count before each node's own reason, and what preemption
+// made of it (a launcher pod preempts nothing).
+func tidy(msg string) string {
+	if i := strings.Index(msg, " preemption: "); i >= 0 {
+		msg = msg[:i]
+	}
+	return nodeCount.ReplaceAllString(msg, "$1$2")
 }

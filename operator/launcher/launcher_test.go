@@ -97,3 +97,12 @@ func TestDevicesReadsTheSchedulersAssignment(t *testing.T) {
 	_, err = Devices(pod)
 	assert.ErrorContains(t, err, "launcher pod web-launcher")
 }
+
+func TestSchedulingMessagesAreTidiedForPeople(t *testing.T) {
+	pod := &corev1.Pod{Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+		Message: "0/3 nodes are available: 1 compute-1: no tesla-t4, 1 gpu-1: 1/2 tesla-t4 free, 2 needed, 1 node(s) had untolerated taint {x: y}. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."}}}}
+	reason, msg := SchedulingMessage(pod)
+	assert.Equal(t, corev1.PodReasonUnschedulable, reason)
+	assert.Equal(t, "0/3 nodes are available: compute-1: no tesla-t4, gpu-1: 1/2 tesla-t4 free, 2 needed, 1 node(s) had untolerated taint {x: y}.", msg,
+		"a count before a node's own reason goes; other plugins' counts stay")
+}

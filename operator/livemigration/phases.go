@@ -72,10 +72,8 @@ func (r *Reconciler) schedule(ctx context.Context, m *novacronv1.VirtualMachineM
 	}
 	if pod.Spec.NodeName == "" {
 		msg := "waiting for novacron-scheduler to place the target pod " + pod.Name
-		for _, c := range pod.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Message != "" {
-				msg = "no target yet: " + c.Message
-			}
+		if reason, why := launcher.SchedulingMessage(pod); reason != novacronv1.ReasonPending && why != "" {
+			msg = "no target yet: " + why
 		}
 		if setCondition(m, metav1.ConditionFalse, novacronv1.ReasonScheduling, msg) {
 			return ctrl.Result{RequeueAfter: r.Poll}, r.Client.Status().Update(ctx, m)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -24,6 +25,7 @@ import (
 // +kubebuilder:webhook:path=/validate-novacron-io-v1alpha1-virtualmachine,mutating=false,failurePolicy=fail,sideEffects=None,groups=novacron.io,resources=virtualmachines,verbs=create;update,versions=v1alpha1,name=vvirtualmachine.novacron.io,admissionReviewVersions=v1,timeoutSeconds=5
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=novacron.io,resources=hypervisors,verbs=get;list;watch
 // +kubebuilder:rbac:groups=k8s.cni.cncf.io,resources=network-attachment-definitions,verbs=get;list;watch
 
 // VMDefaulter fills in what a user of a VM platform expects without saying.
@@ -158,7 +160,42 @@ func (v *VMValidator) validate(ctx context.Context, op string, vm, old *novacron
 		// owner reference): judged already, on the change that made it so.
 		return nil, nil
 	}
-	return admitWithPolicies(ctx, v.Client, v.Policies, v.Recorder, op, "VirtualMachine", vm, old)
+	warnings, err := admitWithPolicies(ctx, v.Client, v.Policies, v.Recorder, op, "VirtualMachine", vm, old)
+	if err != nil {
+		return warnings, err
+	}
+	if old == nil || !equality.Semantic.DeepEqual(old.Spec.Template.Spec.Devices, vm.Spec.Template.Spec.Devices) || !equality.Semantic.DeepEqual(old.Spec.Template.Spec.Networks, vm.Spec.Template.Spec.Networks) {
+		if w := v.unsatisfiable(ctx, vm); w != "" {
+			warnings = append(warnings, w)
+		}
+	}
+	return warnings, nil
+}
+
+// unsatisfiable warns of devices no node has (the VM is accepted: such a
+// node may join; until then it waits, and this says why at once).
+func (v *VMValidator) unsatisfiable(ctx context.Context, vm *novacronv1.VirtualMachine) string {
+	spec := &vm.Spec.Template.Spec
+	if len(spec.Devices) == 0 && !slices.ContainsFunc(spec.Networks, func(n novacronv1.Network) bool { return n.Type == novacronv1.NetworkTypeSRIOV }) {
+		return ""
+	}
+	pools, err := devices.VFPools(ctx, devices.ReadNetworks(v.APIReader), vm)
+	if err != nil {
+		return "" // validateNetworks has said what is wrong with the networks
+	}
+	var list novacronv1.HypervisorList
+	if err := v.Client.List(ctx, &list); err != nil {
+		return ""
+	}
+	hvs := make([]*novacronv1.Hypervisor, len(list.Items))
+	for i := range list.Items {
+		hvs[i] = &list.Items[i]
+	}
+	req := devices.RequestFor(spec, pools)
+	if why := devices.Unsatisfiable(&req, hvs); why != "" {
+		return "spec.template.spec.devices: " + why + "; the VM waits until a node has them"
+	}
+	return ""
 }
 
 // samePolicyInput says whether an update leaves the spec, labels and

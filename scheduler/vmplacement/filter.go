@@ -71,6 +71,11 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	}
 	s.req = devices.RequestFor(spec, pools)
 	if s.req.HasDevices() {
+		// A request no node could ever hold is said once, with what the
+		// cluster has, rather than as a reason per node.
+		if why := devices.Unsatisfiable(&s.req, p.hypervisors()); why != "" {
+			return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, why)
+		}
 		// Most nodes have no devices at all; they all fail for the same
 		// reason, worked out once here rather than once per node.
 		_, s.noDevicesReason = devices.Assign(&s.req, &novacronv1.Hypervisor{}, nil, p.args.NUMAAlignment)

@@ -292,6 +292,17 @@ func (p *Plugin) hypervisor(node string) (*novacronv1.Hypervisor, error) {
 	return e.hv, nil
 }
 
+// hypervisors are all the Hypervisors; callers must not change them.
+func (p *Plugin) hypervisors() []*novacronv1.Hypervisor {
+	p.hvMu.RLock()
+	defer p.hvMu.RUnlock()
+	out := make([]*novacronv1.Hypervisor, 0, len(p.hvCache))
+	for _, e := range p.hvCache {
+		out = append(out, e.hv)
+	}
+	return out
+}
+
 func (p *Plugin) hypervisorEntry(node string) (*hvEntry, error) {
 	p.hvMu.RLock()
 	defer p.hvMu.RUnlock()

@@ -210,6 +210,19 @@ func TestWarnPolicyShowsAKubectlWarning(t *testing.T) {
 	assert.Contains(t, stderr, "Warning: policy gpu-namespaces: namespace default may not use GPUs; a cluster admin labels it novacron.io/gpu-allowed=true to allow them")
 }
 
+// Devices no node has are accepted (such a node may join) with a warning
+// that says so and what there is.
+func TestDevicesNoNodeHasAreWarnedOf(t *testing.T) {
+	operator(t)
+	doc := strings.NewReplacer("name: gpu-vm", "name: unknown-model", "model: tesla-t4", "model: a100-nonexistent", "namespace: gpu-team", "namespace: default").Replace(sample(t, "vm-gpu.yaml"))
+	_, stderr, err := apply(t, doc)
+	require.NoError(t, err)
+	assert.Contains(t, stderr, "Warning: spec.template.spec.devices: no node has nvidia a100-nonexistent GPUs; the nodes have: no GPUs at all; the VM waits until a node has them")
+	_, stderr, err = apply(t, strings.Replace(doc, "running: true", "running: false", 1))
+	require.NoError(t, err)
+	assert.NotContains(t, stderr, "no node has", "said when the devices change, not on every update")
+}
+
 func TestDryRunPolicyOnlyRecordsAnEvent(t *testing.T) {
 	operator(t)
 	noOwner := strings.Replace(rename(sample(t, "vm-basic.yaml"), "my-vm", "no-owner"), "  labels:\n    owner: team-a  # the built-in policy required-labels asks every VM for an owner\n", "", 1)

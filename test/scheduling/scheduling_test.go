@@ -108,7 +108,9 @@ func TestGPUVMsLandWhereDevicesAreFree(t *testing.T) {
 	msg := scheduledCondition(pending)
 	assert.Contains(t, msg, "gpu-1: 0/2 tesla-t4 free, 1 needed")
 	assert.Contains(t, msg, "gpu-2: 0/2 tesla-t4 free, 1 needed")
-	assert.Contains(t, msg, "cpu-1: 0/0 tesla-t4 free, 1 needed")
+	assert.Contains(t, msg, "cpu-1: no tesla-t4", "a node without any says so")
+	assert.NotContains(t, msg, "1 gpu-1:", "no count before a node's own reason")
+	assert.NotContains(t, msg, "preemption")
 
 	// Deleting a GPU VM frees its device and the waiting VM gets placed.
 	env.DeleteVMAndWait(t, client.ObjectKeyFromObject(vms[0]), timeout)
@@ -151,6 +153,28 @@ func TestConcurrentGPUVMsNeverShareADevice(t *testing.T) {
 		key := v.Status.NodeName + "/" + v.Status.Devices[0].PCIAddress
 		assert.False(t, seen[key], "device %s assigned twice", key)
 		seen[key] = true
+	}
+}
+
+// A GPU request no node could ever hold says so, with what the cluster has,
+// instead of a reason per node that reads as if it might free up.
+func TestImpossibleGPURequestsSayWhatTheClusterHas(t *testing.T) {
+	ns := namespace(t, "impossible")
+	three := gpuVM(ns, "three-t4s")
+	three.Spec.Template.Spec.Devices[0].Count = 3
+	unknown := gpuVM(ns, "no-such-model")
+	unknown.Spec.Template.Spec.Devices[0].Model = "a100-nonexistent"
+	create(t, three, unknown)
+	for v, want := range map[*novacronv1.VirtualMachine]string{
+		three:   "no node has 3 tesla-t4; the most on one node is 2 (gpu-",
+		unknown: "no node has nvidia a100-nonexistent GPUs; the nodes have: nvidia tesla-t4 (gpu-1, gpu-2)",
+	} {
+		got := env.WaitVM(t, client.ObjectKeyFromObject(v), timeout, "the scheduler's reason", func(x *novacronv1.VirtualMachine) bool {
+			return strings.Contains(scheduledCondition(x), "Unschedulable")
+		})
+		msg := scheduledCondition(got)
+		assert.Contains(t, msg, want)
+		assert.NotContains(t, msg, "cpu-1", "said once for all nodes")
 	}
 }
 
