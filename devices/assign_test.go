@@ -71,7 +71,9 @@ func TestUnsatisfiableSaysWhatTheClusterHas(t *testing.T) {
 	gpu1, gpu2, plain := gpuHost(), gpuHost(), &novacronv1.Hypervisor{}
 	gpu1.Name, gpu2.Name, plain.Name = "gpu-1", "gpu-2", "compute-1"
 	hvs := []*novacronv1.Hypervisor{plain, gpu1, gpu2}
-	t4 := func(n int) *Request { return &Request{GPUs: []GPURequest{{Vendor: "nvidia", Model: "tesla-t4", Count: n}}} }
+	t4 := func(n int) *Request {
+		return &Request{GPUs: []GPURequest{{Vendor: "nvidia", Model: "tesla-t4", Count: n}}}
+	}
 
 	assert.Empty(t, Unsatisfiable(t4(3), hvs), "three on one node: possible once they are free")
 	assert.Equal(t, "no node has 4 tesla-t4; the most on one node is 3 (gpu-1)", Unsatisfiable(t4(4), hvs))
