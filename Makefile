@@ -60,10 +60,10 @@ dev: deps ## Try NovaCron: API server, operator, scheduler and simulated hypervi
 ##@ Test
 
 .PHONY: test
-test: deps ## Run all unit and envtest integration tests (does its own set-up).
+test: deps ## Run all unit and envtest integration tests (does its own set-up), and name those skipped.
 	@assets=$$(hack/envtest.sh); \
 	echo "KUBEBUILDER_ASSETS=$$assets go test ./..."; \
-	KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS=$$assets go test -json $(GO_TEST_FLAGS) ./... | go run ./hack/testreport
 
 .PHONY: test-unit
 test-unit: deps ## Run the tests that need no API server.

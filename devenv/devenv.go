@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,8 +98,9 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 	p := &progress{out: cfg.Out}
 
 	p.step("starting etcd and kube-apiserver")
-	env, err := apiServer(cfg.AssetsDir)
+	env, err := apiServer(cfg.AssetsDir, dir)
 	if err != nil {
+		fmt.Fprintln(cfg.Out, "failed")
 		return err
 	}
 	defer func() {
@@ -231,7 +233,9 @@ func scheme() *runtime.Scheme {
 // apiServer starts etcd and kube-apiserver with NovaCron's CRDs (and Multus'
 // NetworkAttachmentDefinition, which SR-IOV networks name) and its webhook
 // configurations pointed at this process, with certificates envtest makes.
-func apiServer(assets string) (*envtest.Environment, error) {
+// Their files live in dir; a server that does not start is reported with what
+// it said.
+func apiServer(assets, dir string) (*envtest.Environment, error) {
 	var crds []*apiextensionsv1.CustomResourceDefinition
 	var mutating []*admissionv1.MutatingWebhookConfiguration
 	var validating []*admissionv1.ValidatingWebhookConfiguration
@@ -249,16 +253,72 @@ func apiServer(assets string) (*envtest.Environment, error) {
 			validating = append(validating, o)
 		}
 	}
+	certs := filepath.Join(dir, "apiserver")
+	if err := os.MkdirAll(certs, 0o700); err != nil {
+		return nil, err
+	}
+	apiOut, etcdOut := &tail{}, &tail{}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		Scheme:                scheme(),
 		CRDInstallOptions:     envtest.CRDInstallOptions{CRDs: crds},
 		WebhookInstallOptions: envtest.WebhookInstallOptions{MutatingWebhooks: mutating, ValidatingWebhooks: validating},
+		ControlPlane: envtest.ControlPlane{
+			// In dir, so that every try envtest makes uses one folder, which
+			// goes with dir however the start ends.
+			// The binaries by path: envtest would prefer $KUBEBUILDER_ASSETS
+			// to the folder it is given.
+			APIServer: &envtest.APIServer{Path: filepath.Join(assets, "kube-apiserver"), CertDir: certs, Out: apiOut, Err: apiOut},
+			Etcd:      &envtest.Etcd{Path: filepath.Join(assets, "etcd"), Out: etcdOut, Err: etcdOut},
+		},
 	}
 	if _, err := env.Start(); err != nil {
-		return nil, fmt.Errorf("starting etcd and kube-apiserver from %s: %w", assets, err)
+		_ = env.Stop()
+		return nil, fmt.Errorf("starting etcd and kube-apiserver from %s: %w\n%s", assets, err, said(err, apiOut, etcdOut))
 	}
 	return env, nil
+}
+
+// said is what the server that did not start said last: kube-apiserver's
+// words, or etcd's when it is etcd that failed (when kube-apiserver fails,
+// etcd only says it was stopped).
+func said(err error, apiServer, etcd *tail) string {
+	name, out := "kube-apiserver", apiServer.String()
+	if strings.Contains(err.Error(), "etcd") || out == "" {
+		name, out = "etcd", etcd.String()
+	}
+	if out == "" {
+		return "neither kube-apiserver nor etcd said anything"
+	}
+	return name + " said (last lines):\n" + out
+}
+
+// tail keeps the last lines a process writes.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailBytes = 4 << 10
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - tailBytes; over > 0 {
+		t.buf = t.buf[over:]
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	lines := strings.Split(strings.TrimSpace(string(t.buf)), "\n")
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
 }
 
 // admin writes an administrator's kubeconfig into dir.

@@ -49,7 +49,7 @@ func main() {
 		level = zapcore.InfoLevel
 	}
 	logger := zap.New(zap.Level(level), zap.WriteTo(os.Stderr))
-	ctrl.SetLogger(logger)
+	ctrl.SetLogger(devenv.QuietStartRetries(logger))
 	// kube-scheduler and client-go log through klog, at error level even for
 	// harmless start-up notes; show them only when asked.
 	klog.SetLogger(logr.Discard())
