@@ -201,108 +201,173 @@ func leftovers(t *testing.T, tmp string) (files, procs []string) {
 	return files, procs
 }
 
+// run runs a README command line and returns its standard output and error.
+func (d *dev) run(t *testing.T, line string) (stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	cmd := d.command(ctx, line)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	require.NoError(t, cmd.Run(), "%s:\n%s%s", line, out.String(), errOut.String())
+	return out.String(), errOut.String()
+}
+
+// watch runs a watch command until a line of its output matches until.
+func (d *dev) watch(t *testing.T, line string, until *regexp.Regexp) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := d.command(ctx, line)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start())
+	defer func() {
+		cancel()
+		_ = cmd.Wait()
+	}()
+	for !until.MatchString(out.String()) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: no line matching %q within 2 minutes:\n%s", line, until, out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return out.String()
+}
+
+func isWatch(line string) bool {
+	return slices.Contains(strings.Fields(line), "-w") || slices.Contains(strings.Fields(line), "--watch")
+}
+
+// check is what a README command's output must show. A check of a command
+// that only reads (get, describe, curl) runs it again until it holds:
+// controllers and events trail the change that brings them.
+type check func(t *testing.T, d *dev, out string) bool
+
+func contains(texts ...string) check {
+	return func(_ *testing.T, _ *dev, out string) bool {
+		return !slices.ContainsFunc(texts, func(s string) bool { return !strings.Contains(out, s) })
+	}
+}
+
+func matches(res ...string) check {
+	return func(_ *testing.T, _ *dev, out string) bool {
+		return !slices.ContainsFunc(res, func(re string) bool { return !regexp.MustCompile(re).MatchString(out) })
+	}
+}
+
+func readOnly(line string) bool {
+	for _, p := range []string{"kubectl get ", "kubectl describe ", "kubectl -n gpu-team get ", "curl "} {
+		if strings.HasPrefix(line, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// readmeChecks are what the README's commands must show, by command line as
+// written there, in the order they run (a line run twice has two).
+func readmeChecks() map[string][]check {
+	running := func(vm, node string) check { return matches(vm + `\s+true\s+Running\s+` + node) }
+	return map[string][]check{
+		"kubectl version": {func(t *testing.T, _ *dev, out string) bool {
+			client := regexp.MustCompile(`Client Version: (v1\.\d+\.\d+)`).FindStringSubmatch(out)
+			server := regexp.MustCompile(`Server Version: (v1\.\d+\.\d+)`).FindStringSubmatch(out)
+			return assert.NotNil(t, client, out) && assert.NotNil(t, server, out) && assert.Equal(t, client[1], server[1])
+		}},
+		"kubectl get nodes": {matches(`compute-1\s+Ready\s+\S+\s+\S+\s+v1\.\d+\.\d+`, `gpu-1\s+Ready\s+\S+\s+\S+\s+v1\.\d+\.\d+`, `sriov-1\s+Ready`)},
+		"kubectl get hv":    {matches(`compute-1\s+\S+\s+True\s+Icelake-Server`, `gpu-1\s+\S+\s+True`, `sriov-1\s+\S+\s+True`)},
+		"kubectl apply -f manifests/samples/vm-basic.yaml": {contains("virtualmachine.novacron.io/my-vm created")},
+		"kubectl get virtualmachines":                      {running("my-vm", `\S+`)},
+		"kubectl get vm":                                   {running("my-vm", `\S+`)},
+		"kubectl get vm -o wide":                           {matches(`my-vm\s+true\s+Running\s+(compute-1|gpu-1|sriov-1)`, `\s2\s+4Gi\s+marketplace://ubuntu-22.04-lts\s+Running\n`)},
+		"kubectl describe vm my-vm":                        {contains("Events:", "LauncherPodCreated", "Scheduled", "Started")},
+		"kubectl get events --field-selector involvedObject.name=my-vm": {
+			contains("LauncherPodCreated", "Defined", "Started"),
+			contains("Stopping", "Stopped", "SnapshotTaken", "Restored", "removed domain default_my-vm and its disks from node"),
+		},
+		"kubectl get vm -w": {running("my-vm", `\S+`)},
+		"kubectl wait vm/my-vm --for=jsonpath='{.status.phase}'=Stopped --timeout=2m": {func(t *testing.T, d *dev, _ string) bool {
+			return contains("No resources found")(t, d, d.kubectl(t, "kubectl get pods -l novacron.io/vm=my-vm"))
+		}},
+		"kubectl -n gpu-team get vm gpu-vm -o wide":                                           {matches(`gpu-vm\s+true\s+Running\s+gpu-1\s.*tesla-t4`)},
+		"kubectl get vm multi-nic-vm -o jsonpath='{.status.nodeName} {.status.interfaces}'":   {matches(`^sriov-1 .*"pciAddress":"0000:`)},
+		`kubectl get vm cloud-init-vm -o jsonpath='{.status.conditions[?(@.type=="CloudInit")].message}'`: {contains("cannot receive the cloud-init disk")},
+		"kubectl get vm affinity-vm":                                                          {running("affinity-vm", "gpu-1")},
+		"kubectl get vmsnap":                                                                  {matches(`my-vm-before-upgrade\s+my-vm\s+Ready\s+true\s+CrashConsistent`)},
+		"kubectl get vmrestore":                                                               {matches(`my-vm-rollback\s+my-vm\s+my-vm-before-upgrade\s+Succeeded`)},
+		"kubectl get vm my-vm-snapshotted -o jsonpath='{.status.snapshot}'":                   {contains(`"nextScheduleTime"`)},
+		"kubectl describe vmim my-vm-migratable-move":                                         {contains("Failed", "not supported")},
+		"kubectl get hv compute-1 -o jsonpath='{.status.evacuationPlan}'":                     {contains(`"plannedAt"`, `"vms"`)},
+		"kubectl get hv compute-1 -o jsonpath='{.status.evacuation}'":                         {contains(`"reason":"Cordoned"`)},
+		"kubectl uncordon compute-1": {func(t *testing.T, d *dev, _ string) bool {
+			return assert.Eventually(t, func() bool {
+				return d.kubectl(t, "kubectl get hv compute-1 -o jsonpath='{.status.evacuation}'") == ""
+			}, time.Minute, 200*time.Millisecond, "no longer evacuated")
+		}},
+		"curl -s http://127.0.0.1:8080/metrics | grep ^novacron_vm_total": {func(t *testing.T, d *dev, out string) bool {
+			n := strings.Count(d.kubectl(t, "kubectl get vm -A --no-headers"), " Running ")
+			return strings.Contains(out, fmt.Sprintf(`novacron_vm_total{phase="Running"} %d`, n))
+		}},
+		"kubectl delete vm my-vm": {contains(`virtualmachine.novacron.io "my-vm" deleted`)},
+	}
+}
+
+// TestReadmeWorkflow runs the "Using NovaCron" section of README.md, as a
+// newcomer would, against `novacron dev`.
 func TestReadmeWorkflow(t *testing.T) {
 	if os.Getenv("NOVACRON_E2E") != "1" {
 		t.Skip("end-to-end: run `make test-e2e` (builds and starts `novacron dev`)")
 	}
+	blocks := usingNovaCron(t)
 	d := startDev(t)
-
-	// Create a Virtual Machine.
-	assert.Contains(t, d.kubectl(t, "kubectl apply -f manifests/samples/vm-basic.yaml"), "virtualmachine.novacron.io/my-vm created")
-	d.waitPhase(t, "my-vm", "Running")
-
-	// List, describe.
-	for _, line := range []string{"kubectl get virtualmachines", "kubectl get vm"} {
-		out := d.kubectl(t, line)
-		assert.Regexp(t, `my-vm\s+true\s+Running\s+\S+`, out, line)
+	checks := readmeChecks()
+	var warnings []string
+	for _, b := range blocks {
+		if b.skip != "" {
+			t.Logf("README.md:%d: needs a %s, not run here", b.line, b.skip)
+			continue
+		}
+		for _, line := range b.lines {
+			cmd := strings.ReplaceAll(line, "127.0.0.1:8080", d.metrics)
+			var out string
+			if isWatch(cmd) {
+				require.NotNil(t, b.until, "README.md:%d: a watch needs an <!-- e2e: until REGEX --> before its block", b.line)
+				out = d.watch(t, cmd, b.until)
+			} else {
+				var stderr string
+				out, stderr = d.run(t, cmd)
+				if strings.Contains(stderr, "Warning:") {
+					warnings = append(warnings, line+": "+stderr)
+				}
+			}
+			queue := checks[line]
+			if len(queue) == 0 {
+				continue
+			}
+			c := queue[0]
+			checks[line] = queue[1:]
+			deadline := time.Now().Add(time.Minute)
+			for !c(t, d, out) {
+				if !readOnly(line) || time.Now().After(deadline) {
+					t.Fatalf("README.md:%d: %s printed:\n%s", b.line, line, out)
+				}
+				time.Sleep(200 * time.Millisecond)
+				out, _ = d.run(t, cmd)
+			}
+		}
 	}
-	describe := d.kubectl(t, "kubectl describe vm my-vm")
-	assert.Contains(t, describe, "Events:")
-	for _, reason := range []string{"LauncherPodCreated", "Scheduled", "Started"} {
-		assert.Contains(t, describe, reason, "kubectl describe vm my-vm shows the %s event", reason)
+	for line, left := range checks {
+		assert.Empty(t, left, "the README no longer runs %q", line)
 	}
-
-	// Watch while stopping and starting.
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	defer stopWatch()
-	watch := d.command(watchCtx, "kubectl get vm -w")
-	watchOut := &syncBuffer{}
-	watch.Stdout, watch.Stderr = watchOut, watchOut
-	require.NoError(t, watch.Start())
-	// kubectl prints the current state first; patching before that line
-	// appears would let the watch begin mid-stop (CI saw it start at Stopping).
-	require.Eventually(t, func() bool {
-		return regexpCount(watchOut.String(), `my-vm\s+true\s+Running`) >= 1
-	}, 30*time.Second, 50*time.Millisecond, "kubectl get vm -w output:\n%s", watchOut.String())
-	assert.Contains(t, d.kubectl(t, `kubectl patch vm my-vm --type merge -p '{"spec":{"running":false}}'`), "patched")
-	d.waitPhase(t, "my-vm", "Stopped")
-	assert.Contains(t, d.kubectl(t, "kubectl get pods"), "No resources found", "a stopped VM's launcher pod is gone")
-	assert.Contains(t, d.kubectl(t, `kubectl patch vm my-vm --type merge -p '{"spec":{"running":true}}'`), "patched")
-	d.waitPhase(t, "my-vm", "Running")
-	// The watch saw the phases change as they happened.
-	require.Eventually(t, func() bool {
-		return regexpCount(watchOut.String(), `my-vm\s+true\s+Running`) >= 2
-	}, 30*time.Second, 50*time.Millisecond, "kubectl get vm -w output:\n%s", watchOut.String())
-	w := watchOut.String()
-	assert.Regexp(t, `my-vm\s+false\s+Stopping`, w)
-	assert.Regexp(t, `my-vm\s+false\s+Stopped`, w)
-	stopWatch()
-	_ = watch.Wait()
-
-	// Snapshots: take one, restore to it (the restore stops and restarts
-	// the VM), and a scheduled policy shows its next run.
-	assert.Contains(t, d.kubectl(t, "kubectl apply -f manifests/samples/snapshot.yaml"), "my-vm-before-upgrade created")
-	d.kubectl(t, "kubectl wait --for=jsonpath='{.status.phase}'=Ready vmsnap/my-vm-before-upgrade --timeout=60s")
-	assert.Regexp(t, `my-vm-before-upgrade\s+my-vm\s+Ready\s+true\s+CrashConsistent`, d.kubectl(t, "kubectl get vmsnap"))
-	assert.Contains(t, d.kubectl(t, "kubectl apply -f manifests/samples/restore.yaml"), "my-vm-rollback created")
-	d.kubectl(t, "kubectl wait --for=jsonpath='{.status.phase}'=Succeeded vmrestore/my-vm-rollback --timeout=60s")
-	d.waitPhase(t, "my-vm", "Running")
-	d.kubectl(t, "kubectl apply -f manifests/samples/vm-snapshot-policy.yaml")
-	d.kubectl(t, "kubectl wait --for=jsonpath='{.status.snapshot.nextScheduleTime}' vm/my-vm-snapshotted --timeout=60s")
-
-	// Live migration: the test driver cannot migrate, and the migration
-	// says so, leaving the VM where it runs.
-	d.kubectl(t, "kubectl apply -f manifests/samples/vm-live-migration.yaml")
-	d.waitPhase(t, "my-vm-migratable", "Running")
-	node := d.kubectl(t, "kubectl get vm my-vm-migratable -o jsonpath='{.status.nodeName}'")
-	d.kubectl(t, "kubectl apply -f manifests/samples/migration.yaml")
-	d.kubectl(t, "kubectl wait --for=jsonpath='{.status.phase}'=Failed vmim/my-vm-migratable-move --timeout=60s")
-	assert.Contains(t, d.kubectl(t, "kubectl describe vmim my-vm-migratable-move"), "not supported")
-	d.waitPhase(t, "my-vm-migratable", "Running")
-	assert.Equal(t, node, d.kubectl(t, "kubectl get vm my-vm-migratable -o jsonpath='{.status.nodeName}'"))
-
-	// GPU and multiple NICs land on the nodes that have the devices.
-	d.kubectl(t, "kubectl apply -f manifests/samples/vm-gpu.yaml")
-	d.kubectl(t, "kubectl apply -f manifests/samples/vm-multi-nic.yaml")
-	d.kubectl(t, "kubectl apply -f manifests/samples/vm-node-affinity.yaml")
-	d.waitPhase(t, "gpu-vm", "Running")
-	d.waitPhase(t, "multi-nic-vm", "Running")
-	d.waitPhase(t, "affinity-vm", "Running")
-	// Only gpu-1 has the labels the seed's affinity example asks for.
-	assert.Equal(t, "gpu-1", d.kubectl(t, "kubectl get vm affinity-vm -o jsonpath='{.status.nodeName}'"))
-	assert.Equal(t, "gpu-1", d.kubectl(t, "kubectl get vm gpu-vm -o jsonpath='{.status.nodeName}'"))
-	assert.Contains(t, d.kubectl(t, "kubectl get vm gpu-vm -o jsonpath='{.status.devices}'"), "tesla-t4")
-	assert.Equal(t, "sriov-1", d.kubectl(t, "kubectl get vm multi-nic-vm -o jsonpath='{.status.nodeName}'"))
-
-	d.waitEvents(t, "my-vm", "Stopping", "Stopped", "Started", "SnapshotTaken", "Restored")
-
-	// Delete: the operator removes the domain and says so.
-	assert.Contains(t, d.kubectl(t, "kubectl delete vm my-vm"), `virtualmachine.novacron.io "my-vm" deleted`)
-	d.waitEvents(t, "my-vm", "removed domain default_my-vm and its disks from node")
-	assert.NotContains(t, d.kubectl(t, "kubectl get vm"), "my-vm ")
-
-	// Monitoring: the operator's metrics count the VMs left by phase.
-	resp := d.kubectl(t, "curl -sf http://"+d.metrics+"/metrics")
-	assert.Contains(t, resp, `novacron_vm_total{phase="Running"} 5`)
-	assert.Contains(t, resp, "novacron_snapshot_duration_seconds_count 1")
+	assert.Empty(t, warnings, "the product's own samples draw no warning")
+	assert.Contains(t, d.kubectl(t, "kubectl get events -A --field-selector reason=PolicyDryRun"), "No resources found",
+		"nor a policy's dry-run event")
 
 	d.stop(t)
 	files, procs := leftovers(t, d.tmp)
 	assert.Empty(t, files, "novacron dev left files in its TMPDIR")
 	assert.Empty(t, procs, "novacron dev left processes running")
 	assert.Contains(t, d.out.String(), "novacron dev: stopped")
-}
-
-func regexpCount(s, re string) int {
-	return len(regexp.MustCompile(re).FindAllStringIndex(s, -1))
 }
