@@ -291,16 +291,16 @@ func readmeChecks() map[string][]check {
 		"kubectl wait vm/my-vm --for=jsonpath='{.status.phase}'=Stopped --timeout=2m": {func(t *testing.T, d *dev, _ string) bool {
 			return contains("No resources found")(t, d, d.kubectl(t, "kubectl get pods -l novacron.io/vm=my-vm"))
 		}},
-		"kubectl -n gpu-team get vm gpu-vm -o wide":                                           {matches(`gpu-vm\s+true\s+Running\s+gpu-1\s.*tesla-t4`)},
-		"kubectl get vm multi-nic-vm -o jsonpath='{.status.nodeName} {.status.interfaces}'":   {matches(`^sriov-1 .*"pciAddress":"0000:`)},
+		"kubectl -n gpu-team get vm gpu-vm -o wide":                                                       {matches(`gpu-vm\s+true\s+Running\s+gpu-1\s.*tesla-t4`)},
+		"kubectl get vm multi-nic-vm -o jsonpath='{.status.nodeName} {.status.interfaces}'":               {matches(`^sriov-1 .*"pciAddress":"0000:`)},
 		`kubectl get vm cloud-init-vm -o jsonpath='{.status.conditions[?(@.type=="CloudInit")].message}'`: {contains("cannot receive the cloud-init disk")},
-		"kubectl get vm affinity-vm":                                                          {running("affinity-vm", "gpu-1")},
-		"kubectl get vmsnap":                                                                  {matches(`my-vm-before-upgrade\s+my-vm\s+Ready\s+true\s+CrashConsistent`)},
-		"kubectl get vmrestore":                                                               {matches(`my-vm-rollback\s+my-vm\s+my-vm-before-upgrade\s+Succeeded`)},
-		"kubectl get vm my-vm-snapshotted -o jsonpath='{.status.snapshot}'":                   {contains(`"nextScheduleTime"`)},
-		"kubectl describe vmim my-vm-migratable-move":                                         {contains("Failed", "not supported")},
-		"kubectl get hv compute-1 -o jsonpath='{.status.evacuationPlan}'":                     {contains(`"plannedAt"`, `"vms"`)},
-		"kubectl get hv compute-1 -o jsonpath='{.status.evacuation}'":                         {contains(`"reason":"Cordoned"`)},
+		"kubectl get vm affinity-vm": {running("affinity-vm", "gpu-1")},
+		"kubectl get vmsnap":         {matches(`my-vm-before-upgrade\s+my-vm\s+Ready\s+true\s+CrashConsistent`)},
+		"kubectl get vmrestore":      {matches(`my-vm-rollback\s+my-vm\s+my-vm-before-upgrade\s+Succeeded`)},
+		"kubectl get vm my-vm-snapshotted -o jsonpath='{.status.snapshot}'": {contains(`"nextScheduleTime"`)},
+		"kubectl describe vmim my-vm-migratable-move":                       {contains("Failed", "not supported")},
+		"kubectl get hv compute-1 -o jsonpath='{.status.evacuationPlan}'":   {contains(`"plannedAt"`, `"vms"`)},
+		"kubectl get hv compute-1 -o jsonpath='{.status.evacuation}'":       {contains(`"reason":"Cordoned"`)},
 		"kubectl uncordon compute-1": {func(t *testing.T, d *dev, _ string) bool {
 			return assert.Eventually(t, func() bool {
 				return d.kubectl(t, "kubectl get hv compute-1 -o jsonpath='{.status.evacuation}'") == ""
