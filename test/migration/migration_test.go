@@ -264,7 +264,11 @@ func TestLostTargetDuringSwitchOverIsWaitedFor(t *testing.T) {
 	assert.Equal(t, "switch-over", inFlight.Status.MigrationState.MigrationName)
 
 	hosts.SetDown(uris[target], false)
-	m = waitMigration(t, "switch-over", "Succeeded", phaseIs(novacronv1.MigrationSucceeded))
+	// Succeeded is written before the source is cleaned (recorded, so a
+	// restart still cleans it): wait for both.
+	m = waitMigration(t, "switch-over", "Succeeded and the source cleaned", func(m *novacronv1.VirtualMachineMigration) bool {
+		return m.Status.Phase == novacronv1.MigrationSucceeded && meta.IsStatusConditionTrue(m.Status.Conditions, novacronv1.MigrationConditionSourceCleaned)
+	})
 	got := env.WaitVM(t, key(v.Name), timeout, "Running on the target", func(x *novacronv1.VirtualMachine) bool {
 		return x.Status.Phase == novacronv1.VMRunning && x.Status.NodeName == target
 	})
