@@ -123,8 +123,10 @@ func (r *ScheduleReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 		slot := metav1.NewTime(due)
 		st.LastScheduleTime, st.LastSnapshotName = &slot, name
-		// The new snapshot's own events bring us back for its result.
-		return ctrl.Result{}, r.patchStatus(ctx, v, orig)
+		// The snapshot's events bring us back for its result, but it may
+		// have finished already (this is a retry after a lost status write),
+		// leaving none to come: look again soon, to report it and prune.
+		return ctrl.Result{RequeueAfter: min(r.Resync, 10*time.Second)}, r.patchStatus(ctx, v, orig)
 	}
 
 	if err := r.applyRetention(ctx, v, scheduled, int(policy.Retention)); err != nil {

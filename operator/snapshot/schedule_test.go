@@ -70,3 +70,38 @@ func TestScheduledSnapshotsCatchUpOnceAndKeepTheRetention(t *testing.T) {
 	assert.Equal(t, novacronv1.ScheduleResultSucceeded, st.LastResult)
 	assert.Equal(t, time.Date(2026, 12, 1, 14, 0, 0, 0, time.UTC), st.NextScheduleTime.UTC())
 }
+
+// A status write lost after the slot's snapshot was made (a conflict, a
+// crash) is redone once that snapshot has finished, when no event of it is
+// left to come: the pass that records the slot must be followed by one that
+// reports it and prunes.
+func TestASlotRecordedAfterItsSnapshotFinishedIsReportedAndPruned(t *testing.T) {
+	e := newEnv(t)
+	v := e.web(t)
+	v.CreationTimestamp = metav1.NewTime(e.clock.Now().Add(-90 * time.Minute))
+	v.Spec.SnapshotPolicy = &novacronv1.SnapshotPolicy{Schedule: "0 * * * *", Retention: 1}
+	require.NoError(t, e.Client.Update(t.Context(), v))
+	r := &ScheduleReconciler{Client: e.Client, Recorder: e.Events, Clock: e.clock, Resync: time.Minute}
+	run(t, r, "web")
+	e.markReady(t, "web-20261201-0900")
+	run(t, r, "web")
+
+	// The 10:00 snapshot is made and finishes, but the VM's status still
+	// names the 09:00 slot.
+	e.clock.Step(time.Hour)
+	before := e.web(t).DeepCopy()
+	run(t, r, "web")
+	e.markReady(t, "web-20261201-1000")
+	lost := e.web(t)
+	lost.Status.Snapshot = before.Status.Snapshot
+	require.NoError(t, e.Client.Status().Update(t.Context(), lost))
+
+	res := run(t, r, "web")
+	assert.Positive(t, res.RequeueAfter, "nothing else brings the VM back")
+	run(t, r, "web")
+	assert.Equal(t, []string{"web-20261201-1000"}, e.scheduled(t), "retention 1 applied")
+	st := e.web(t).Status.Snapshot
+	assert.Equal(t, novacronv1.ScheduleResultSucceeded, st.LastResult)
+	assert.Equal(t, "web-20261201-1000", st.LastSnapshotName)
+	assert.Equal(t, time.Date(2026, 12, 1, 11, 0, 0, 0, time.UTC), st.NextScheduleTime.UTC())
+}
