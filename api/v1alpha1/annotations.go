@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -34,11 +35,10 @@ const (
 	// VM gets on the pod's node.
 	AnnotationAssignedDevices = "novacron.io/assigned-devices"
 
-	// AnnotationVCPUs and AnnotationMemoryBytes give a launcher pod's VM size
-	// (before overcommit), so the scheduler can count a node's VMs against its
-	// Hypervisor's overcommitted capacity without looking each VM up.
-	AnnotationVCPUs       = "novacron.io/vcpus"
-	AnnotationMemoryBytes = "novacron.io/memory-bytes"
+	// AnnotationPodSpecHash on a launcher pod is a hash of what the pod was made
+	// from in the VM's spec (size, devices, networks, placement): a domain is
+	// defined only from the spec its pod reserved.
+	AnnotationPodSpecHash = "novacron.io/pod-spec-hash"
 
 	// LabelMigrationSource marks a migration's target launcher pod with the
 	// node the VM leaves: the scheduler never picks that node, and only picks
@@ -62,6 +62,15 @@ const (
 	// TaintMaintenance on a Node drains it like a cordon does.
 	TaintMaintenance = "node.novacron.io/maintenance"
 )
+
+// IsReserved says whether a label or annotation key is NovaCron's: its prefix
+// is novacron.io or a subdomain of it (node.novacron.io). Nothing a tenant
+// writes may carry one onto the objects NovaCron makes, where NovaCron's
+// components trust them.
+func IsReserved(key string) bool {
+	prefix, _, ok := strings.Cut(key, "/")
+	return ok && (prefix == "novacron.io" || strings.HasSuffix(prefix, ".novacron.io"))
+}
 
 // NetworkAttachmentDefinition is Multus' kind that an sr-iov network names; its
 // annotation AnnotationResourceName names the VF pool (a device plugin resource).

@@ -121,6 +121,9 @@ const (
 	// ReasonBadDeviceAssignment: the launcher pod's device assignment does
 	// not parse.
 	ReasonBadDeviceAssignment = "BadDeviceAssignment"
+	// ReasonDevicesHeld: a device assigned to the VM is still another VM's
+	// (one that is being stopped or deleted); the VM waits for it.
+	ReasonDevicesHeld = "DevicesHeld"
 	// ReasonDevicesNotAssigned: the VM's devices were not assigned (its pod
 	// was not placed by novacron-scheduler).
 	ReasonDevicesNotAssigned = "DevicesNotAssigned"
@@ -146,9 +149,14 @@ const (
 	// ReasonDeleted: the VM's domain and disks were removed from its node; on
 	// a migration, the migration was deleted (and so rolled back).
 	ReasonDeleted = "Deleted"
+	// ReasonLauncherPodReplaced: a pod claimed to be the VM's launcher pod
+	// but was not the one NovaCron made; it was deleted.
+	ReasonLauncherPodReplaced = "LauncherPodReplaced"
 	// ReasonHypervisorReachable: the node's hypervisor answers again.
 	ReasonHypervisorReachable = "HypervisorReachable"
 	ReasonHookStarted         = "HookStarted"
+	// ReasonHookRunning: an HTTP hook is being called, in the background.
+	ReasonHookRunning = "HookRunning"
 	// ReasonHookFailed: a lifecycle hook failed; the message says whether it
 	// was obeyed or ignored.
 	ReasonHookFailed = "HookFailed"

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // MigrationReason says who asked for a migration.
@@ -103,6 +104,10 @@ type VirtualMachineMigrationStatus struct {
 	// TargetPod is the launcher pod on the target node.
 	// +optional
 	TargetPod string `json:"targetPod,omitempty"`
+	// TargetPodUID is that pod's UID, recorded when the migration made it:
+	// a pod of that name made by anyone else is not the migration's.
+	// +optional
+	TargetPodUID types.UID `json:"targetPodUID,omitempty"`
 	// StartTime of the migration.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`

@@ -5,6 +5,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // DefaultSchedulerName is the secondary scheduler that places VM launcher pods
@@ -400,6 +401,12 @@ type VirtualMachineStatus struct {
 	// +optional
 	LauncherPod string `json:"launcherPod,omitempty"`
 
+	// LauncherPodUID is the UID of the launcher pod NovaCron made for the VM:
+	// only that pod is the VM's (a pod of the same name made by anyone else
+	// is not), whatever it claims.
+	// +optional
+	LauncherPodUID types.UID `json:"launcherPodUID,omitempty"`
+
 	// Conditions: Ready, Scheduled, HypervisorReachable, HooksSucceeded, CloudInit.
 	// +listType=map
 	// +listMapKey=type
@@ -469,6 +476,9 @@ type MigrationState struct {
 	// TargetNode the VM moves to.
 	// +optional
 	TargetNode string `json:"targetNode,omitempty"`
+	// TargetPodUID is the UID of the target launcher pod the migration made.
+	// +optional
+	TargetPodUID types.UID `json:"targetPodUID,omitempty"`
 	// Phase of the migration.
 	// +optional
 	Phase MigrationPhase `json:"phase,omitempty"`

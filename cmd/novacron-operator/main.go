@@ -11,6 +11,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/novacron/operator/operator/hooks"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider/libvirt"
 )
@@ -43,6 +44,9 @@ func main() {
 	flag.DurationVar(&opts.RebalanceCooldown, "rebalance-cooldown", opts.RebalanceCooldown, "a VM the rebalancer moved is not moved again for this long")
 	flag.IntVar(&opts.MigrationMaxParallel, "migration-max-parallel", opts.MigrationMaxParallel, "live migrations at once in the cluster (0: 4)")
 	flag.IntVar(&opts.MigrationMaxOutboundPerNode, "migration-max-outbound-per-node", opts.MigrationMaxOutboundPerNode, "live migrations at once leaving one node (0: 2)")
+	schedulers := flag.String("allowed-schedulers", "", "comma-separated schedulers VMs may name besides novacron-scheduler (each must count VMs as novacron-scheduler does)")
+	hookDeny := flag.String("hook-deny-cidrs", "", "comma-separated CIDRs tenants' HTTP hooks may not reach besides loopback, link-local and the API server (nodes, the service network, a BMC network)")
+	hookAllow := flag.String("hook-allow-cidrs", "", "comma-separated CIDRs HTTP hooks may reach even when denied (dev and tests only)")
 	selfSigned := flag.String("webhook-self-signed-hosts", "", "comma-separated hosts to write a self-signed webhook certificate for into --webhook-cert-dir (local runs without cert-manager)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -50,6 +54,18 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	if opts.Rebalance.Target >= opts.Rebalance.High {
 		fmt.Fprintln(os.Stderr, "--rebalance-target must be below --rebalance-high")
+		os.Exit(2)
+	}
+	if *schedulers != "" {
+		opts.Admission.Schedulers = append([]string{"novacron-scheduler"}, strings.Split(*schedulers, ",")...)
+	}
+	var err error
+	if opts.HookEgress.Deny, err = hooks.ParsePrefixes(splitList(*hookDeny)); err != nil {
+		fmt.Fprintln(os.Stderr, "--hook-deny-cidrs:", err)
+		os.Exit(2)
+	}
+	if opts.HookEgress.Allow, err = hooks.ParsePrefixes(splitList(*hookAllow)); err != nil {
+		fmt.Fprintln(os.Stderr, "--hook-allow-cidrs:", err)
 		os.Exit(2)
 	}
 	if *selfSigned != "" {
@@ -67,4 +83,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }

@@ -8,10 +8,10 @@ package launcher
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"regexp"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -102,18 +102,23 @@ func Resources(spec *novacronv1.VirtualMachineInstanceSpec, cfg Config, vfPools 
 // and disks live there) is pinned to it: only a migration moves a VM.
 func BuildPod(vm *novacronv1.VirtualMachine, cfg Config, vfPools map[string]string) *corev1.Pod {
 	spec := &vm.Spec.Template.Spec
+	// What the tenant wrote, but never NovaCron's own keys (admission refuses
+	// them too): the scheduler and the operator trust those on this pod.
 	labels := map[string]string{}
 	for k, v := range vm.Spec.Template.Metadata.Labels {
-		labels[k] = v
+		if !novacronv1.IsReserved(k) {
+			labels[k] = v
+		}
 	}
 	labels[novacronv1.LabelVM] = vm.Name
 	labels[novacronv1.LabelComponent] = novacronv1.ComponentLauncher
 	annotations := map[string]string{}
 	for k, v := range vm.Spec.Template.Metadata.Annotations {
-		annotations[k] = v
+		if !novacronv1.IsReserved(k) {
+			annotations[k] = v
+		}
 	}
-	annotations[novacronv1.AnnotationVCPUs] = strconv.Itoa(int(spec.Resources.CPU))
-	annotations[novacronv1.AnnotationMemoryBytes] = strconv.FormatInt(spec.Resources.Memory.Value(), 10)
+	annotations[novacronv1.AnnotationPodSpecHash] = SpecHash(vm)
 	schedulerName := spec.SchedulerName
 	if schedulerName == "" {
 		schedulerName = novacronv1.DefaultSchedulerName
@@ -155,6 +160,30 @@ func BuildPod(vm *novacronv1.VirtualMachine, cfg Config, vfPools map[string]stri
 		PinToNode(pod, vm.Status.NodeName)
 	}
 	return pod
+}
+
+// SpecHash is a hash of what in the VM's spec a launcher pod reserves or is
+// placed by, so a pod made from an older spec can be told apart. (Template
+// labels are not in it: other VMs' affinity reads them, but a VM's own
+// reservation does not depend on them.)
+func SpecHash(vm *novacronv1.VirtualMachine) string {
+	spec := &vm.Spec.Template.Spec
+	raw, _ := json.Marshal(struct {
+		Resources     novacronv1.VMResources
+		Devices       []novacronv1.Device
+		Networks      []novacronv1.Network
+		NodeSelector  map[string]string
+		Affinity      *corev1.Affinity
+		Tolerations   []corev1.Toleration
+		SchedulerName string
+	}{spec.Resources, spec.Devices, spec.Networks, spec.NodeSelector, spec.Affinity, spec.Tolerations, spec.SchedulerName})
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:8])
+}
+
+// PodMatches says whether pod was made from the VM's current spec.
+func PodMatches(pod *corev1.Pod, vm *novacronv1.VirtualMachine) bool {
+	return pod.Annotations[novacronv1.AnnotationPodSpecHash] == SpecHash(vm)
 }
 
 // PinToNode adds a required node affinity to exactly one node, ANDed with the

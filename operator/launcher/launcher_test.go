@@ -57,8 +57,7 @@ func TestThePodCarriesTheVMAndIsPinnedOnceItHasANode(t *testing.T) {
 	assert.Equal(t, "web-launcher", pod.Name)
 	assert.Equal(t, novacronv1.ComponentLauncher, pod.Labels[novacronv1.LabelComponent])
 	assert.Equal(t, "web", pod.Labels[novacronv1.LabelVM])
-	assert.Equal(t, "2", pod.Annotations[novacronv1.AnnotationVCPUs])
-	assert.Equal(t, "4294967296", pod.Annotations[novacronv1.AnnotationMemoryBytes])
+	assert.True(t, PodMatches(pod, v))
 	assert.True(t, metav1.IsControlledBy(pod, v))
 	assert.Equal(t, novacronv1.DefaultSchedulerName, pod.Spec.SchedulerName)
 	assert.Nil(t, pod.Spec.Affinity, "free to go anywhere the selector allows")
@@ -105,4 +104,42 @@ func TestSchedulingMessagesAreTidiedForPeople(t *testing.T) {
 	assert.Equal(t, corev1.PodReasonUnschedulable, reason)
 	assert.Equal(t, "0/3 nodes are available: compute-1: no tesla-t4, gpu-1: 1/2 tesla-t4 free, 2 needed, 1 node(s) had untolerated taint {x: y}.", msg,
 		"a count before a node's own reason goes; other plugins' counts stay")
+}
+
+// Nothing the tenant writes carries NovaCron's own keys onto the pod.
+func TestTheTenantsTemplateCannotForgeNovaCronsKeys(t *testing.T) {
+	v := vm()
+	v.Spec.Template.Metadata.Labels = map[string]string{"app": "web", novacronv1.LabelComponent: "hook", novacronv1.LabelVM: "other"}
+	v.Spec.Template.Metadata.Annotations = map[string]string{"team": "a", novacronv1.AnnotationAssignedDevices: `{"gpus":[{"pciAddress":"0000:01:00.0"}]}`, novacronv1.AnnotationPodSpecHash: "forged"}
+	pod := BuildPod(v, Config{}, nil)
+	assert.Equal(t, "web", pod.Labels["app"])
+	assert.Equal(t, novacronv1.ComponentLauncher, pod.Labels[novacronv1.LabelComponent])
+	assert.Equal(t, "web", pod.Labels[novacronv1.LabelVM])
+	assert.Equal(t, "a", pod.Annotations["team"])
+	assert.NotContains(t, pod.Annotations, novacronv1.AnnotationAssignedDevices)
+	assert.Equal(t, SpecHash(v), pod.Annotations[novacronv1.AnnotationPodSpecHash])
+}
+
+// A pod tells which spec it was made from: size, devices, networks and
+// placement change the hash; what the pod does not depend on does not.
+func TestTheHashFollowsWhatThePodIsMadeFrom(t *testing.T) {
+	v := vm()
+	pod := BuildPod(v, Config{}, nil)
+	same := v.DeepCopy()
+	same.Spec.Template.Spec.Image.Source = "marketplace://debian-12"
+	same.Spec.Template.Spec.UserData = "#cloud-config"
+	assert.True(t, PodMatches(pod, same))
+	for name, change := range map[string]func(*novacronv1.VirtualMachine){
+		"cpu": func(v *novacronv1.VirtualMachine) { v.Spec.Template.Spec.Resources.CPU = 64 },
+		"devices": func(v *novacronv1.VirtualMachine) {
+			v.Spec.Template.Spec.Devices = []novacronv1.Device{{Vendor: "nvidia", Count: 1}}
+		},
+		"selector": func(v *novacronv1.VirtualMachine) { v.Spec.Template.Spec.NodeSelector = map[string]string{"zone": "b"} },
+	} {
+		changed := v.DeepCopy()
+		change(changed)
+		assert.False(t, PodMatches(pod, changed), name)
+	}
+	delete(pod.Annotations, novacronv1.AnnotationPodSpecHash)
+	assert.False(t, PodMatches(pod, v), "a pod without the hash is adopted by stamping it, never by default")
 }

@@ -181,21 +181,34 @@ func (r *Reconciler) afterDone(ctx context.Context, m *novacronv1.VirtualMachine
 	return r.cleanSource(ctx, m, v)
 }
 
-// setVMState writes the VM's migration state; a node (and launcher pod) hands
-// the VM over to it. Only the fields named are written, and only over the
+// setVMState writes the VM's migration state (nil: the migration gives the VM
+// back where it was). Only the fields named are written, and only over the
 // version read.
-func (r *Reconciler) setVMState(ctx context.Context, v *novacronv1.VirtualMachine, st *novacronv1.MigrationState, node string, pod ...string) error {
-	orig := v.DeepCopy()
-	v.Status.MigrationState = st
-	if st != nil {
-		v.Status.Phase = novacronv1.VMMigrating
-	} else {
+func (r *Reconciler) setVMState(ctx context.Context, v *novacronv1.VirtualMachine, st *novacronv1.MigrationState) error {
+	return r.patchVM(ctx, v, func() {
+		v.Status.MigrationState = st
+		if st != nil {
+			v.Status.Phase = novacronv1.VMMigrating
+		} else {
+			v.Status.Phase = novacronv1.VMRunning
+		}
+	})
+}
+
+// handOver gives the VM to the migration's target: its node, and the target
+// pod as its launcher pod (with that pod's recorded UID).
+func (r *Reconciler) handOver(ctx context.Context, v *novacronv1.VirtualMachine, m *novacronv1.VirtualMachineMigration) error {
+	return r.patchVM(ctx, v, func() {
+		v.Status.MigrationState = nil
 		v.Status.Phase = novacronv1.VMRunning
-	}
-	if node != "" {
-		v.Status.NodeName = node
-		v.Status.LauncherPod = pod[0]
-	}
+		v.Status.NodeName = m.Status.TargetNode
+		v.Status.LauncherPod, v.Status.LauncherPodUID = m.Status.TargetPod, m.Status.TargetPodUID
+	})
+}
+
+func (r *Reconciler) patchVM(ctx context.Context, v *novacronv1.VirtualMachine, change func()) error {
+	orig := v.DeepCopy()
+	change()
 	return r.Client.Status().Patch(ctx, v, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }
 

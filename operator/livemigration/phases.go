@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devices"
 	"github.com/novacron/operator/migration"
 	"github.com/novacron/operator/operator/domain"
 	"github.com/novacron/operator/operator/hypervisors"
@@ -49,7 +50,7 @@ func (r *Reconciler) begin(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	if err := r.Client.Status().Update(ctx, m); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.setVMState(ctx, v, &novacronv1.MigrationState{MigrationName: m.Name, SourceNode: m.Status.SourceNode, Phase: m.Status.Phase}, ""); err != nil {
+	if err := r.setVMState(ctx, v, &novacronv1.MigrationState{MigrationName: m.Name, SourceNode: m.Status.SourceNode, Phase: m.Status.Phase}); err != nil {
 		return ctrl.Result{}, err
 	}
 	r.Recorder.Eventf(m, nil, corev1.EventTypeNormal, novacronv1.ReasonScheduling, novacronv1.ActionMigrate, "moving VirtualMachine %s off node %s", v.Name, m.Status.SourceNode)
@@ -58,17 +59,33 @@ func (r *Reconciler) begin(ctx context.Context, m *novacronv1.VirtualMachineMigr
 
 // schedule makes the target pod and waits for the scheduler to bind it.
 func (r *Reconciler) schedule(ctx context.Context, m *novacronv1.VirtualMachineMigration, v *novacronv1.VirtualMachine) (ctrl.Result, error) {
-	pod := &corev1.Pod{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Status.TargetPod}, pod)
-	if apierrors.IsNotFound(err) {
-		pod = targetPod(v, m, r.Launcher)
-		if err := r.Client.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
-			return ctrl.Result{}, fmt.Errorf("creating target pod %s: %w", pod.Name, err)
-		}
-		return ctrl.Result{RequeueAfter: r.Poll}, nil
+	pod, err := r.targetPod(ctx, m)
+	if errors.Is(err, errNotOurs) {
+		return r.replaceForeignPod(ctx, m, pod)
 	}
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if pod == nil {
+		pod = buildTargetPod(v, m, r.Launcher)
+		if err := r.Client.Create(ctx, pod); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return ctrl.Result{RequeueAfter: r.Poll}, nil // the cache has not seen it yet
+			}
+			return ctrl.Result{}, fmt.Errorf("creating target pod %s: %w", pod.Name, err)
+		}
+		// Recorded at once: only this pod is the migration's, and
+		// novacron-scheduler places only pods their VM records.
+		m.Status.TargetPodUID = pod.UID
+		if err := r.Client.Status().Update(ctx, m); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if st := v.Status.MigrationState; st == nil || st.TargetPodUID != pod.UID {
+		if err := r.setVMState(ctx, v, &novacronv1.MigrationState{MigrationName: m.Name, SourceNode: m.Status.SourceNode,
+			TargetPodUID: pod.UID, Phase: m.Status.Phase}); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if pod.Spec.NodeName == "" {
 		msg := "waiting for novacron-scheduler to place the target pod " + pod.Name
@@ -90,10 +107,10 @@ func (r *Reconciler) schedule(ctx context.Context, m *novacronv1.VirtualMachineM
 	return r.start(ctx, m, v)
 }
 
-// targetPod is the VM's launcher pod for the target node: the VM's own
+// buildTargetPod is the VM's launcher pod for the target node: the VM's own
 // requests and placement, marked so the scheduler never picks the source
 // node, narrowed by the migration's target node or selector.
-func targetPod(v *novacronv1.VirtualMachine, m *novacronv1.VirtualMachineMigration, cfg launcher.Config) *corev1.Pod {
+func buildTargetPod(v *novacronv1.VirtualMachine, m *novacronv1.VirtualMachineMigration, cfg launcher.Config) *corev1.Pod {
 	pod := launcher.BuildPod(v, cfg, nil)
 	pod.Name = m.Status.TargetPod
 	pod.Labels[novacronv1.LabelMigrationSource] = m.Status.SourceNode
@@ -112,23 +129,60 @@ func targetPod(v *novacronv1.VirtualMachine, m *novacronv1.VirtualMachineMigrati
 	return pod
 }
 
+// errNotOurs is a pod of the target pod's name that the migration did not
+// make (someone else's, or one whose record was lost before it was written).
+var errNotOurs = errors.New("not the target pod the migration made")
+
+// targetPod is the migration's target pod, nil while there is none.
+func (r *Reconciler) targetPod(ctx context.Context, m *novacronv1.VirtualMachineMigration) (*corev1.Pod, error) {
+	pod := &corev1.Pod{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Status.TargetPod}, pod); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	if pod.UID != m.Status.TargetPodUID {
+		return pod, errNotOurs
+	}
+	return pod, nil
+}
+
+// replaceForeignPod deletes a pod of the target pod's name that the migration
+// did not make; its own follows once that is gone.
+func (r *Reconciler) replaceForeignPod(ctx context.Context, m *novacronv1.VirtualMachineMigration, pod *corev1.Pod) (ctrl.Result, error) {
+	if pod.DeletionTimestamp.IsZero() {
+		r.Recorder.Eventf(m, nil, corev1.EventTypeWarning, novacronv1.ReasonLauncherPodReplaced, novacronv1.ActionMigrate,
+			"pod %s is not the target pod the migration made; deleting it and making a new one", pod.Name)
+		if err := r.Client.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{RequeueAfter: r.Poll}, nil
+}
+
 // start makes the VM's disks on the target, records the migration Running and
 // starts the migration call.
 func (r *Reconciler) start(ctx context.Context, m *novacronv1.VirtualMachineMigration, v *novacronv1.VirtualMachine) (ctrl.Result, error) {
-	pod := &corev1.Pod{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: m.Namespace, Name: m.Status.TargetPod}, pod); err != nil {
-		if apierrors.IsNotFound(err) {
-			return r.rollback(ctx, m, novacronv1.MigrationFailed, novacronv1.ReasonTargetPodGone, "the target pod "+m.Status.TargetPod+" was deleted")
-		}
+	pod, err := r.targetPod(ctx, m)
+	if errors.Is(err, errNotOurs) || (err == nil && pod == nil) {
+		return r.rollback(ctx, m, novacronv1.MigrationFailed, novacronv1.ReasonTargetPodGone, "the target pod "+m.Status.TargetPod+" was deleted or replaced")
+	}
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 	tgtObj, tgt, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.TargetNode)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	devices, err := launcher.Devices(pod)
+	assigned, err := launcher.Devices(pod)
 	if err == nil {
-		err = r.Targets.PrepareTarget(ctx, v, devices, tgtObj, tgt)
+		// Migratable VMs have no devices (migration.Blockers); a target pod
+		// that brings some was written by someone else.
+		req := devices.RequestFor(&v.Spec.Template.Spec, nil)
+		if why := devices.Validate(assigned, &req, tgtObj, nil); why != "" {
+			err = fmt.Errorf("target pod %s: %s", pod.Name, why)
+		}
+	}
+	if err == nil {
+		err = r.Targets.PrepareTarget(ctx, v, assigned, tgtObj, tgt)
 	}
 	if err != nil {
 		return r.rollback(ctx, m, novacronv1.MigrationFailed, novacronv1.ReasonTargetNotReady, fmt.Sprintf("preparing node %s: %v", m.Status.TargetNode, err))
@@ -150,7 +204,8 @@ func (r *Reconciler) start(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	if err := r.Client.Status().Update(ctx, m); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.setVMState(ctx, v, &novacronv1.MigrationState{MigrationName: m.Name, SourceNode: m.Status.SourceNode, TargetNode: m.Status.TargetNode, Phase: m.Status.Phase}, ""); err != nil {
+	if err := r.setVMState(ctx, v, &novacronv1.MigrationState{MigrationName: m.Name, SourceNode: m.Status.SourceNode, TargetNode: m.Status.TargetNode,
+		TargetPodUID: m.Status.TargetPodUID, Phase: m.Status.Phase}); err != nil {
 		return ctrl.Result{}, err
 	}
 	timeout := migration.Timeout(v.Spec.Template.Spec.Resources.Memory.Value(), r.TimeoutPerGiB, r.MinTimeout)
@@ -256,7 +311,7 @@ func (r *Reconciler) succeed(ctx context.Context, m *novacronv1.VirtualMachineMi
 		m.Status.Progress = progress(p)
 	}
 	oldPod := v.Status.LauncherPod
-	if err := r.setVMState(ctx, v, nil, m.Status.TargetNode, m.Status.TargetPod); err != nil {
+	if err := r.handOver(ctx, v, m); err != nil {
 		return ctrl.Result{}, err
 	}
 	if oldPod != "" && oldPod != m.Status.TargetPod {

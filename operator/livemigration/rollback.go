@@ -61,7 +61,7 @@ func (r *Reconciler) rollback(ctx context.Context, m *novacronv1.VirtualMachineM
 		}
 	}
 	if v != nil && v.Status.MigrationState != nil && v.Status.MigrationState.MigrationName == m.Name {
-		if err := r.setVMState(ctx, v, nil, ""); err != nil {
+		if err := r.setVMState(ctx, v, nil); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

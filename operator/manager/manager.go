@@ -5,7 +5,12 @@ package manager
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -30,6 +35,7 @@ import (
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/migration"
 	"github.com/novacron/operator/operator/domain"
+	"github.com/novacron/operator/operator/hooks"
 	"github.com/novacron/operator/operator/hypervisors"
 	"github.com/novacron/operator/operator/launcher"
 	"github.com/novacron/operator/operator/livemigration"
@@ -94,8 +100,14 @@ type Options struct {
 	Rebalance         migration.RebalanceConfig
 	RebalanceCooldown time.Duration
 
+	// HookEgress is where tenants' HTTP hooks may not go (and, for dev and
+	// tests, the exceptions); the API server's own addresses are added.
+	HookEgress hooks.Egress
+
 	// Webhooks turns the admission webhook server on.
 	Webhooks bool
+	// Admission is what the webhooks allow (the schedulers VMs may name).
+	Admission novawebhook.Config
 	// WebhookHost and WebhookPort are where the webhook server listens.
 	WebhookHost string
 	WebhookPort int
@@ -140,6 +152,11 @@ func Scheme() *runtime.Scheme {
 // Leader election keeps its lease in the operator's namespace.
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
+// HTTP1Only keeps a TLS server to HTTP/1.1: HTTP/2's stream handling gave
+// anyone who can reach a port ways to exhaust the server (rapid reset,
+// CVE-2023-44487), and the API server's webhook calls need no HTTP/2.
+func HTTP1Only(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }
+
 // New builds the manager with every controller registered.
 func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.Manager, error) {
 	if opts.Webhooks && len(opts.WebhookSelfSignedHosts) > 0 {
@@ -159,6 +176,7 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 		HealthProbeBindAddress: opts.ProbeAddr,
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: opts.WebhookHost, Port: opts.WebhookPort, CertDir: opts.WebhookCertDir,
+			TLSOpts: []func(*tls.Config){HTTP1Only},
 		}),
 		LeaderElection:          opts.LeaderElection,
 		LeaderElectionID:        "novacron-operator.novacron.io",
@@ -186,8 +204,10 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 	if err := (&policy.Reconciler{Client: mgr.GetClient(), Engine: engine, Recorder: mgr.GetEventRecorder("novacron-policy")}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the VirtualMachinePolicy controller: %w", err)
 	}
+	opts.HookEgress.Deny = append(slices.Clone(opts.HookEgress.Deny), apiServerAddrs(mgr.GetConfig().Host)...)
+	opts.Admission.HookEgress = opts.HookEgress
 	if opts.Webhooks {
-		if err := novawebhook.Setup(mgr, engine); err != nil {
+		if err := novawebhook.Setup(mgr, engine, opts.Admission); err != nil {
 			return nil, fmt.Errorf("setting up webhooks: %w", err)
 		}
 	}
@@ -213,6 +233,7 @@ func addControllers(mgr ctrl.Manager, opts Options, connector provider.Connector
 	domains := &domain.Builder{APIReader: mgr.GetAPIReader(), Namespace: opts.Namespace, SerialLogDir: opts.SerialLogDir}
 	measured := &usage.Store{}
 	vms := &vm.Reconciler{
+		Hooks:            hooks.NewCaller(opts.HookEgress.Client()),
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("novacron-operator"),
@@ -262,4 +283,26 @@ func addControllers(mgr ctrl.Manager, opts Options, connector provider.Connector
 		return fmt.Errorf("setting up the snapshot schedule controller: %w", err)
 	}
 	return nil
+}
+
+// apiServerAddrs are the addresses the operator reaches the API server at,
+// refused to tenant hooks: the operator's requests there carry its own
+// identity, and hooks would otherwise probe it from inside the cluster.
+func apiServerAddrs(host string) []netip.Prefix {
+	u, err := url.Parse(host)
+	if err != nil || u.Hostname() == "" {
+		return nil
+	}
+	ips, err := net.LookupIP(u.Hostname())
+	if err != nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, ip := range ips {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			a = a.Unmap()
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
 }

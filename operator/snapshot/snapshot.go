@@ -265,7 +265,7 @@ func (r *Reconciler) finalize(ctx context.Context, snap *novacronv1.VirtualMachi
 	if snap.Status.NodeName != "" && snap.Status.SnapshotName != "" {
 		_, hv, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, snap.Status.NodeName)
 		switch {
-		case err != nil && apierrors.IsNotFound(errors.Unwrap(err)):
+		case apierrors.IsNotFound(err): // the Hypervisor object
 			r.Recorder.Eventf(snap, nil, corev1.EventTypeWarning, novacronv1.ReasonHypervisorGone, novacronv1.ActionDelete, "Hypervisor %s no longer exists; nothing to delete there", snap.Status.NodeName)
 		case err != nil:
 			return ctrl.Result{}, err

@@ -103,6 +103,19 @@ func TestASnapshotIsTakenOnTheVMsNodeAndDeletedWithIt(t *testing.T) {
 	assert.True(t, apierrors.IsNotFound(e.Client.Get(t.Context(), client.ObjectKeyFromObject(s), s)))
 }
 
+// A node whose Hypervisor object is gone took its snapshots along: the
+// delete says so and goes on.
+func TestASnapshotOfAGoneNodeIsDeleted(t *testing.T) {
+	e := newEnv(t)
+	r := e.snapshots()
+	s := e.take(t, r, "before-upgrade")
+	require.NoError(t, e.Client.Delete(t.Context(), &novacronv1.Hypervisor{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}))
+	require.NoError(t, e.Client.Delete(t.Context(), s))
+	run(t, r, "before-upgrade")
+	assert.True(t, apierrors.IsNotFound(e.Client.Get(t.Context(), client.ObjectKeyFromObject(s), s)))
+	assert.True(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonHypervisorGone, "no longer exists"))
+}
+
 // A try that may pass is retried with a doubling wait, then the snapshot
 // fails for good with the reason.
 func TestFailuresAreRetriedThenReported(t *testing.T) {

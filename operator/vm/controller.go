@@ -10,7 +10,6 @@ package vm
 import (
 	"context"
 	"errors"
-	"net/http"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -28,10 +27,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/conflict"
 	"github.com/novacron/operator/operator/domain"
+	"github.com/novacron/operator/operator/hooks"
 	"github.com/novacron/operator/operator/hypervisors"
 	"github.com/novacron/operator/operator/launcher"
 	"github.com/novacron/operator/operator/metrics"
@@ -52,9 +53,10 @@ type Reconciler struct {
 	Recorder    events.EventRecorder
 	Hypervisors provider.Connector
 	// Domains makes a VM's disks and domain definition on its node.
-	Domains    *domain.Builder
-	HTTPClient *http.Client
-	Launcher   launcher.Config
+	Domains *domain.Builder
+	// Hooks calls the VMs' HTTP hooks in the background.
+	Hooks    *hooks.Caller
+	Launcher launcher.Config
 	// Usage receives running VMs' measured use (for the rebalancer).
 	Usage *usage.Store
 
@@ -79,6 +81,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=k8s.cni.cncf.io,resources=network-attachment-definitions,verbs=get
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=create
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the controller.
@@ -89,6 +92,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 		For(&novacronv1.VirtualMachine{}).
 		Owns(&corev1.Pod{}).
 		Owns(&batchv1.Job{}).
+		WatchesRawSource(source.Channel(r.Hooks.Done, &handler.TypedEnqueueRequestForObject[*novacronv1.VirtualMachine]{})).
 		Watches(&novacronv1.Hypervisor{}, handler.EnqueueRequestsFromMapFunc(r.vmsOnHypervisor),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: maxConcurrent}).
@@ -105,8 +109,8 @@ func (r *Reconciler) setDefaults() {
 	if r.UnreachableRetry == 0 {
 		r.UnreachableRetry = 10 * time.Second
 	}
-	if r.HTTPClient == nil {
-		r.HTTPClient = &http.Client{}
+	if r.Hooks == nil {
+		r.Hooks = hooks.NewCaller(hooks.Egress{}.Client())
 	}
 	if r.Usage == nil {
 		r.Usage = &usage.Store{}
@@ -213,8 +217,28 @@ func (r *Reconciler) launcherPod(ctx context.Context, vm *novacronv1.VirtualMach
 	if !metav1.IsControlledBy(pod, vm) {
 		return nil, domain.SpecErrorf(novacronv1.ReasonLauncherPodConflict, "pod %s exists but does not belong to this VM; delete or rename it", pod.Name)
 	}
+	switch {
+	case pod.UID == vm.Status.LauncherPodUID:
+	case vm.AdoptsLauncherPod(pod):
+		// Made by an operator from before pods were recorded and hashed:
+		// adopted once, so an upgrade does not disturb running VMs (their
+		// spec could not change while the pod was bound).
+		patch := client.MergeFrom(pod.DeepCopy())
+		metav1.SetMetaDataAnnotation(&pod.ObjectMeta, novacronv1.AnnotationPodSpecHash, launcher.SpecHash(vm))
+		if err := r.Client.Patch(ctx, pod, patch); err != nil {
+			return nil, err
+		}
+		vm.Status.LauncherPodUID = pod.UID
+	default:
+		return pod, errNotOurs
+	}
 	return pod, nil
 }
+
+// errNotOurs is a launcher pod that claims the VM (its controller reference)
+// but is not the pod NovaCron made: someone else's, or one whose record was
+// lost between its creation and the status write. It is replaced, never used.
+var errNotOurs = errors.New("not the launcher pod NovaCron made for the VM")
 
 // migrating says whether a VirtualMachineMigration holds the VM. A
 // migration state whose migration is gone or finished is dropped.

@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/domain"
 	"github.com/novacron/operator/operator/fakecluster"
+	"github.com/novacron/operator/operator/hooks"
 	"github.com/novacron/operator/operator/launcher"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/operator/provider/fake"
@@ -42,7 +44,10 @@ func newEnv(t *testing.T) *env {
 	e := &env{Cluster: c, host: c.Hosts.Host("fake://node-1")}
 	e.r = &Reconciler{Client: c.Client, APIReader: c.Client, Recorder: c.Events, Hypervisors: c.Hosts,
 		Domains:  &domain.Builder{APIReader: c.Client, Namespace: fakecluster.CatalogNamespace, SerialLogDir: "/var/log/libvirt/qemu"},
-		Launcher: launcher.Config{Image: "pause"}, StopGracePeriod: time.Second}
+		Launcher: launcher.Config{Image: "pause"}, StopGracePeriod: time.Second,
+		// The tests' hook servers listen on loopback, which tenants' hooks may
+		// not reach.
+		Hooks: hooks.NewCaller(hooks.Egress{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}.Client())}
 	e.r.setDefaults()
 	return e
 }
@@ -266,6 +271,18 @@ func TestDeleteWaitsForAnUnreachableHypervisor(t *testing.T) {
 	assert.False(t, defined)
 }
 
+// A node whose Hypervisor object is gone took its domains along: the delete
+// says so and goes on, rather than waiting for a node that will not return.
+func TestDeleteGoesOnWhenTheNodesHypervisorIsGone(t *testing.T) {
+	e := newEnv(t)
+	v := e.running(t, "web")
+	require.NoError(t, e.Client.Delete(t.Context(), &novacronv1.Hypervisor{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}))
+	require.NoError(t, e.Client.Delete(t.Context(), v))
+	e.reconcile(t, "web")
+	assert.True(t, apierrors.IsNotFound(e.Client.Get(t.Context(), client.ObjectKeyFromObject(v), &novacronv1.VirtualMachine{})), "the finalizer let the VM go")
+	assert.True(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonHypervisorGone, "team_web may remain"))
+}
+
 func TestASpecProblemFailsTheVMOnceWithTheField(t *testing.T) {
 	e := newEnv(t)
 	v := newVM("web")
@@ -343,4 +360,83 @@ func TestAMigrationOrRestoreHoldsTheDomain(t *testing.T) {
 	require.NoError(t, e.Client.Update(t.Context(), v))
 	e.reconcile(t, "web")
 	assert.NotContains(t, e.vm(t, "web").Annotations, novacronv1.AnnotationRestoring)
+}
+
+// A pod that claims to be the VM's launcher pod (its controller reference)
+// but is not the one NovaCron made is deleted, never used: a tenant who may
+// create pods cannot pick the node or the devices that way.
+func TestAForgedLauncherPodIsReplacedNotUsed(t *testing.T) {
+	e := newEnv(t)
+	v := newVM("web")
+	require.NoError(t, e.Client.Create(t.Context(), v))
+	forged := launcher.BuildPod(v, launcher.Config{Image: "pause"}, nil)
+	forged.UID = "forged"
+	forged.Spec.NodeName = "node-1"
+	forged.Annotations[novacronv1.AnnotationAssignedDevices] = `{"gpus":[{"type":"gpu","pciAddress":"0000:01:00.0"}]}`
+	require.NoError(t, e.Client.Create(t.Context(), forged))
+	e.reconcile(t, "web") // finalizer
+	e.reconcile(t, "web")
+
+	_, _, defined := e.host.Domain("team_web")
+	assert.False(t, defined, "nothing is done on the forged pod's node")
+	assert.Empty(t, e.vm(t, "web").Status.NodeName)
+	assert.True(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonLauncherPodReplaced, "web-launcher"))
+	pod := &corev1.Pod{}
+	err := e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "web-launcher"}, pod)
+	assert.True(t, apierrors.IsNotFound(err), "the forged pod is deleted")
+
+	// The VM's own pod follows, recorded as its own.
+	e.reconcile(t, "web")
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "web-launcher"}, pod))
+	assert.Empty(t, pod.Spec.NodeName, "for the scheduler to place")
+	assert.Equal(t, pod.UID, e.vm(t, "web").Status.LauncherPodUID)
+}
+
+// A running VM whose launcher pod an operator from before pod UIDs were
+// recorded made (bound, and named in status.launcherPod) keeps it: upgrades do
+// not disturb running VMs.
+func TestAnUpgradedOperatorAdoptsTheBoundPodOnce(t *testing.T) {
+	e := newEnv(t)
+	v := e.running(t, "web")
+	pod := &corev1.Pod{}
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "web-launcher"}, pod))
+	require.NoError(t, e.Client.Delete(t.Context(), pod))
+	pod.ResourceVersion, pod.UID = "", "made-before-the-upgrade"
+	delete(pod.Annotations, novacronv1.AnnotationPodSpecHash)
+	require.NoError(t, e.Client.Create(t.Context(), pod))
+	v.Status.LauncherPodUID = ""
+	require.NoError(t, e.Client.Status().Update(t.Context(), v))
+
+	before := e.host.Calls()
+	e.reconcile(t, "web")
+	v = e.vm(t, "web")
+	assert.Equal(t, novacronv1.VMRunning, v.Status.Phase)
+	assert.Equal(t, pod.UID, v.Status.LauncherPodUID, "adopted")
+	assert.Equal(t, before["Define"], e.host.Calls()["Define"])
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "web-launcher"}, pod))
+	assert.True(t, launcher.PodMatches(pod, v), "stamped with the spec it was made from")
+	assert.False(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonLauncherPodReplaced, ""))
+}
+
+// A spec changed after the pod was placed but before the operator recorded
+// it (admission refuses the change only once the VM names its pod) is not
+// defined on the old reservation: the pod is made again from the new spec.
+func TestAPodFromAnOlderSpecIsReplacedBeforeTheDomainIsDefined(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, newVM("web"))
+	e.reconcile(t, "web")
+	e.bind(t, "web", "node-1")
+	v := e.vm(t, "web")
+	v.Spec.Template.Spec.Resources.CPU = 16
+	require.NoError(t, e.Client.Update(t.Context(), v))
+
+	e.reconcile(t, "web")
+	_, _, defined := e.host.Domain("team_web")
+	assert.False(t, defined, "not defined at 16 vCPUs on a 2-vCPU reservation")
+	assert.True(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeNormal, novacronv1.ReasonLauncherPodReplaced, "older spec"))
+	e.reconcile(t, "web")
+	pod := &corev1.Pod{}
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "web-launcher"}, pod))
+	assert.True(t, launcher.PodMatches(pod, e.vm(t, "web")))
+	assert.Equal(t, "16", pod.Spec.Containers[0].Resources.Requests.Cpu().String())
 }

@@ -1,22 +1,18 @@
 package vm
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"strings"
-	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/hooks"
 )
 
 // Hook kinds, as named in spec.template.spec.lifecycle.
@@ -25,33 +21,30 @@ const (
 	hookPreStop  = "preStop"
 )
 
-// HookRequest is the JSON body an HTTP hook receives.
-type HookRequest struct {
-	Hook       string `json:"hook"`
-	Namespace  string `json:"namespace"`
-	Name       string `json:"name"`
-	UID        string `json:"uid"`
-	Generation int64  `json:"generation"`
-	Node       string `json:"node,omitempty"`
-}
-
 // hookOutcome is where a hook run stands.
 type hookOutcome int
 
 const (
 	hookSucceeded hookOutcome = iota
-	hookRunning               // a Job still runs; come back when it changes
+	hookRunning               // still runs; the VM is reconciled again when it ends
 	hookFailed
 )
 
 // runHook runs one lifecycle hook for the VM's current generation. Hooks run
-// at least once per start or stop; they must be safe to repeat.
+// at least once per start or stop; they must be safe to repeat. Neither kind
+// blocks the reconcile: an HTTP call runs in the background (hooks.Caller),
+// a Job in the cluster.
 func (r *Reconciler) runHook(ctx context.Context, vm *novacronv1.VirtualMachine, kind string, hook *novacronv1.LifecycleHook) (hookOutcome, error) {
 	if hook == nil {
 		return hookSucceeded, nil
 	}
 	if hook.HTTP != nil {
-		if err := r.runHTTPHook(ctx, vm, kind, hook); err != nil {
+		running, err := r.Hooks.Call(vm, kind, hook)
+		switch {
+		case running:
+			r.setCondition(vm, novacronv1.VMConditionHooksSucceeded, metav1.ConditionUnknown, novacronv1.ReasonHookRunning, kind+" hook is being called")
+			return hookRunning, nil
+		case err != nil:
 			return hookFailed, err
 		}
 		return hookSucceeded, nil
@@ -59,109 +52,20 @@ func (r *Reconciler) runHook(ctx context.Context, vm *novacronv1.VirtualMachine,
 	return r.runJobHook(ctx, vm, kind, hook)
 }
 
-func (r *Reconciler) runHTTPHook(ctx context.Context, vm *novacronv1.VirtualMachine, kind string, hook *novacronv1.LifecycleHook) error {
-	body, err := json.Marshal(HookRequest{Hook: kind, Namespace: vm.Namespace, Name: vm.Name, UID: string(vm.UID), Generation: vm.Generation, Node: vm.Status.NodeName})
-	if err != nil {
-		return err
-	}
-	method := hook.HTTP.Method
-	if method == "" {
-		method = http.MethodPost
-	}
-	timeout := time.Duration(hook.TimeoutSeconds) * time.Second
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	var lastErr error
-	for try := 0; try <= int(hook.Retries); try++ {
-		if try > 0 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Duration(try) * 500 * time.Millisecond):
-			}
-		}
-		lastErr = func() error {
-			tctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			req, err := http.NewRequestWithContext(tctx, method, hook.HTTP.URL, bytes.NewReader(body))
-			if err != nil {
-				return err
-			}
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("User-Agent", "novacron-operator")
-			for k, v := range hook.HTTP.Headers {
-				req.Header.Set(k, v)
-			}
-			resp, err := r.HTTPClient.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			if resp.StatusCode < 200 || resp.StatusCode > 299 {
-				return fmt.Errorf("%s %s answered %s: %s", method, hook.HTTP.URL, resp.Status, strings.TrimSpace(string(msg)))
-			}
-			return nil
-		}()
-		if lastErr == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s hook failed after %d tries: %w", kind, hook.Retries+1, lastErr)
-}
-
-// hookJobName is the Job that runs a hook for one generation of the VM: a new
-// start or stop (a changed spec) gets a new Job; the same one is found again
-// after an operator restart.
-func hookJobName(vm *novacronv1.VirtualMachine, kind string) string {
-	return fmt.Sprintf("%s-%s-%d", vm.Name, strings.ToLower(kind), vm.Generation)
-}
-
 func (r *Reconciler) runJobHook(ctx context.Context, vm *novacronv1.VirtualMachine, kind string, hook *novacronv1.LifecycleHook) (hookOutcome, error) {
-	name := hookJobName(vm, kind)
+	name := hooks.JobName(vm, kind)
 	var job batchv1.Job
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: name}, &job)
 	if apierrors.IsNotFound(err) {
-		if err := r.deleteOldHookJobs(ctx, vm, kind, name); err != nil {
-			return hookRunning, err
-		}
-		job = batchv1.Job{
-			ObjectMeta: metav1.ObjectMeta{
-				Name: name, Namespace: vm.Namespace,
-				Labels:          map[string]string{novacronv1.LabelVM: vm.Name, novacronv1.LabelComponent: novacronv1.ComponentHook, novacronv1.LabelHook: kind},
-				Annotations:     hook.Job.Template.Metadata.Annotations,
-				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vm, novacronv1.GroupVersion.WithKind("VirtualMachine"))},
-			},
-			Spec: *hook.Job.Template.Spec.DeepCopy(),
-		}
-		for k, v := range hook.Job.Template.Metadata.Labels {
-			if _, taken := job.Labels[k]; !taken {
-				job.Labels[k] = v
-			}
-		}
-		if job.Spec.ActiveDeadlineSeconds == nil && hook.TimeoutSeconds > 0 {
-			d := int64(hook.TimeoutSeconds) * int64(hook.Retries+1)
-			job.Spec.ActiveDeadlineSeconds = &d
-		}
-		if job.Spec.BackoffLimit == nil {
-			b := hook.Retries
-			job.Spec.BackoffLimit = &b
-		}
-		if job.Spec.Template.Spec.RestartPolicy == "" {
-			job.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyNever
-		}
-		if err := r.Client.Create(ctx, &job); err != nil {
-			if apierrors.IsInvalid(err) {
-				return hookFailed, fmt.Errorf("%s hook Job template is not a valid Job: %w", kind, err)
-			}
-			return hookRunning, err
-		}
-		r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, novacronv1.ReasonHookStarted, novacronv1.ActionRun, "%s hook: started Job %s", kind, name)
-		return hookRunning, nil
+		return r.startJobHook(ctx, vm, kind, hook)
 	}
 	if err != nil {
 		return hookRunning, err
+	}
+	if !metav1.IsControlledBy(&job, vm) {
+		// Made by someone else, perhaps to pass for a hook the platform
+		// mandates: its outcome says nothing.
+		return hookFailed, fmt.Errorf("%s hook: Job %s exists but does not belong to this VM; delete or rename it", kind, name)
 	}
 	for _, c := range job.Status.Conditions {
 		if c.Status != corev1.ConditionTrue {
@@ -177,6 +81,46 @@ func (r *Reconciler) runJobHook(ctx context.Context, vm *novacronv1.VirtualMachi
 	return hookRunning, nil
 }
 
+func (r *Reconciler) startJobHook(ctx context.Context, vm *novacronv1.VirtualMachine, kind string, hook *novacronv1.LifecycleHook) (hookOutcome, error) {
+	job, err := hooks.BuildJob(vm, kind, hook)
+	if err != nil {
+		return hookFailed, fmt.Errorf("%s hook may not run: %w", kind, err)
+	}
+	if err := r.deleteOldHookJobs(ctx, vm, kind, job.Name); err != nil {
+		return hookRunning, err
+	}
+	err = r.ensureHookAccount(ctx, vm.Namespace)
+	if err == nil {
+		err = r.Client.Create(ctx, job)
+	}
+	switch {
+	case err == nil:
+	case apierrors.IsInvalid(err):
+		return hookFailed, fmt.Errorf("%s hook Job template is not a valid Job: %w", kind, err)
+	case apierrors.IsForbidden(err) && !vm.DeletionTimestamp.IsZero():
+		// A namespace being deleted takes nothing new, and a delete cannot
+		// wait for what will never be allowed.
+		return hookFailed, fmt.Errorf("%s hook Job could not be made: %w", kind, err)
+	default:
+		return hookRunning, err
+	}
+	r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, novacronv1.ReasonHookStarted, novacronv1.ActionRun, "%s hook: started Job %s", kind, job.Name)
+	return hookRunning, nil
+}
+
+// ensureHookAccount makes the namespace's hooks.ServiceAccount: no rights,
+// no token.
+func (r *Reconciler) ensureHookAccount(ctx context.Context, namespace string) error {
+	sa := &corev1.ServiceAccount{
+		ObjectMeta:                   metav1.ObjectMeta{Name: hooks.ServiceAccount, Namespace: namespace, Labels: map[string]string{novacronv1.LabelComponent: novacronv1.ComponentHook}},
+		AutomountServiceAccountToken: ptr.To(false),
+	}
+	if err := r.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating ServiceAccount %s/%s for hook Jobs: %w", namespace, hooks.ServiceAccount, err)
+	}
+	return nil
+}
+
 // deleteOldHookJobs removes the Jobs of earlier runs of the same hook.
 func (r *Reconciler) deleteOldHookJobs(ctx context.Context, vm *novacronv1.VirtualMachine, kind, keep string) error {
 	var jobs batchv1.JobList
@@ -184,7 +128,7 @@ func (r *Reconciler) deleteOldHookJobs(ctx context.Context, vm *novacronv1.Virtu
 		return err
 	}
 	for i := range jobs.Items {
-		if jobs.Items[i].Name == keep {
+		if jobs.Items[i].Name == keep || !metav1.IsControlledBy(&jobs.Items[i], vm) {
 			continue
 		}
 		if err := r.Client.Delete(ctx, &jobs.Items[i], client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {

@@ -58,6 +58,9 @@ func (r *Reconciler) ensureRunning(ctx context.Context, vm *novacronv1.VirtualMa
 func (r *Reconciler) reserve(ctx context.Context, s *runScope) (ctrl.Result, bool, error) {
 	vm := s.vm
 	pod, err := r.launcherPod(ctx, vm)
+	if errors.Is(err, errNotOurs) {
+		return ctrl.Result{}, true, r.replaceForeignPod(ctx, vm, pod)
+	}
 	if err != nil {
 		return ctrl.Result{}, true, err
 	}
@@ -69,6 +72,9 @@ func (r *Reconciler) reserve(ctx context.Context, s *runScope) (ctrl.Result, boo
 		return ctrl.Result{}, true, nil // its deletion brings us back
 	}
 	node := pod.Spec.NodeName
+	if node == "" && !launcher.PodMatches(pod, vm) {
+		return ctrl.Result{}, true, r.replaceStalePod(ctx, vm, pod)
+	}
 	if node == "" {
 		reason, msg := launcher.SchedulingMessage(pod)
 		if r.setCondition(vm, novacronv1.VMConditionScheduled, metav1.ConditionFalse, reason, msg) && reason == corev1.PodReasonUnschedulable {
@@ -115,10 +121,37 @@ func (r *Reconciler) createLauncherPod(ctx context.Context, vm *novacronv1.Virtu
 	} else if err != nil {
 		return fmt.Errorf("creating launcher pod for VM %s/%s: %w", vm.Namespace, vm.Name, err)
 	}
+	// Recorded at once: only this pod is the VM's.
+	vm.Status.LauncherPodUID = pod.UID
+	forgetDevices(vm)
+	if err := r.Client.Status().Update(ctx, vm); err != nil {
+		return err
+	}
 	r.setPhase(ctx, vm, novacronv1.VMScheduling)
 	r.setCondition(vm, novacronv1.VMConditionScheduled, metav1.ConditionFalse, novacronv1.ReasonPending, fmt.Sprintf("launcher pod %s created; waiting for scheduler %s", pod.Name, pod.Spec.SchedulerName))
 	r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, novacronv1.ReasonLauncherPodCreated, novacronv1.ActionSchedule, "created launcher pod %s for scheduler %s", pod.Name, pod.Spec.SchedulerName)
 	return nil
+}
+
+// replaceForeignPod deletes a pod that claims to be the VM's launcher pod but
+// is not the one NovaCron made; a new one follows once it is gone.
+func (r *Reconciler) replaceForeignPod(ctx context.Context, vm *novacronv1.VirtualMachine, pod *corev1.Pod) error {
+	r.setPhase(ctx, vm, novacronv1.VMPending)
+	if !pod.DeletionTimestamp.IsZero() {
+		return nil // its deletion brings us back
+	}
+	r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, novacronv1.ReasonLauncherPodReplaced, novacronv1.ActionSchedule,
+		"pod %s claims to be the VM's launcher pod but is not the one NovaCron made; deleting it and making a new one", pod.Name)
+	return client.IgnoreNotFound(r.Client.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}))
+}
+
+// replaceStalePod deletes a launcher pod made from an older spec; the
+// scheduler places one made from the current spec once it is gone.
+func (r *Reconciler) replaceStalePod(ctx context.Context, vm *novacronv1.VirtualMachine, pod *corev1.Pod) error {
+	r.setPhase(ctx, vm, novacronv1.VMPending)
+	r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, novacronv1.ReasonLauncherPodReplaced, novacronv1.ActionSchedule,
+		"launcher pod %s was made from an older spec; replacing it so that the scheduler places the current one", pod.Name)
+	return client.IgnoreNotFound(r.Client.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}))
 }
 
 // connect reaches the node's hypervisor and reads the VM's devices there.
@@ -128,8 +161,12 @@ func (r *Reconciler) connect(ctx context.Context, s *runScope) (ctrl.Result, boo
 		return ctrl.Result{}, true, err
 	}
 	r.markReachable(s.vm, s.node)
-	if s.devices, err = launcher.Devices(s.pod); err != nil {
-		return ctrl.Result{}, true, domain.SpecErrorf(novacronv1.ReasonBadDeviceAssignment, "%v", err)
+	var held *devicesHeld
+	if s.devices, err = r.assignedDevices(ctx, s); errors.As(err, &held) {
+		r.setCondition(s.vm, novacronv1.ConditionReady, metav1.ConditionFalse, novacronv1.ReasonDevicesHeld, held.msg)
+		return ctrl.Result{RequeueAfter: time.Second}, true, nil
+	} else if err != nil {
+		return ctrl.Result{}, true, err
 	}
 	s.vm.Status.Devices = s.devices.GPUs
 	s.vm.Status.Interfaces = domain.Interfaces(s.vm, s.devices)
@@ -173,6 +210,12 @@ func (r *Reconciler) define(ctx context.Context, s *runScope) (ctrl.Result, bool
 			r.setPhase(ctx, vm, novacronv1.VMStopped)
 		}
 		return ctrl.Result{}, true, err
+	}
+	if !launcher.PodMatches(s.pod, vm) {
+		// The spec changed after the pod was placed (admission refuses that
+		// once the pod is bound, but not in the moment before the operator
+		// records it): its reservation does not hold what would be defined.
+		return ctrl.Result{}, true, r.replaceStalePod(ctx, vm, s.pod)
 	}
 	built, err := r.Domains.Build(ctx, vm, s.devices, s.hvObj, s.hv)
 	if err != nil {

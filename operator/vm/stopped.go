@@ -43,7 +43,8 @@ func (r *Reconciler) ensureStopped(ctx context.Context, vm *novacronv1.VirtualMa
 	if err := r.deleteLauncherPod(ctx, vm); err != nil {
 		return ctrl.Result{}, err
 	}
-	vm.Status.LauncherPod = ""
+	vm.Status.LauncherPod, vm.Status.LauncherPodUID = "", ""
+	forgetDevices(vm) // the next pod is assigned afresh; these are free now
 	metrics.ForgetVM(vm.Namespace, vm.Name)
 	r.Usage.Forget(vm.Namespace, vm.Name)
 	r.setPhase(ctx, vm, novacronv1.VMStopped)
@@ -88,6 +89,9 @@ func (r *Reconciler) stopGuest(ctx context.Context, vm *novacronv1.VirtualMachin
 // deleteLauncherPod frees the VM's reservation.
 func (r *Reconciler) deleteLauncherPod(ctx context.Context, vm *novacronv1.VirtualMachine) error {
 	pod, err := r.launcherPod(ctx, vm)
+	if errors.Is(err, errNotOurs) {
+		err = nil // claims the VM: it goes too
+	}
 	if err != nil || pod == nil || !pod.DeletionTimestamp.IsZero() {
 		return err
 	}
@@ -104,7 +108,7 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 	if node := vm.Status.NodeName; node != "" {
 		hvObj, hv, err := r.hypervisor(ctx, node)
 		switch {
-		case apierrors.IsNotFound(errors.Unwrap(err)):
+		case apierrors.IsNotFound(err): // the Hypervisor object, not a domain
 			r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, novacronv1.ReasonHypervisorGone, novacronv1.ActionDelete, "Hypervisor %s no longer exists; domain %s may remain on that node", node, domain.DomainName(vm))
 		case err != nil:
 			return ctrl.Result{}, err
@@ -125,6 +129,7 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 	}
 	metrics.ForgetDeletedVM(vm.Namespace, vm.Name)
 	r.Usage.Forget(vm.Namespace, vm.Name)
+	r.Hooks.Forget(vm.UID)
 	controllerutil.RemoveFinalizer(vm, Finalizer)
 	return ctrl.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, vm))
 }

@@ -7,17 +7,27 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/hooks"
 	"github.com/novacron/operator/policies"
 )
 
+// Config is what the platform team decides about admission.
+type Config struct {
+	// Schedulers are the schedulers a VM may name (empty: novacron-scheduler).
+	Schedulers []string
+	// HookEgress is where tenants' HTTP hooks may not go.
+	HookEgress hooks.Egress
+}
+
 // Setup registers every webhook with the manager's webhook server.
-func Setup(mgr ctrl.Manager, engine *policies.Engine) error {
+func Setup(mgr ctrl.Manager, engine *policies.Engine, cfg Config) error {
 	c := mgr.GetAPIReader()
 	cached := mgr.GetClient()
 	rec := mgr.GetEventRecorder("novacron-admission")
 	if err := ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachine{}).
 		WithDefaulter(VMDefaulter{}).
-		WithValidator(&VMValidator{Client: cached, APIReader: c, Policies: engine, Recorder: rec}).
+		WithValidator(&VMValidator{Client: cached, APIReader: c, Policies: engine, Recorder: rec, Schedulers: cfg.Schedulers,
+			Access: Access{Client: cached}, HookEgress: cfg.HookEgress}).
 		Complete(); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/devices"
+	"github.com/novacron/operator/operator/hooks"
 	"github.com/novacron/operator/policies"
 )
 
@@ -129,6 +131,12 @@ type VMValidator struct {
 	APIReader client.Reader
 	Policies  *policies.Engine
 	Recorder  events.EventRecorder
+	// Schedulers are those a VM may name (empty: novacron-scheduler only).
+	Schedulers []string
+	// Access checks what the VM's author may do themselves.
+	Access Access
+	// HookEgress is where HTTP hooks may not go.
+	HookEgress hooks.Egress
 }
 
 // ValidateCreate checks a new VM.
@@ -147,18 +155,31 @@ func (v *VMValidator) ValidateDelete(context.Context, *novacronv1.VirtualMachine
 }
 
 func (v *VMValidator) validate(ctx context.Context, op string, vm, old *novacronv1.VirtualMachine) (admission.Warnings, error) {
+	if old != nil && sameSpec(old, vm) && (samePolicyInput(old, vm) || !vm.DeletionTimestamp.IsZero()) {
+		// Only what nothing judges changed (the operator's finalizer, an
+		// owner reference), or a VM being deleted lets go of its metadata:
+		// the spec was judged on the change that made it so. Judging it
+		// again (a NetworkAttachmentDefinition its namespace's deletion
+		// removed, a policy added since) must never hold a delete.
+		return nil, nil
+	}
+	if old != nil && !old.DeletionTimestamp.IsZero() {
+		return nil, apierrors.NewInvalid(novacronv1.GroupVersion.WithKind("VirtualMachine").GroupKind(), vm.Name, field.ErrorList{
+			field.Forbidden(field.NewPath("spec"), "cannot change while the VirtualMachine is being deleted")})
+	}
 	errs := ValidateVMSpec(vm)
 	if old != nil {
 		errs = append(errs, validateRunningChanges(old, vm)...)
 	}
 	errs = append(errs, v.validateNetworks(ctx, vm)...)
+	errs = append(errs, v.validateScheduler(vm)...)
+	if len(errs) == 0 {
+		// Only for an otherwise valid VM: each check is a request to the
+		// API server.
+		errs = v.validateAccess(ctx, vm, old)
+	}
 	if len(errs) > 0 {
 		return nil, apierrors.NewInvalid(novacronv1.GroupVersion.WithKind("VirtualMachine").GroupKind(), vm.Name, errs)
-	}
-	if old != nil && samePolicyInput(old, vm) {
-		// Only what no policy judges changed (the operator's finalizer, an
-		// owner reference): judged already, on the change that made it so.
-		return nil, nil
 	}
 	warnings, err := admitWithPolicies(ctx, v.Client, v.Policies, v.Recorder, op, "VirtualMachine", vm, old)
 	if err != nil {
@@ -198,10 +219,22 @@ func (v *VMValidator) unsatisfiable(ctx context.Context, vm *novacronv1.VirtualM
 	return ""
 }
 
+// sameSpec says whether an update leaves the spec as it was, or as the
+// defaulter of this version makes it (an upgrade may default more than the
+// version that stored it).
+func sameSpec(old, vm *novacronv1.VirtualMachine) bool {
+	if equality.Semantic.DeepEqual(old.Spec, vm.Spec) {
+		return true
+	}
+	defaulted := old.DeepCopy()
+	_ = VMDefaulter{}.Default(context.Background(), defaulted)
+	return equality.Semantic.DeepEqual(defaulted.Spec, vm.Spec)
+}
+
 // samePolicyInput says whether an update leaves the spec, labels and
 // annotations, what admission policies read, as they were.
 func samePolicyInput(old, vm *novacronv1.VirtualMachine) bool {
-	return equality.Semantic.DeepEqual(old.Spec, vm.Spec) && equality.Semantic.DeepEqual(old.Labels, vm.Labels) &&
+	return sameSpec(old, vm) && equality.Semantic.DeepEqual(old.Labels, vm.Labels) &&
 		equality.Semantic.DeepEqual(old.Annotations, vm.Annotations)
 }
 
@@ -231,12 +264,31 @@ func ValidateVMSpec(vm *novacronv1.VirtualMachine) field.ErrorList {
 			}
 		}
 	}
+	errs = append(errs, validateTemplateMeta(spec.Child("template", "metadata"), vm.Spec.Template.Metadata)...)
 	if sp := vm.Spec.SnapshotPolicy; sp != nil {
 		errs = append(errs, validateSchedule(spec.Child("snapshotPolicy"), sp.Schedule, sp.TimeZone)...)
 	}
 	if mp := vm.Spec.MigrationPolicy; mp != nil && mp.Bandwidth != "" {
 		if _, err := novacronv1.ParseBandwidth(mp.Bandwidth); err != nil {
 			errs = append(errs, field.Invalid(spec.Child("migrationPolicy", "bandwidth"), mp.Bandwidth, err.Error()))
+		}
+	}
+	return errs
+}
+
+// validateTemplateMeta refuses NovaCron's own keys in what lands on the
+// launcher pod: NovaCron's components trust them there (the scheduler's
+// device assignment, the VM's size), so a tenant's copy would forge them.
+func validateTemplateMeta(path *field.Path, m novacronv1.TemplateMeta) field.ErrorList {
+	var errs field.ErrorList
+	for _, kv := range []struct {
+		child string
+		keys  map[string]string
+	}{{"labels", m.Labels}, {"annotations", m.Annotations}} {
+		for _, k := range slices.Sorted(maps.Keys(kv.keys)) {
+			if novacronv1.IsReserved(k) {
+				errs = append(errs, field.Forbidden(path.Child(kv.child).Key(k), "the novacron.io/ prefix is reserved for NovaCron"))
+			}
 		}
 	}
 	return errs
@@ -255,11 +307,18 @@ func validateSchedule(path *field.Path, schedule, tz string) field.ErrorList {
 	return field.ErrorList{field.Invalid(path.Child("schedule"), schedule, strings.TrimPrefix(err.Error(), fmt.Sprintf("schedule %q: ", schedule)))}
 }
 
-// validateRunningChanges refuses changes a running VM cannot take.
+// validateRunningChanges refuses changes a running VM cannot take. Its
+// size, devices and networks are also fixed while a launcher pod holds its
+// place, whatever the phase (a Failed VM keeps its pod): the scheduler and
+// ResourceQuota counted that pod, and the domain is made to match it. A
+// stopped VM has no pod; its next one is placed, and counted, afresh.
 func validateRunningChanges(old, vm *novacronv1.VirtualMachine) field.ErrorList {
+	running := false
 	switch old.Status.Phase {
 	case novacronv1.VMStarting, novacronv1.VMRunning, novacronv1.VMStopping, novacronv1.VMMigrating:
-	default:
+		running = true
+	}
+	if !running && old.Status.LauncherPod == "" {
 		return nil
 	}
 	if vm.Spec.Running != nil && !*vm.Spec.Running {
@@ -269,10 +328,13 @@ func validateRunningChanges(old, vm *novacronv1.VirtualMachine) field.ErrorList 
 	p := field.NewPath("spec", "template", "spec")
 	o, n := &old.Spec.Template.Spec, &vm.Spec.Template.Spec
 	msg := fmt.Sprintf("cannot change while the VM is %s; stop it first (spec.running: false), then change it", old.Status.Phase)
+	if !running {
+		msg = fmt.Sprintf("cannot change while launcher pod %s holds the VM's place on node %s; stop the VM first (spec.running: false), then change it", old.Status.LauncherPod, old.Status.NodeName)
+	}
 	if !equality.Semantic.DeepEqual(o.Resources, n.Resources) {
 		errs = append(errs, field.Forbidden(p.Child("resources"), msg))
 	}
-	if o.Image != n.Image {
+	if running && o.Image != n.Image {
 		errs = append(errs, field.Forbidden(p.Child("image"), msg))
 	}
 	if !equality.Semantic.DeepEqual(o.Devices, n.Devices) {
@@ -282,6 +344,21 @@ func validateRunningChanges(old, vm *novacronv1.VirtualMachine) field.ErrorList 
 		errs = append(errs, field.Forbidden(p.Child("networks"), msg))
 	}
 	return errs
+}
+
+// validateScheduler allows only the schedulers that place VMs as NovaCron
+// counts them (novacron-scheduler, or those the platform team adds): any
+// other would skip the VM's capacity, device and policy checks.
+func (v *VMValidator) validateScheduler(vm *novacronv1.VirtualMachine) field.ErrorList {
+	name := vm.Spec.Template.Spec.SchedulerName
+	allowed := v.Schedulers
+	if len(allowed) == 0 {
+		allowed = []string{novacronv1.DefaultSchedulerName}
+	}
+	if name == "" || slices.Contains(allowed, name) {
+		return nil
+	}
+	return field.ErrorList{field.NotSupported(field.NewPath("spec", "template", "spec", "schedulerName"), name, allowed)}
 }
 
 // validateNetworks checks each sr-iov network names a NetworkAttachmentDefinition

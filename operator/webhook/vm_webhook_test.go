@@ -47,6 +47,26 @@ func TestRunningVMRefusesHardwareChanges(t *testing.T) {
 	assert.Empty(t, validateRunningChanges(old, labelsOnly), "labels may change while running")
 }
 
+// A VM that failed keeps its launcher pod, which the scheduler and quota
+// counted at the old size: no resize until it is stopped.
+func TestAVMWithABoundPodRefusesHardwareChangesWhateverThePhase(t *testing.T) {
+	old := loadSample(t, "vm-basic.yaml")
+	old.Status.Phase, old.Status.LauncherPod, old.Status.NodeName = novacronv1.VMFailed, "web-launcher", "compute-1"
+	changed := old.DeepCopy()
+	changed.Spec.Template.Spec.Resources.CPU = 64
+	changed.Spec.Template.Spec.Devices = []novacronv1.Device{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Count: 1}}
+	errs := validateRunningChanges(old, changed)
+	require.Len(t, errs, 2)
+	assert.Equal(t, "spec.template.spec.resources: Forbidden: cannot change while launcher pod web-launcher holds the VM's place on node compute-1; stop the VM first (spec.running: false), then change it", errs[0].Error())
+	assert.Equal(t, "spec.template.spec.devices", errs[1].Field)
+
+	fixImage := old.DeepCopy()
+	fixImage.Spec.Template.Spec.Image.Source = "marketplace://debian-12"
+	assert.Empty(t, validateRunningChanges(old, fixImage), "a failed VM's image may be fixed: the pod does not depend on it")
+	old.Status.LauncherPod = ""
+	assert.Empty(t, validateRunningChanges(old, changed), "without a pod it may change")
+}
+
 func TestValidateVMSpec(t *testing.T) {
 	for _, name := range []string{"vm-basic.yaml", "vm-live-migration.yaml", "vm-snapshot-policy.yaml", "vm-gpu.yaml", "vm-multi-nic.yaml", "vm-cloud-init.yaml", "vm-node-affinity.yaml"} {
 		assert.Empty(t, ValidateVMSpec(loadSample(t, name)), "sample %s", name)

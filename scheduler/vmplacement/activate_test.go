@@ -81,3 +81,37 @@ func keys(m map[string]*corev1.Pod) []string {
 	}
 	return out
 }
+
+// A launcher pod waits, outside the scheduling cycle, until its VM records
+// it; the record arriving sends it to the queue.
+func TestOnlyAPodItsVMRecordsIsPlaced(t *testing.T) {
+	h := &activations{informers: informers.NewSharedInformerFactory(fake.NewClientset(), 0)}
+	pending := vmOf("web")
+	pending.Status.LauncherPod, pending.Status.LauncherPodUID = "", ""
+	p, idx := withVMCache(t, pending)
+	p.handle = h
+	p.ready.Store(true)
+	pod := launcher("web")
+	pod.Spec.NodeName = ""
+	require.NoError(t, h.informers.Core().V1().Pods().Informer().GetIndexer().Add(pod))
+
+	st := p.PreEnqueue(t.Context(), pod)
+	require.NotNil(t, st)
+	assert.Equal(t, fwk.UnschedulableAndUnresolvable, st.Code())
+	assert.Contains(t, st.Message(), "does not record pod web")
+
+	recorded := vmOf("web")
+	require.NoError(t, idx.Update(recorded))
+	p.vmChanged(pending, recorded)
+	require.Len(t, h.woken, 1)
+	assert.Equal(t, []string{"ns/web"}, keys(h.woken[0]))
+	assert.Nil(t, p.PreEnqueue(t.Context(), pod))
+
+	forged := pod.DeepCopy()
+	forged.UID = "forged"
+	assert.NotNil(t, p.PreEnqueue(t.Context(), forged), "same name and owner, not the recorded pod")
+	stats := recorded.DeepCopy()
+	stats.Status.Phase = novacronv1.VMRunning
+	p.vmChanged(recorded, stats)
+	assert.Len(t, h.woken, 1, "a change of nothing PreEnqueue reads wakes nobody")
+}

@@ -3,7 +3,6 @@ package vmplacement
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +57,9 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	}
 	if err != nil {
 		return nil, fwk.AsStatus(err)
+	}
+	if st := p.PreEnqueue(ctx, pod); st != nil {
+		return nil, st // the record was undone since
 	}
 	s := &cycleState{}
 	spec := &vm.Spec.Template.Spec
@@ -161,7 +163,7 @@ type nodeUse struct {
 // which hears of the same update on another goroutine: a cycle in between
 // would see the device free.
 func (p *Plugin) usage(e *hvEntry, ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
-	u := podUsage(e, ni)
+	u := p.podUsage(e, ni)
 	if p.reserved.Load() == 0 {
 		return u // the common case: no device pod in flight, no lock
 	}
@@ -204,12 +206,18 @@ func (p *Plugin) dropCounted(node string, counted sets.Set[types.UID]) {
 	}
 }
 
-// podUsage sums the launcher pods on a node. It is computed once per change of
-// the node's pods (the NodeInfo's generation), not once per pod and node: it
-// would otherwise be most of the plugin's time.
-func podUsage(e *hvEntry, ni fwk.NodeInfo) nodeUse {
-	gen := ni.GetGeneration()
-	if c := e.use.Load(); c != nil && c.generation == gen {
+// podUsage sums the VMs whose pods are on a node. It is computed once per
+// change of the node's pods (the NodeInfo's generation) or of what VMs
+// record (vmEpoch), not once per pod and node: it would otherwise be most of
+// the plugin's time.
+//
+// A pod counts only as the pod its VM's status records (which tenants cannot
+// write), and by the VM's own size and recorded devices: anyone who may make
+// pods could otherwise label one a launcher and claim, or free, a node's
+// capacity with its annotations.
+func (p *Plugin) podUsage(e *hvEntry, ni fwk.NodeInfo) nodeUse {
+	gen, epoch := ni.GetGeneration(), p.vmEpoch.Load()
+	if c := e.use.Load(); c != nil && c.generation == gen && c.epoch == epoch {
 		return c.use
 	}
 	u := nodeUse{devices: sets.New[string](), withDevices: sets.New[types.UID]()}
@@ -218,30 +226,43 @@ func podUsage(e *hvEntry, ni fwk.NodeInfo) nodeUse {
 		if !isLauncher(pod) {
 			continue
 		}
-		u.vcpus += annotationInt(pod, novacronv1.AnnotationVCPUs)
-		u.memBytes += annotationInt(pod, novacronv1.AnnotationMemoryBytes)
-		if a, ok := parseAssignment(pod); ok {
-			u.withDevices.Insert(pod.UID)
-			for _, g := range a.GPUs {
-				u.devices.Insert(g.PCIAddress)
-			}
-			for _, vf := range a.VFs {
-				u.devices.Insert(vf)
-			}
+		vm, err := p.vm(pod)
+		if err != nil || !vm.LaunchedBy(pod) {
+			continue
+		}
+		u.vcpus += max(int64(vm.Spec.Template.Spec.Resources.CPU), 0)
+		u.memBytes += max(vm.Spec.Template.Spec.Resources.Memory.Value(), 0)
+		a, ok := countedDevices(vm, pod)
+		if !ok {
+			continue
+		}
+		u.withDevices.Insert(pod.UID)
+		for _, g := range a.GPUs {
+			u.devices.Insert(g.PCIAddress)
+		}
+		for _, vf := range a.VFs {
+			u.devices.Insert(vf)
 		}
 	}
-	e.use.Store(&cachedUse{generation: gen, use: u})
+	e.use.Store(&cachedUse{generation: gen, epoch: epoch, use: u})
 	return u
 }
 
-type cachedUse struct {
-	generation int64
-	use        nodeUse
+// countedDevices are the devices a VM's pod holds: those the operator
+// checked and recorded once it saw the pod, and until then what Bind wrote on
+// it. ok is false while neither is there.
+func countedDevices(vm *novacronv1.VirtualMachine, pod *corev1.Pod) (novacronv1.DeviceAssignment, bool) {
+	if pod.UID == vm.Status.LauncherPodUID {
+		if a := vm.Status.AssignedDevices(); !a.Empty() {
+			return a, true
+		}
+	}
+	return parseAssignment(pod)
 }
 
-func annotationInt(pod *corev1.Pod, key string) int64 {
-	v, _ := strconv.ParseInt(pod.Annotations[key], 10, 64)
-	return v
+type cachedUse struct {
+	generation, epoch int64
+	use               nodeUse
 }
 
 // Filter says whether the VM fits on the node, and if not, why.

@@ -55,7 +55,9 @@ type Plugin struct {
 	// memory need no reservation: the assumed pod carries their annotations.
 	reserve  map[string]map[types.UID][]string
 	reserved atomic.Int64 // pods in reserve, read without the lock
-	nads     map[string]nadEntry
+	// vmEpoch counts changes of what podUsage reads of VMs.
+	vmEpoch atomic.Int64
+	nads    map[string]nadEntry
 
 	// hvCache holds every Hypervisor converted once per change, not once per
 	// node per pod: Filter and Score read it for every node of every cycle.
@@ -145,6 +147,9 @@ func (p *Plugin) watch(ctx context.Context, h fwk.Handle) error {
 		return err
 	}
 	p.vms = cache.NewGenericLister(vmInformer.GetIndexer(), vmsGVR.GroupResource())
+	if _, err := vmInformer.AddEventHandler(p.vmHandler()); err != nil {
+		return err
+	}
 	pol := f.ForResource(policiesGVR).Informer()
 	logger := klog.FromContext(ctx)
 	if _, err := pol.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -161,9 +166,18 @@ func (p *Plugin) watch(ctx context.Context, h fwk.Handle) error {
 	}); err != nil {
 		return err
 	}
+	podInformer := h.SharedInformerFactory().Core().V1().Pods().Informer()
+	// activateLaunchers lists a VM's pods in its namespace; the scheduler's
+	// own pod informer has no index for that (another profile's instance of
+	// this plugin may have added it already).
+	if _, ok := podInformer.GetIndexer().GetIndexers()[cache.NamespaceIndex]; !ok {
+		if err := podInformer.AddIndexers(cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}); err != nil {
+			klog.FromContext(ctx).Info("pods are listed without a namespace index", "reason", err)
+		}
+	}
 	// A reservation ends when the scheduler's snapshot counts the pod's devices
 	// from its annotation (see usage), on Unreserve, or when the pod is gone.
-	if _, err := h.SharedInformerFactory().Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		DeleteFunc: func(o any) {
 			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
 				o = d.Obj

@@ -7,17 +7,24 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 )
 
+// launcher is a bound launcher pod the way the operator makes one: controlled
+// by its VM (vmOf), which records its UID.
 func launcher(uid string, devices ...string) *corev1.Pod {
+	vm := vmOf(uid)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: uid, Namespace: "ns", UID: types.UID(uid),
-		Labels:      map[string]string{novacronv1.LabelComponent: novacronv1.ComponentLauncher, novacronv1.LabelVM: uid},
-		Annotations: map[string]string{novacronv1.AnnotationVCPUs: "2", novacronv1.AnnotationMemoryBytes: "1024"}},
+		Labels:          map[string]string{novacronv1.LabelComponent: novacronv1.ComponentLauncher, novacronv1.LabelVM: uid},
+		Annotations:     map[string]string{},
+		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vm, novacronv1.GroupVersion.WithKind("VirtualMachine"))}},
 		Spec: corev1.PodSpec{NodeName: "gpu-1"}}
 	if len(devices) > 0 {
 		var a novacronv1.DeviceAssignment
@@ -28,6 +35,30 @@ func launcher(uid string, devices ...string) *corev1.Pod {
 		pod.Annotations[novacronv1.AnnotationAssignedDevices] = string(raw)
 	}
 	return pod
+}
+
+// vmOf is the VM of launcher(name): 2 vCPUs, 1Ki of memory, recording the
+// pod.
+func vmOf(name string) *novacronv1.VirtualMachine {
+	vm := &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("vm-" + name)}}
+	vm.Spec.Template.Spec.Resources = novacronv1.VMResources{CPU: 2, Memory: resource.MustParse("1Ki")}
+	vm.Status.LauncherPod, vm.Status.LauncherPodUID = name, types.UID(name)
+	return vm
+}
+
+// withVMs is a plugin whose VM cache holds vms.
+func withVMs(t *testing.T, vms ...*novacronv1.VirtualMachine) *Plugin {
+	p, _ := withVMCache(t, vms...)
+	return p
+}
+
+func withVMCache(t *testing.T, vms ...*novacronv1.VirtualMachine) (*Plugin, cache.Indexer) {
+	t.Helper()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	for _, vm := range vms {
+		require.NoError(t, idx.Add(vm))
+	}
+	return &Plugin{reserve: map[string]map[types.UID][]string{}, vms: cache.NewGenericLister(idx, vmsGVR.GroupResource())}, idx
 }
 
 // gpuHost is a node with three T4s.
@@ -48,7 +79,7 @@ func nodeInfo(pods ...*corev1.Pod) *framework.NodeInfo {
 // A device reserved for a pod stays taken until the snapshot the scheduler
 // works from carries the pod's annotation, whatever the informers heard.
 func TestReservationLastsUntilTheSnapshotCountsThePod(t *testing.T) {
-	p := &Plugin{reserve: map[string]map[types.UID][]string{}}
+	p := withVMs(t, vmOf("a"), vmOf("b"))
 	e := &hvEntry{hv: gpuHost(), devices: 6}
 	next := launcher("next")
 
@@ -74,4 +105,47 @@ func TestReservationLastsUntilTheSnapshotCountsThePod(t *testing.T) {
 	p.forget("b")
 	require.Zero(t, p.reserved.Load())
 	assert.False(t, p.usage(e, nodeInfo(launcher("b")), next).devices.Has("0000:3c:00.0"))
+}
+
+// Anyone who may make pods can label one a launcher and write its
+// annotations: only the pod a VM records counts, by the VM's size, with the
+// devices the operator recorded once it had checked them.
+func TestOnlyThePodsVMsRecordCountAndByTheVMsOwnSize(t *testing.T) {
+	recorded := vmOf("a")
+	recorded.Status.Devices = []novacronv1.AssignedDevice{{Type: novacronv1.DeviceTypeGPU, PCIAddress: "0000:3b:00.0"}}
+	p := withVMs(t, recorded, vmOf("b"), vmOf("c"))
+	e := &hvEntry{hv: gpuHost(), devices: 3}
+
+	own := launcher("a", "0000:3c:00.0") // annotation rewritten after the operator recorded 3b
+	own.Spec.Containers = []corev1.Container{{Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1m")}}}}
+
+	forged := launcher("b", "0000:3d:00.0") // b's name and owner, not the pod b records
+	forged.UID, forged.Name = "forged", "b-launcher-2"
+
+	noOwner := launcher("c")
+	noOwner.OwnerReferences = nil
+
+	orphan := launcher("gone", "0000:3d:00.0") // no such VM
+
+	u := p.podUsage(e, nodeInfo(own, forged, noOwner, orphan))
+	assert.Equal(t, int64(2), u.vcpus, "a alone, by its spec")
+	assert.Equal(t, int64(1024), u.memBytes)
+	assert.Equal(t, []string{"0000:3b:00.0"}, sets.List(u.devices), "the recorded device, not the annotation")
+}
+
+// A pod becomes the VM's when the VM records it; the cached use must see
+// that without a change of the node's pods.
+func TestARecordArrivingLaterIsCounted(t *testing.T) {
+	vm := vmOf("a")
+	vm.Status.LauncherPodUID = ""
+	vm.Status.LauncherPod = ""
+	p, idx := withVMCache(t, vm)
+	e := &hvEntry{hv: gpuHost(), devices: 3}
+	ni := nodeInfo(launcher("a"))
+	assert.Zero(t, p.podUsage(e, ni).vcpus)
+
+	recorded := vmOf("a")
+	require.NoError(t, idx.Update(recorded))
+	p.vmChanged(vm, recorded)
+	assert.Equal(t, int64(2), p.podUsage(e, ni).vcpus)
 }

@@ -30,36 +30,16 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m, setUp, testenv.WithWebhook
 
 func setUp(s *testenv.Suite) error {
 	env = s.Env
-	// The operator with its webhook server where the API server expects it,
-	// serving the self-signed certificate it makes for local runs; the webhook
-	// configurations then trust its CA, as cert-manager's injection would do.
-	certDir := filepath.Join(s.Dir, "webhook-certs")
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr = "0", "0"
-	opts.WebhookHost, opts.WebhookPort, opts.WebhookCertDir = env.WebhookHost, env.WebhookPort, certDir
-	opts.WebhookSelfSignedHosts = []string{env.WebhookHost}
-	stop, _, err := env.RunOperator(opts, nil)
+	// A platform team that runs a second scheduler for VMs says so.
+	opts.Admission.Schedulers = []string{novacronv1.DefaultSchedulerName, "my-scheduler"}
+	stop, err := env.RunOperatorWithWebhooks(s.Dir, opts, nil)
 	if err != nil {
 		return err
 	}
 	s.Cleanup(stop)
-	if err := trustCA(filepath.Join(certDir, "ca.crt")); err != nil {
-		return fmt.Errorf("trusting the operator's CA: %w", err)
-	}
-
-	// The built-in policies, as `kubectl apply -f manifests/policies/` installs
-	// them, once the webhook server (which validates them) answers.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err := env.Kubectl(s.Ctx, "apply", "-f", filepath.Join(env.RepoRoot, "manifests", "policies"))
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("installing the built-in policies: %w", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return env.InstallPolicies(s.Ctx)
 }
 
 func waitCompiled(t *testing.T, name string, gen int64) *novacronv1.VirtualMachinePolicy {
@@ -73,33 +53,6 @@ func waitCompiled(t *testing.T, name string, gen int64) *novacronv1.VirtualMachi
 		return c != nil && c.ObservedGeneration >= gen
 	}, 20*time.Second, 20*time.Millisecond, "policy %s generation %d was never compiled", name, gen)
 	return p
-}
-
-// trustCA puts the CA into every NovaCron webhook's caBundle.
-func trustCA(file string) error {
-	ca, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	m := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Name: "novacron-mutating-webhook"}, m); err != nil {
-		return err
-	}
-	for i := range m.Webhooks {
-		m.Webhooks[i].ClientConfig.CABundle = ca
-	}
-	if err := env.Client.Update(ctx, m); err != nil {
-		return err
-	}
-	v := &admissionregistrationv1.ValidatingWebhookConfiguration{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Name: "novacron-validating-webhook"}, v); err != nil {
-		return err
-	}
-	for i := range v.Webhooks {
-		v.Webhooks[i].ClientConfig.CABundle = ca
-	}
-	return env.Client.Update(ctx, v)
 }
 
 // operator waits until the built-in policies are in force.

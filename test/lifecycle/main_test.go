@@ -7,6 +7,7 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -44,11 +45,14 @@ func setUp(s *testenv.Suite) error {
 	return nil
 }
 
-// nodes are two plain compute nodes; the tests bind launcher pods to them
-// themselves (test/scheduling runs the scheduler).
+// nodes are two compute nodes (node-2 with a GPU and VFs); the tests bind
+// launcher pods to them themselves (test/scheduling runs the scheduler).
 var nodes = []devenv.SimNode{
 	{Name: "node-1", Kind: devenv.NodeKind{Name: "compute", CPUs: 16, Memory: resource.MustParse("64Gi")}},
-	{Name: "node-2", Kind: devenv.NodeKind{Name: "compute", CPUs: 16, Memory: resource.MustParse("64Gi")}},
+	{Name: "node-2", Kind: devenv.NodeKind{Name: "compute", CPUs: 16, Memory: resource.MustParse("64Gi"),
+		// What tests assign by hand must be the node's: the operator checks.
+		GPUs:  []devenv.GPUKind{{Vendor: "nvidia", Model: "tesla-t4", Count: 1}},
+		SRIOV: []devenv.VFPool{{ResourceName: "intel.com/sriov_data", VFs: 2}}}},
 }
 
 // startOperator runs the operator with settings that make tests quick.
@@ -63,6 +67,9 @@ func startOperator(t *testing.T) (stop func()) {
 	opts.UnreachableRetry = 200 * time.Millisecond
 	opts.SerialLogDir = t.TempDir()
 	opts.Webhooks = false // test/admission covers them
+	// The hook servers listen on loopback, which tenants' hooks may not
+	// reach (test/security checks that).
+	opts.HookEgress.Allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	return env.StartOperator(t, opts, hypervisors)
 }
 

@@ -168,7 +168,8 @@ func createNodes(ctx context.Context, c client.Client, n int) error {
 	})
 }
 
-// createWorkload makes n VMs and their launcher pods (as the operator would),
+// createWorkload makes n VMs and their launcher pods, recorded in the VMs'
+// status (as the operator would),
 // for one profile: 90% plain 2-vCPU VMs, 5% with a GPU, 5% with an SR-IOV NIC.
 func createWorkload(ctx context.Context, c client.Client, ns, profile string, n int) error {
 	return parallel(n, func(i int) error {
@@ -185,7 +186,13 @@ func createWorkload(ctx context.Context, c client.Client, ns, profile string, n 
 		}
 		pod := launcher.BuildPod(v, launcher.Config{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 1, MemoryOvercommitRatio: 1},
 			map[string]string{"data": "intel.com/sriov_data"})
-		return c.Create(ctx, pod)
+		if err := c.Create(ctx, pod); err != nil {
+			return err
+		}
+		// Recorded as the operator does: the scheduler places only pods
+		// their VM records.
+		v.Status.LauncherPodUID = pod.UID
+		return c.Status().Update(ctx, v)
 	})
 }
 

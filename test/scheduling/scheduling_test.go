@@ -17,7 +17,6 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/domain"
-	"github.com/novacron/operator/operator/launcher"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/test/testenv"
 )
@@ -188,16 +187,23 @@ func TestOvercommitAndNodeSelector(t *testing.T) {
 		vms = append(vms, v)
 	}
 	create(t, vms...)
+	// Four run, whichever were placed first; the fifth waits.
 	perNode := map[string]int{}
-	for _, v := range vms[:4] {
-		got := running(t, v)
-		perNode[got.Status.NodeName]++
+	var pending *novacronv1.VirtualMachine
+	for _, v := range vms {
+		got := env.WaitVM(t, client.ObjectKeyFromObject(v), timeout, "Running or a reason", func(v *novacronv1.VirtualMachine) bool {
+			return v.Status.Phase == novacronv1.VMRunning || strings.Contains(scheduledCondition(v), "Unschedulable")
+		})
+		if got.Status.Phase == novacronv1.VMRunning {
+			perNode[got.Status.NodeName]++
+		} else {
+			require.Nil(t, pending, "only one VM is left over")
+			pending = got
+		}
 	}
 	// 16 vCPUs per node hold two 6-vCPU VMs, not three.
 	assert.Equal(t, map[string]int{"cpu-1": 2, "cpu-2": 2}, perNode)
-	pending := env.WaitVM(t, client.ObjectKeyFromObject(vms[4]), timeout, "a reason", func(v *novacronv1.VirtualMachine) bool {
-		return strings.Contains(scheduledCondition(v), "Unschedulable")
-	})
+	require.NotNil(t, pending)
 	assert.Contains(t, scheduledCondition(pending), "cpu-1: 4/16 vCPUs free, 6 needed")
 }
 
@@ -284,61 +290,74 @@ func TestPlacementPolicy(t *testing.T) {
 }
 
 // A migration's target pod never lands on the source node, and only on nodes
-// whose CPU model matches the source's.
+// whose CPU model matches the source's. The migrations are real ones: only
+// the pods a VM records as its own are placed at all.
 func TestMigrationTargets(t *testing.T) {
 	ns := namespace(t, "migration")
 	ctx := context.Background()
 	v := newVM(ns, "mover", 1)
 	v.Spec.Template.Spec.NodeSelector = map[string]string{"node.novacron.io/type": "compute"}
+	v.Spec.MigrationPolicy = &novacronv1.MigrationPolicy{AllowLiveMigration: true}
 	create(t, v)
-	src := running(t, v).Status.NodeName
-	other := map[string]string{"cpu-1": "cpu-2", "cpu-2": "cpu-1"}[src]
+	running(t, v)
+	other := map[string]string{"cpu-1": "cpu-2", "cpu-2": "cpu-1"}
 
-	target := func(name string) *corev1.Pod {
-		p := launcher.BuildPod(v, launcher.Config{Image: "registry.k8s.io/pause:3.10", CPUAllocationRatio: 2, MemoryOvercommitRatio: 1}, nil)
-		p.Name, p.OwnerReferences = name, nil
-		p.Labels[novacronv1.LabelMigrationSource] = src
-		require.NoError(t, env.Client.Create(ctx, p))
-		t.Cleanup(func() { _ = env.Client.Delete(ctx, p) })
-		return p
-	}
-	waitPod := func(p *corev1.Pod, ok func(*corev1.Pod) bool) *corev1.Pod {
+	// target starts a migration and waits for its target pod to be placed
+	// or refused (the migration itself may then go either way).
+	n := 0
+	target := func() (src string, pod *corev1.Pod) {
+		n++
+		vm := running(t, v)
+		m := &novacronv1.VirtualMachineMigration{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("move-%d", n), Namespace: ns},
+			Spec: novacronv1.VirtualMachineMigrationSpec{VMName: v.Name}}
+		require.NoError(t, env.Client.Create(ctx, m))
+		t.Cleanup(func() { _ = env.Client.Delete(ctx, m) })
+		pod = &corev1.Pod{}
 		require.Eventually(t, func() bool {
-			return env.Client.Get(ctx, client.ObjectKeyFromObject(p), p) == nil && ok(p)
+			if env.Client.Get(ctx, client.ObjectKeyFromObject(m), m) != nil || m.Status.TargetPod == "" {
+				return false
+			}
+			err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: m.Status.TargetPod}, pod)
+			return err == nil && (pod.Spec.NodeName != "" || refused(pod))
 		}, timeout, 50*time.Millisecond)
-		return p
+		if refused(pod) {
+			require.NoError(t, env.Client.Delete(ctx, m))
+		}
+		env.WaitVM(t, client.ObjectKeyFromObject(v), timeout, "its migration over", func(v *novacronv1.VirtualMachine) bool {
+			return v.Status.MigrationState == nil && v.Status.Phase == novacronv1.VMRunning
+		})
+		return vm.Status.NodeName, pod
 	}
-	bound := waitPod(target("mover-target-1"), func(p *corev1.Pod) bool { return p.Spec.NodeName != "" })
-	assert.Equal(t, other, bound.Spec.NodeName, "never the source node")
+	src, pod := target()
+	assert.Equal(t, other[src], pod.Spec.NodeName, "never the source node")
 
-	// A different CPU model on the only other node leaves the target unplaced.
-	hv := &novacronv1.Hypervisor{}
-	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: other}, hv))
-	saved := hv.Status.CPUModel
-	hv.Status.CPUModel = "Skylake-Server"
-	require.NoError(t, env.Client.Status().Update(ctx, hv))
-	t.Cleanup(func() {
-		require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: other}, hv))
-		hv.Status.CPUModel = saved
-		require.NoError(t, env.Client.Status().Update(ctx, hv))
-	})
+	// A different CPU model on the other node leaves the target unplaced.
 	// The scheduler learns of the change through its informer: a target made
 	// before that may still be placed, so try until one is refused.
-	var p *corev1.Pod
-	for i := 0; p == nil; i++ {
-		require.Less(t, i, 50, "the CPU model change never reached the scheduler")
-		cand := target(fmt.Sprintf("mover-target-%d", i+2))
-		waitPod(cand, func(c *corev1.Pod) bool { return c.Spec.NodeName != "" || refused(c) })
-		if refused(cand) {
-			p = cand
-		} else {
-			require.NoError(t, env.Client.Delete(ctx, cand))
-		}
+	setModel := func(node, model string) (was string) {
+		hv := &novacronv1.Hypervisor{}
+		require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: node}, hv))
+		was, hv.Status.CPUModel = hv.Status.CPUModel, model
+		require.NoError(t, env.Client.Status().Update(ctx, hv))
+		return was
 	}
-	assert.Empty(t, p.Spec.NodeName)
-	for _, c := range p.Status.Conditions {
+	src = running(t, v).Status.NodeName
+	changed := other[src]
+	saved := setModel(changed, "Skylake-Server")
+	t.Cleanup(func() { setModel(changed, saved) })
+	for i := 0; !refused(pod); i++ {
+		require.Less(t, i, 20, "the CPU model change never reached the scheduler")
+		src, pod = target() // a migration placed before then may have moved the VM
+	}
+	assert.Empty(t, pod.Spec.NodeName)
+	model := func(node string) string {
+		hv := &novacronv1.Hypervisor{}
+		require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Name: node}, hv))
+		return hv.Status.CPUModel
+	}
+	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodScheduled {
-			assert.Contains(t, c.Message, other+": CPU model Skylake-Server differs from the source node's Icelake-Server")
+			assert.Contains(t, c.Message, fmt.Sprintf("%s: CPU model %s differs from the source node's %s", other[src], model(other[src]), model(src)))
 			assert.Contains(t, c.Message, src+": the VM is migrating away from this node")
 		}
 	}

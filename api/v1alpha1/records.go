@@ -1,0 +1,48 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The operator keeps in a VM's status what it made for the VM and what it
+// checked, because tenants cannot write status: a pod's labels, owner
+// reference and annotations say nothing to trust, since anyone with pod
+// rights in the namespace may write them.
+
+// LaunchedBy says whether pod is one the operator made for the VM: its
+// recorded launcher pod, or its migration's target pod.
+func (vm *VirtualMachine) LaunchedBy(pod *corev1.Pod) bool {
+	if pod.UID == "" || !metav1.IsControlledBy(pod, vm) {
+		return false
+	}
+	if m := vm.Status.MigrationState; m != nil && m.TargetPodUID == pod.UID {
+		return true
+	}
+	return pod.UID == vm.Status.LauncherPodUID || vm.AdoptsLauncherPod(pod)
+}
+
+// AdoptsLauncherPod says whether pod is the launcher pod an operator from
+// before pod UIDs were recorded made: bound, and the pod the VM names. It is
+// adopted once (its UID recorded), so an upgrade disturbs no running VM.
+func (vm *VirtualMachine) AdoptsLauncherPod(pod *corev1.Pod) bool {
+	return vm.Status.LauncherPodUID == "" && pod.Name == vm.Status.LauncherPod && pod.Spec.NodeName != "" && metav1.IsControlledBy(pod, vm)
+}
+
+// AssignedDevices are the devices the operator checked and recorded for the
+// VM on its node; empty when it has none, or none yet.
+func (s *VirtualMachineStatus) AssignedDevices() DeviceAssignment {
+	a := DeviceAssignment{GPUs: s.Devices}
+	for _, i := range s.Interfaces {
+		if i.PCIAddress != "" {
+			if a.VFs == nil {
+				a.VFs = map[string]string{}
+			}
+			a.VFs[i.Name] = i.PCIAddress
+		}
+	}
+	return a
+}
+
+// Empty says whether the assignment holds no device.
+func (a DeviceAssignment) Empty() bool { return len(a.GPUs) == 0 && len(a.VFs) == 0 }
