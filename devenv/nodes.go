@@ -82,10 +82,13 @@ func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[st
 		if err := c.Create(ctx, hv); err != nil {
 			return fmt.Errorf("creating Hypervisor %s: %w", n.Name, err)
 		}
+		// A patch of what the node publishes: the operator's probe may have
+		// written the Reachable condition since the create.
+		created := hv.DeepCopy()
 		hv.Status = n.HypervisorStatus()
 		now := metav1.Now()
 		hv.Status.LastHeartbeatTime = &now
-		if err := c.Status().Update(ctx, hv); err != nil {
+		if err := c.Status().Patch(ctx, hv, client.MergeFrom(created)); err != nil {
 			return fmt.Errorf("publishing Hypervisor %s status: %w", n.Name, err)
 		}
 	}

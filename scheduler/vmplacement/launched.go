@@ -102,3 +102,15 @@ func (p *Plugin) activateLaunchers(vm *novacronv1.VirtualMachine) {
 		p.handle.Activate(klog.Background(), waiting)
 	}
 }
+
+// indexByNamespace lets activateLaunchers list a VM's pods in its namespace;
+// the scheduler's own pod informer has no index for that (another profile's
+// instance of this plugin may have added it already).
+func indexByNamespace(ctx context.Context, pods cache.SharedIndexInformer) {
+	if _, ok := pods.GetIndexer().GetIndexers()[cache.NamespaceIndex]; ok {
+		return
+	}
+	if err := pods.AddIndexers(cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}); err != nil {
+		klog.FromContext(ctx).Info("pods are listed without a namespace index", "reason", err)
+	}
+}

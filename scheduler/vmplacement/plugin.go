@@ -167,14 +167,7 @@ func (p *Plugin) watch(ctx context.Context, h fwk.Handle) error {
 		return err
 	}
 	podInformer := h.SharedInformerFactory().Core().V1().Pods().Informer()
-	// activateLaunchers lists a VM's pods in its namespace; the scheduler's
-	// own pod informer has no index for that (another profile's instance of
-	// this plugin may have added it already).
-	if _, ok := podInformer.GetIndexer().GetIndexers()[cache.NamespaceIndex]; !ok {
-		if err := podInformer.AddIndexers(cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}); err != nil {
-			klog.FromContext(ctx).Info("pods are listed without a namespace index", "reason", err)
-		}
-	}
+	indexByNamespace(ctx, podInformer)
 	// A reservation ends when the scheduler's snapshot counts the pod's devices
 	// from its annotation (see usage), on Unreserve, or when the pod is gone.
 	if _, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
