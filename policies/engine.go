@@ -38,6 +38,31 @@ var decisionRules = map[novacronv1.DecisionPoint][]string{
 	novacronv1.DecisionMigration: {"deny_migration"},
 }
 
+// EvalTimeout bounds one policy's evaluation for one request: a slow policy,
+// or one whose cost a tenant's object amplifies (thousands of tolerations),
+// must not stall admission or the scheduler's single scheduling loop. Past it
+// the evaluation is an error, which refuses the request (fails closed).
+var EvalTimeout = 250 * time.Millisecond
+
+// deniedBuiltins reach outside the policy's input: the network (http.send
+// would let a policy author's Rego call any address from the operator and the
+// scheduler; net.lookup_ip_addr resolves names) or the process (opa.runtime
+// shows its environment). Policies using them do not compile.
+var deniedBuiltins = map[string]bool{"http.send": true, "net.lookup_ip_addr": true, "opa.runtime": true}
+
+// capabilities are this OPA's builtins less deniedBuiltins.
+var capabilities = func() *ast.Capabilities {
+	c := ast.CapabilitiesForThisVersion()
+	kept := c.Builtins[:0]
+	for _, b := range c.Builtins {
+		if !deniedBuiltins[b.Name] {
+			kept = append(kept, b)
+		}
+	}
+	c.Builtins = kept
+	return c
+}()
+
 // Policy is one compiled VirtualMachinePolicy.
 type Policy struct {
 	Name        string
@@ -151,7 +176,7 @@ func (e *Engine) Compile(ctx context.Context, p *novacronv1.VirtualMachinePolicy
 		mods[k] = v
 	}
 	mods[file] = mod
-	compiler := ast.NewCompiler()
+	compiler := ast.NewCompiler().WithCapabilities(capabilities)
 	if compiler.Compile(mods); compiler.Failed() {
 		return nil, compileErrorFrom(p.Name, compiler.Errors)
 	}
@@ -183,7 +208,9 @@ func (e *Engine) Compile(ctx context.Context, p *novacronv1.VirtualMachinePolicy
 		// Each rule is queried on its own so a missing one is not the whole
 		// query undefined.
 		for i, part := range parts {
-			q, err := rego.New(rego.Query(part), rego.Compiler(compiler)).PrepareForEval(ctx)
+			// Strict: a builtin that fails (units.parse_bytes of "1u") is an
+			// error, not an undefined value that lets a deny rule pass.
+			q, err := rego.New(rego.Query(part), rego.Compiler(compiler), rego.Capabilities(capabilities), rego.StrictBuiltinErrors(true)).PrepareForEval(ctx)
 			if err != nil {
 				return nil, compileErrorFrom(p.Name, err)
 			}
@@ -254,6 +281,8 @@ func (e *Engine) snapshot(point novacronv1.DecisionPoint) []*Policy {
 
 // eval runs a policy's queries for a decision point and returns rule -> value.
 func (p *Policy) eval(ctx context.Context, point novacronv1.DecisionPoint, input ast.Value) (map[string]any, error) {
+	ctx, cancel := context.WithTimeout(ctx, EvalTimeout)
+	defer cancel()
 	out := map[string]any{}
 	for i := 0; ; i++ {
 		q, ok := p.queries[point+novacronv1.DecisionPoint(fmt.Sprintf("/%d", i))]
@@ -261,6 +290,9 @@ func (p *Policy) eval(ctx context.Context, point novacronv1.DecisionPoint, input
 			return out, nil
 		}
 		rs, err := q.Eval(ctx, rego.EvalParsedInput(input))
+		if err != nil && ctx.Err() != nil {
+			return nil, fmt.Errorf("evaluation took longer than %s", EvalTimeout)
+		}
 		if err != nil {
 			return nil, err
 		}

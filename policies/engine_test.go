@@ -161,3 +161,65 @@ deny_migration contains "GPU VMs do not move" if input.vm.spec.template.spec.dev
 	require.NoError(t, err)
 	assert.Empty(t, denials)
 }
+
+// A policy sees only its input: the builtins that reach the network or the
+// process do not compile.
+func TestPoliciesCannotReachOutside(t *testing.T) {
+	ctx := context.Background()
+	e, err := NewEngine()
+	require.NoError(t, err)
+	for _, call := range []string{`http.send({"method": "get", "url": "http://169.254.169.254/"})`, `net.lookup_ip_addr("kubernetes.default")`, `opa.runtime()`} {
+		err := e.Upsert(ctx, policy("exfil", novacronv1.EnforcementDeny, "package exfil\ndeny contains x if { x := "+call+" }\n"))
+		var ce *CompileError
+		require.ErrorAs(t, err, &ce, call)
+		assert.Contains(t, ce.Error(), "undefined function", call)
+	}
+	assert.Empty(t, e.Policies())
+}
+
+// A builtin's failure is the evaluation's, which refuses the request, not an
+// undefined value that lets a deny rule pass; so is a policy that runs too long.
+func TestBuiltinErrorsAndSlowPoliciesFailClosed(t *testing.T) {
+	ctx := context.Background()
+	e, err := NewEngine()
+	require.NoError(t, err)
+	require.NoError(t, e.Upsert(ctx, policy("parse", novacronv1.EnforcementDeny, `package parse
+import data.novacron.lib
+deny contains "too big" if lib.memory_bytes(lib.vm_spec.resources.memory) > 1024
+`)))
+	in := vmInput(2, nil)
+	in.Object.(map[string]any)["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["resources"].(map[string]any)["memory"] = "1099511627776000001u"
+	_, err = e.Admit(ctx, in)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "policy parse: ")
+	assert.Contains(t, err.Error(), "units.parse_bytes")
+
+	e.Remove("parse")
+	require.NoError(t, e.Upsert(ctx, policy("slow", novacronv1.EnforcementDeny, `package slow
+deny contains "never" if {
+	some i in numbers.range(1, 100000)
+	some j in numbers.range(1, 100000)
+	i * j == -1
+}
+`)))
+	_, err = e.Admit(ctx, vmInput(2, nil))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "policy slow: evaluation took longer than 250ms")
+}
+
+// Policies compare bytes, also where Rego misreads the quantity.
+func TestQuantitiesAreAlsoGivenInBytes(t *testing.T) {
+	ctx := context.Background()
+	e, err := NewEngine()
+	require.NoError(t, err)
+	require.NoError(t, e.Upsert(ctx, policy("bytes", novacronv1.EnforcementDeny, `package bytes
+import data.novacron.lib
+deny contains sprintf("%d bytes", [lib.vm_spec.resources.memoryBytes]) if lib.vm_spec.resources.memoryBytes > 256 * 1073741824
+`)))
+	in := vmInput(2, nil)
+	in.Object.(map[string]any)["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["resources"].(map[string]any)["memory"] = "1099511627776000001u"
+	res, err := e.Admit(ctx, in)
+	require.NoError(t, err)
+	require.Len(t, res.Denials, 1)
+	assert.Equal(t, "1099511627777 bytes", res.Denials[0].Message)
+}

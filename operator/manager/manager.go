@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -152,6 +153,23 @@ func Scheme() *runtime.Scheme {
 // Leader election keeps its lease in the operator's namespace.
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
+// The operator asks who it is (whoAmI).
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=selfsubjectreviews,verbs=create
+
+// whoAmI is the user name the API server knows the operator by: the webhooks
+// let only it make what only NovaCron makes.
+func whoAmI(ctx context.Context, cfg *rest.Config) (string, error) {
+	c, err := client.New(cfg, client.Options{Scheme: Scheme()})
+	if err != nil {
+		return "", err
+	}
+	review := &authenticationv1.SelfSubjectReview{}
+	if err := c.Create(ctx, review); err != nil {
+		return "", fmt.Errorf("asking the API server who the operator is: %w", err)
+	}
+	return review.Status.UserInfo.Username, nil
+}
+
 // HTTP1Only keeps a TLS server to HTTP/1.1: HTTP/2's stream handling gave
 // anyone who can reach a port ways to exhaust the server (rapid reset,
 // CVE-2023-44487), and the API server's webhook calls need no HTTP/2.
@@ -201,11 +219,15 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 	if err != nil {
 		return nil, err
 	}
-	if err := (&policy.Reconciler{Client: mgr.GetClient(), Engine: engine, Recorder: mgr.GetEventRecorder("novacron-policy")}).SetupWithManager(mgr); err != nil {
+	policyLoader := &policy.Reconciler{Client: mgr.GetClient(), Engine: engine, Recorder: mgr.GetEventRecorder("novacron-policy")}
+	if err := policyLoader.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the VirtualMachinePolicy controller: %w", err)
 	}
 	opts.HookEgress.Deny = append(slices.Clone(opts.HookEgress.Deny), apiServerAddrs(mgr.GetConfig().Host)...)
 	opts.Admission.HookEgress = opts.HookEgress
+	if opts.Admission.Operator, err = whoAmI(context.Background(), cfg); err != nil {
+		return nil, err
+	}
 	if opts.Webhooks {
 		if err := novawebhook.Setup(mgr, engine, opts.Admission); err != nil {
 			return nil, fmt.Errorf("setting up webhooks: %w", err)
@@ -215,6 +237,9 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 		return nil, err
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("policies", policyLoader.Synced); err != nil {
 		return nil, err
 	}
 	if err := addControllers(mgr, opts, hypervisors, engine); err != nil {

@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -31,6 +33,43 @@ type Reconciler struct {
 	Client   client.Client
 	Engine   *policies.Engine
 	Recorder events.EventRecorder
+
+	mu     sync.Mutex
+	loaded map[string]int64 // generation each policy was last loaded at
+	synced bool
+}
+
+// Synced is a readiness check: ready once every VirtualMachinePolicy that
+// existed has been loaded at its generation. Before that, after a start,
+// the webhooks would admit requests with no policies in force. Once ready it
+// stays ready: a policy edited later takes effect within moments, and the
+// operator must not drop out of its Service for that.
+func (r *Reconciler) Synced(req *http.Request) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.synced {
+		return nil
+	}
+	var list novacronv1.VirtualMachinePolicyList
+	if err := r.Client.List(req.Context(), &list); err != nil {
+		return err
+	}
+	for _, p := range list.Items {
+		if r.loaded[p.Name] < p.Generation {
+			return fmt.Errorf("policy %s is not loaded yet", p.Name)
+		}
+	}
+	r.synced = true
+	return nil
+}
+
+func (r *Reconciler) markLoaded(p *novacronv1.VirtualMachinePolicy) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.loaded == nil {
+		r.loaded = map[string]int64{}
+	}
+	r.loaded[p.Name] = p.Generation
 }
 
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinepolicies,verbs=get;list;watch
@@ -74,6 +113,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	default:
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, novacronv1.ReasonCompiled, fmt.Sprintf("in force for %v", p.Spec.DecisionPoints)
 	}
+	r.markLoaded(p)
 	before := meta.FindStatusCondition(p.Status.Conditions, novacronv1.PolicyConditionCompiled)
 	changed := meta.SetStatusCondition(&p.Status.Conditions, cond)
 	if changed || p.Status.ObservedGeneration != p.Generation {

@@ -230,10 +230,23 @@ func (r *Reconciler) launcherPod(ctx context.Context, vm *novacronv1.VirtualMach
 		}
 		vm.Status.LauncherPodUID = pod.UID
 	default:
+		// The cache may bring the pod we just made before the status that
+		// records it: ask the API server before calling the pod foreign.
+		fresh := &novacronv1.VirtualMachine{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(vm), fresh); err != nil {
+			return nil, err
+		}
+		if fresh.Status.LauncherPodUID == pod.UID {
+			return pod, errCacheBehind
+		}
 		return pod, errNotOurs
 	}
 	return pod, nil
 }
+
+// errCacheBehind is the VM's own launcher pod, which the cached VM does not
+// record yet; the VM is looked at again once the cache has caught up.
+var errCacheBehind = errors.New("the cached VM does not record its launcher pod yet")
 
 // errNotOurs is a launcher pod that claims the VM (its controller reference)
 // but is not the pod NovaCron made: someone else's, or one whose record was

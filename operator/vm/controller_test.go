@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/domain"
@@ -394,6 +396,34 @@ func TestAForgedLauncherPodIsReplacedNotUsed(t *testing.T) {
 
 // A running VM whose launcher pod an operator from before pod UIDs were
 // recorded made (bound, and named in status.launcherPod) keeps it: upgrades do
+
+// The cache may bring the VM's new launcher pod before the status that
+// records it: the pod is the VM's, and is kept.
+func TestAPodTheCacheDoesNotRecordYetIsKept(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, newVM("web"))
+	pod := launcher.BuildPod(e.vm(t, "web"), launcher.Config{Image: "pause"}, nil)
+	pod.UID = "ours"
+	require.NoError(t, e.Client.Create(t.Context(), pod))
+	v := e.vm(t, "web")
+	v.Status.LauncherPodUID = "ours"
+	require.NoError(t, e.Client.Status().Update(t.Context(), v))
+
+	stale := func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		err := c.Get(ctx, key, obj, opts...)
+		if vm, ok := obj.(*novacronv1.VirtualMachine); ok {
+			vm.Status.LauncherPodUID = ""
+		}
+		return err
+	}
+	e.r.Client = interceptor.NewClient(e.Client.(client.WithWatch), interceptor.Funcs{Get: stale})
+	res := e.reconcile(t, "web")
+	assert.Positive(t, res.RequeueAfter, "looked at again once the cache has caught up")
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKeyFromObject(pod), pod), "the pod is kept")
+	assert.Equal(t, types.UID("ours"), pod.UID)
+	assert.False(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonLauncherPodReplaced, ""))
+}
+
 // not disturb running VMs.
 func TestAnUpgradedOperatorAdoptsTheBoundPodOnce(t *testing.T) {
 	e := newEnv(t)

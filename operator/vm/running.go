@@ -61,6 +61,9 @@ func (r *Reconciler) reserve(ctx context.Context, s *runScope) (ctrl.Result, boo
 	if errors.Is(err, errNotOurs) {
 		return ctrl.Result{}, true, r.replaceForeignPod(ctx, vm, pod)
 	}
+	if errors.Is(err, errCacheBehind) {
+		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, true, nil
+	}
 	if err != nil {
 		return ctrl.Result{}, true, err
 	}
@@ -121,10 +124,13 @@ func (r *Reconciler) createLauncherPod(ctx context.Context, vm *novacronv1.Virtu
 	} else if err != nil {
 		return fmt.Errorf("creating launcher pod for VM %s/%s: %w", vm.Namespace, vm.Name, err)
 	}
-	// Recorded at once: only this pod is the VM's.
+	// Recorded at once: only this pod is the VM's. A patch, not an update:
+	// a conflict with another write of the VM must not lose the record,
+	// which would make the pod foreign.
+	recorded := vm.DeepCopy()
 	vm.Status.LauncherPodUID = pod.UID
 	forgetDevices(vm)
-	if err := r.Client.Status().Update(ctx, vm); err != nil {
+	if err := r.Client.Status().Patch(ctx, vm, client.MergeFrom(recorded)); err != nil {
 		return err
 	}
 	r.setPhase(ctx, vm, novacronv1.VMScheduling)

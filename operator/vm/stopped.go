@@ -89,8 +89,8 @@ func (r *Reconciler) stopGuest(ctx context.Context, vm *novacronv1.VirtualMachin
 // deleteLauncherPod frees the VM's reservation.
 func (r *Reconciler) deleteLauncherPod(ctx context.Context, vm *novacronv1.VirtualMachine) error {
 	pod, err := r.launcherPod(ctx, vm)
-	if errors.Is(err, errNotOurs) {
-		err = nil // claims the VM: it goes too
+	if errors.Is(err, errNotOurs) || errors.Is(err, errCacheBehind) {
+		err = nil // ours, or one that claims the VM: it goes too
 	}
 	if err != nil || pod == nil || !pod.DeletionTimestamp.IsZero() {
 		return err

@@ -22,12 +22,31 @@ type MigrationValidator struct {
 	Client   client.Reader
 	Policies *policies.Engine
 	Recorder events.EventRecorder
+	// Operator is the one user that may set a system reason.
+	Operator string
+}
+
+// validateReason keeps the system reasons to the operator: the rebalancer
+// stands back while a Rebalance migration is unfinished, and migration
+// policies judge by reason, so a tenant's migration that claims one would
+// stop the rebalancer or pass for a drain.
+func (v *MigrationValidator) validateReason(ctx context.Context, m *novacronv1.VirtualMachineMigration) field.ErrorList {
+	if m.Spec.Reason == "" || m.Spec.Reason == novacronv1.MigrationManual {
+		return nil
+	}
+	if req, err := admission.RequestFromContext(ctx); err == nil && req.UserInfo.Username == v.Operator && v.Operator != "" {
+		return nil
+	}
+	return field.ErrorList{field.Forbidden(field.NewPath("spec", "reason"), fmt.Sprintf("%s is set by NovaCron's own drain and rebalancer only; leave it empty or Manual", m.Spec.Reason))}
 }
 
 // ValidateCreate checks the VM is running, allows live migration, has no
 // passthrough devices and no other migration under way, and that the migration
 // policies allow it.
 func (v *MigrationValidator) ValidateCreate(ctx context.Context, m *novacronv1.VirtualMachineMigration) (admission.Warnings, error) {
+	if errs := v.validateReason(ctx, m); len(errs) > 0 {
+		return nil, invalid("VirtualMachineMigration", m.Name, errs)
+	}
 	vmPath := field.NewPath("spec", "vmName")
 	vm, ferr := getVM(ctx, v.Client, m.Namespace, m.Spec.VMName, vmPath)
 	if ferr != nil {
@@ -67,7 +86,12 @@ func (v *MigrationValidator) ValidateCreate(ctx context.Context, m *novacronv1.V
 }
 
 // ValidateUpdate allows only cancelling.
-func (v *MigrationValidator) ValidateUpdate(_ context.Context, old, m *novacronv1.VirtualMachineMigration) (admission.Warnings, error) {
+func (v *MigrationValidator) ValidateUpdate(ctx context.Context, old, m *novacronv1.VirtualMachineMigration) (admission.Warnings, error) {
+	if m.Spec.Reason != old.Spec.Reason {
+		if errs := v.validateReason(ctx, m); len(errs) > 0 {
+			return nil, invalid("VirtualMachineMigration", m.Name, errs)
+		}
+	}
 	if old.Spec.Cancel && !m.Spec.Cancel {
 		return nil, invalid("VirtualMachineMigration", m.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "cancel"), "a cancelled migration cannot be resumed; create a new one")})
 	}

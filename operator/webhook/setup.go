@@ -17,6 +17,9 @@ type Config struct {
 	Schedulers []string
 	// HookEgress is where tenants' HTTP hooks may not go.
 	HookEgress hooks.Egress
+	// Operator is the operator's own user name, the only one that may ask
+	// for a Drain or Rebalance migration (its drain and rebalancer do).
+	Operator string
 }
 
 // Setup registers every webhook with the manager's webhook server.
@@ -32,7 +35,7 @@ func Setup(mgr ctrl.Manager, engine *policies.Engine, cfg Config) error {
 		return err
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachineMigration{}).
-		WithValidator(&MigrationValidator{Client: c, Policies: engine, Recorder: rec}).Complete(); err != nil {
+		WithValidator(&MigrationValidator{Client: c, Policies: engine, Recorder: rec, Operator: cfg.Operator}).Complete(); err != nil {
 		return err
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachineSnapshot{}).

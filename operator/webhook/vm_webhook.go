@@ -12,6 +12,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -264,6 +267,7 @@ func ValidateVMSpec(vm *novacronv1.VirtualMachine) field.ErrorList {
 			}
 		}
 	}
+	errs = append(errs, validateResources(spec.Child("template", "spec", "resources"), vm.Spec.Template.Spec.Resources)...)
 	errs = append(errs, validateTemplateMeta(spec.Child("template", "metadata"), vm.Spec.Template.Metadata)...)
 	if sp := vm.Spec.SnapshotPolicy; sp != nil {
 		errs = append(errs, validateSchedule(spec.Child("snapshotPolicy"), sp.Schedule, sp.TimeZone)...)
@@ -279,8 +283,41 @@ func ValidateVMSpec(vm *novacronv1.VirtualMachine) field.ErrorList {
 // validateTemplateMeta refuses NovaCron's own keys in what lands on the
 // launcher pod: NovaCron's components trust them there (the scheduler's
 // device assignment, the VM's size), so a tenant's copy would forge them.
-func validateTemplateMeta(path *field.Path, m novacronv1.TemplateMeta) field.ErrorList {
+// Largest memory and root disk a VM may ask for: beyond any host NovaCron
+// runs on, and far below what overflows the arithmetic on them.
+var (
+	maxMemory = resource.MustParse("16Ti")
+	maxDisk   = resource.MustParse("1Pi")
+)
+
+// validateResources bounds the VM's sizes: above zero, whole bytes (a
+// quantity such as "1099511627776000001u" means a fraction of a byte, which
+// Rego's units.parse_bytes cannot read), and within the maximums.
+func validateResources(path *field.Path, r novacronv1.VMResources) field.ErrorList {
 	var errs field.ErrorList
+	check := func(name string, q resource.Quantity, max resource.Quantity) {
+		switch {
+		case q.Sign() <= 0:
+			errs = append(errs, field.Invalid(path.Child(name), q.String(), "must be above zero"))
+		case q.Cmp(max) > 0:
+			errs = append(errs, field.Invalid(path.Child(name), q.String(), "must be at most "+max.String()))
+		case q.Cmp(*resource.NewQuantity(q.Value(), q.Format)) != 0: // Value rounds a fraction up
+			errs = append(errs, field.Invalid(path.Child(name), q.String(), "must be a whole number of bytes, such as 4Gi"))
+		}
+	}
+	check("memory", r.Memory, maxMemory)
+	if r.Disk != nil {
+		check("disk", *r.Disk, maxDisk)
+	}
+	return errs
+}
+
+// validateTemplateMeta checks the labels and annotations the launcher pod
+// gets: Kubernetes' syntax and size (the pod would be refused later, with a
+// message the tenant never sees) and no NovaCron keys.
+func validateTemplateMeta(path *field.Path, m novacronv1.TemplateMeta) field.ErrorList {
+	errs := metav1validation.ValidateLabels(m.Labels, path.Child("labels"))
+	errs = append(errs, apivalidation.ValidateAnnotations(m.Annotations, path.Child("annotations"))...)
 	for _, kv := range []struct {
 		child string
 		keys  map[string]string

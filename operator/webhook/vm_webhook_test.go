@@ -134,3 +134,34 @@ func FuzzValidateVM(f *testing.F) {
 		_ = validateRunningChanges(old, vm)
 	})
 }
+
+// Sizes a tenant gives are above zero, whole bytes and bounded; the launcher
+// pod's labels and annotations are what Kubernetes accepts on a pod.
+func TestSizesAndTemplateMetadataAreBounded(t *testing.T) {
+	for memory, want := range map[string]string{
+		"4Gi":                  "",
+		"-4Gi":                 `spec.template.spec.resources.memory: Invalid value: "-4Gi": must be above zero`,
+		"0":                    "must be above zero",
+		"1099511627776000001u": "must be a whole number of bytes",
+		"1500m":                "must be a whole number of bytes",
+		"32Ti":                 "must be at most 16Ti",
+	} {
+		vm := loadSample(t, "vm-basic.yaml")
+		vm.Spec.Template.Spec.Resources.Memory = resource.MustParse(memory)
+		errs := ValidateVMSpec(vm)
+		if want == "" {
+			assert.Empty(t, errs, memory)
+		} else if assert.Len(t, errs, 1, memory) {
+			assert.Contains(t, errs[0].Error(), want, memory)
+		}
+	}
+	vm := loadSample(t, "vm-basic.yaml")
+	vm.Spec.Template.Spec.Resources.Disk = ptr.To(resource.MustParse("-1Gi"))
+	vm.Spec.Template.Metadata.Labels = map[string]string{"bad key!": "v", "app": strings.Repeat("x", 64)}
+	vm.Spec.Template.Metadata.Annotations = map[string]string{"big": strings.Repeat("x", 256*1024)}
+	var fields []string
+	for _, e := range ValidateVMSpec(vm) {
+		fields = append(fields, e.Field)
+	}
+	assert.ElementsMatch(t, []string{"spec.template.spec.resources.disk", "spec.template.metadata.labels", "spec.template.metadata.labels", "spec.template.metadata.annotations"}, fields)
+}

@@ -15,6 +15,6 @@ deny contains {"msg": msg, "field": "spec.template.spec.resources.cpu"} if {
 }
 
 deny contains {"msg": msg, "field": "spec.template.spec.resources.memory"} if {
-	lib.memory_bytes(lib.vm_spec.resources.memory) > lib.memory_bytes(max_memory)
+	lib.vm_spec.resources.memoryBytes > lib.memory_bytes(max_memory)
 	msg := sprintf("memory %v is above the limit of %s; ask for less", [lib.vm_spec.resources.memory, max_memory])
 }
