@@ -71,13 +71,14 @@ const LabGuestImage = "volume: lab-guest.qcow2\nkernel: vmlinuz\ninitrd: initrd.
 func install(ctx context.Context, c client.Client, lab bool) (domain.Catalog, error) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: OperatorNamespace}}
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, err
+		return domain.Catalog{}, err
 	}
 	objs, err := decodeAll(scheme(), "images/catalog.yaml", "policies/*.yaml", "samples/nad-data.yaml")
 	if err != nil {
-		return nil, err
+		return domain.Catalog{}, err
 	}
 	var catalog domain.Catalog
+	found := false
 	for _, o := range objs {
 		if cm, ok := o.(*corev1.ConfigMap); ok && cm.Name == domain.CatalogConfigMap {
 			if lab {
@@ -86,15 +87,16 @@ func install(ctx context.Context, c client.Client, lab bool) (domain.Catalog, er
 				}
 			}
 			if catalog, err = domain.ParseCatalog(cm.Data); err != nil {
-				return nil, fmt.Errorf("manifests/images/catalog.yaml: %w", err)
+				return domain.Catalog{}, fmt.Errorf("manifests/images/catalog.yaml: %w", err)
 			}
+			found = true
 		}
 		if err := c.Create(ctx, o); err != nil {
-			return nil, fmt.Errorf("creating %s %s: %w", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
+			return domain.Catalog{}, fmt.Errorf("creating %s %s: %w", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
 		}
 	}
-	if catalog == nil {
-		return nil, fmt.Errorf("manifests/images/catalog.yaml: no ConfigMap %s", domain.CatalogConfigMap)
+	if !found {
+		return domain.Catalog{}, fmt.Errorf("manifests/images/catalog.yaml: no ConfigMap %s", domain.CatalogConfigMap)
 	}
 	return catalog, nil
 }

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
-	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,15 +25,7 @@ func SimulatedNodes(dir string, nodes []SimNode, catalog domain.Catalog) (map[st
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	var vols []string
-	for _, img := range catalog {
-		for _, v := range []string{img.Volume, img.Kernel, img.Initrd} {
-			if v != "" {
-				vols = append(vols, v)
-			}
-		}
-	}
-	sort.Strings(vols)
+	vols := catalog.Volumes()
 	uris := map[string]string{}
 	for _, n := range nodes {
 		uri, err := simnode.Write(dir, simnode.Node{Name: n.Name, CPUs: int(n.Kind.CPUs), MemoryBytes: n.Kind.Memory.Value(), Images: vols})

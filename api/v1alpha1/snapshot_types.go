@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -198,4 +199,14 @@ type VirtualMachineRestoreList struct {
 func init() {
 	SchemeBuilder.Register(&VirtualMachineSnapshot{}, &VirtualMachineSnapshotList{},
 		&VirtualMachineRestore{}, &VirtualMachineRestoreList{})
+}
+
+// Why is what the snapshot's Ready condition says: why it failed, or what it
+// waits for. A status written without one (by hand, or by an older
+// operator) says so instead.
+func (s *VirtualMachineSnapshotStatus) Why() string {
+	if c := meta.FindStatusCondition(s.Conditions, ConditionReady); c != nil {
+		return c.Message
+	}
+	return "no reason recorded"
 }

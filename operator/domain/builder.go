@@ -79,6 +79,9 @@ func (b *Builder) Build(ctx context.Context, vm *novacronv1.VirtualMachine, devi
 		return Built{}, err
 	}
 	img, err := catalog.Resolve(spec.Image.Source)
+	if errors.Is(err, ErrBrokenEntry) {
+		return Built{}, SpecErrorf(novacronv1.ReasonBadImageCatalog, "%v", err)
+	}
 	if err != nil {
 		return Built{}, SpecErrorf(novacronv1.ReasonImageNotFound, "%v", err)
 	}
@@ -255,11 +258,9 @@ func (b *Builder) attachCloudInit(ctx context.Context, vm *novacronv1.VirtualMac
 func (b *Builder) loadCatalog(ctx context.Context) (Catalog, error) {
 	var cm corev1.ConfigMap
 	if err := b.APIReader.Get(ctx, client.ObjectKey{Namespace: b.Namespace, Name: CatalogConfigMap}, &cm); err != nil {
-		return nil, fmt.Errorf("reading image catalog %s/%s: %w", b.Namespace, CatalogConfigMap, err)
+		return Catalog{}, fmt.Errorf("reading image catalog %s/%s: %w", b.Namespace, CatalogConfigMap, err)
 	}
-	c, err := ParseCatalog(cm.Data)
-	if err != nil {
-		return nil, SpecErrorf(novacronv1.ReasonBadImageCatalog, "%v", err)
-	}
+	// A broken entry fails only the VMs naming it (Resolve).
+	c, _ := ParseCatalog(cm.Data)
 	return c, nil
 }

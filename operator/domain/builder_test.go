@@ -33,6 +33,8 @@ func newSetup(t *testing.T) setup {
 	cm := &corev1.ConfigMap{}
 	require.NoError(t, c.Client.Get(t.Context(), client.ObjectKey{Namespace: fakecluster.CatalogNamespace, Name: domain.CatalogConfigMap}, cm))
 	cm.Data["tiny"] = "volume: ubuntu.qcow2\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: console=ttyS0\n"
+	// A platform team's typo, which only VMs naming it may notice.
+	cm.Data["typo"] = "volume: ubuntu.qcow2\nformat: vmdk\n"
 	require.NoError(t, c.Client.Update(t.Context(), cm))
 	_, hvObj := c.Node(t, "node-1", 8, "32Gi")
 	host := c.Hosts.Host(hvObj.Spec.URI)
@@ -81,9 +83,10 @@ func TestBuildMakesTheDisksAndSaysWhatItDid(t *testing.T) {
 func TestBuildRefusesWhatRetryingCannotFix(t *testing.T) {
 	s := newSetup(t)
 	cases := map[string]func(*novacronv1.VirtualMachine){
-		novacronv1.ReasonImageNotFound:  func(v *novacronv1.VirtualMachine) { v.Spec.Template.Spec.Image.Source = "marketplace://nope" },
-		novacronv1.ReasonNodeTooSmall:   func(v *novacronv1.VirtualMachine) { v.Spec.Template.Spec.Resources.CPU = 9 },
-		novacronv1.ReasonImageNotOnNode: func(v *novacronv1.VirtualMachine) { v.Spec.Template.Spec.Image.Source = "marketplace://tiny" },
+		novacronv1.ReasonImageNotFound:   func(v *novacronv1.VirtualMachine) { v.Spec.Template.Spec.Image.Source = "marketplace://nope" },
+		novacronv1.ReasonBadImageCatalog: func(v *novacronv1.VirtualMachine) { v.Spec.Template.Spec.Image.Source = "marketplace://typo" },
+		novacronv1.ReasonNodeTooSmall:    func(v *novacronv1.VirtualMachine) { v.Spec.Template.Spec.Resources.CPU = 9 },
+		novacronv1.ReasonImageNotOnNode:  func(v *novacronv1.VirtualMachine) { v.Spec.Template.Spec.Image.Source = "marketplace://tiny" },
 		novacronv1.ReasonDevicesNotAssigned: func(v *novacronv1.VirtualMachine) {
 			v.Spec.Template.Spec.Devices = []novacronv1.Device{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Count: 1}}
 		},

@@ -37,6 +37,21 @@ func TestParseRejectsBadEntries(t *testing.T) {
 	}
 }
 
+// One broken entry fails only the VMs that name it.
+func TestABrokenEntryBreaksOnlyItself(t *testing.T) {
+	c, err := ParseCatalog(map[string]string{"ubuntu": "volume: ubuntu.qcow2\n", "typo": "volume: a\nformat: vmdk\n"})
+	assert.ErrorContains(t, err, `image catalog entry "typo": format "vmdk" is not qcow2 or raw`)
+	img, err := c.Resolve("marketplace://ubuntu")
+	require.NoError(t, err)
+	assert.Equal(t, "ubuntu.qcow2", img.Volume)
+	_, err = c.Resolve("marketplace://typo")
+	assert.ErrorIs(t, err, ErrBrokenEntry)
+	assert.ErrorContains(t, err, `format "vmdk" is not qcow2 or raw; the platform team must fix ConfigMap novacron-image-catalog`)
+	_, err = c.Resolve("marketplace://debian")
+	assert.ErrorContains(t, err, "known images: ubuntu")
+	assert.Equal(t, []string{"ubuntu.qcow2"}, c.Volumes())
+}
+
 // The shipped catalog parses and knows the image the seed README's VM uses.
 func TestShippedCatalog(t *testing.T) {
 	raw, err := os.ReadFile("../../manifests/images/catalog.yaml")

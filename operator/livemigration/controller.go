@@ -73,7 +73,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinemigrations,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinemigrations/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinemigrations/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch;update
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 
 // SetupWithManager registers the controller.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {

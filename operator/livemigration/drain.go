@@ -149,7 +149,11 @@ func (r *DrainReconciler) evacuate(ctx context.Context, node, reason string, onN
 			continue
 		}
 		if err := r.migrate(ctx, v, node); err != nil {
-			return nil, err
+			// One VM's refusal (a migration policy, its namespace's
+			// deletion) must not hold the others on the node; the drain
+			// tries it again on its next look.
+			ev.Blocked = append(ev.Blocked, novacronv1.EvacuationEntry{VM: key(v), Blocker: err.Error()})
+			continue
 		}
 		ev.Migrating = append(ev.Migrating, key(v))
 	}

@@ -1,15 +1,19 @@
 package livemigration
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/fakecluster"
@@ -121,4 +125,28 @@ func (e *env) plan(t *testing.T, d *DrainReconciler, request string) *novacronv1
 	hv = e.drain(t, d, "node-1")
 	require.NotNil(t, hv.Status.EvacuationPlan)
 	return hv
+}
+
+// A VM whose drain migration is refused (here by a migration policy) is
+// listed as blocked, with why; the VMs after it still leave.
+func TestOneRefusedDrainMigrationDoesNotHoldTheOthers(t *testing.T) {
+	e := newEnv(t)
+	e.runningVM(t, "another", "node-1") // sorted before web
+	e.cordon(t, "node-1")
+	refuse := func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+		if m, ok := obj.(*novacronv1.VirtualMachineMigration); ok && m.Spec.VMName == "another" {
+			return apierrors.NewForbidden(novacronv1.GroupVersion.WithResource("virtualmachinemigrations").GroupResource(), m.Name, errors.New("policy pinned: this VM stays"))
+		}
+		return c.Create(ctx, obj, opts...)
+	}
+	d := e.drainer()
+	d.Client = interceptor.NewClient(e.Client.(client.WithWatch), interceptor.Funcs{Create: refuse})
+
+	hv := e.drain(t, d, "node-1")
+	require.NotNil(t, hv.Status.Evacuation)
+	assert.Equal(t, []string{"team/web"}, hv.Status.Evacuation.Migrating)
+	require.Len(t, hv.Status.Evacuation.Blocked, 1)
+	assert.Equal(t, "team/another", hv.Status.Evacuation.Blocked[0].VM)
+	assert.Contains(t, hv.Status.Evacuation.Blocked[0].Blocker, "policy pinned: this VM stays")
+	e.get(t, "web-drain-node-1")
 }

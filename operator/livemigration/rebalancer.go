@@ -47,7 +47,7 @@ type Rebalancer struct {
 	Usage    *usage.Store
 }
 
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=create;patch
+// +kubebuilder:rbac:groups="",namespace=novacron-system,resources=configmaps,verbs=create;patch
 
 // NeedLeaderElection: only the leader moves VMs.
 func (r *Rebalancer) NeedLeaderElection() bool { return true }

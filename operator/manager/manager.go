@@ -151,7 +151,7 @@ func Scheme() *runtime.Scheme {
 }
 
 // Leader election keeps its lease in the operator's namespace.
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=novacron-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
 // The operator asks who it is (whoAmI).
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=selfsubjectreviews,verbs=create

@@ -107,7 +107,7 @@ func (r *RestoreReconciler) check(ctx context.Context, rs *novacronv1.VirtualMac
 	case snap.Spec.VMName != v.Name:
 		res, err = r.fail(ctx, rs, v, novacronv1.ReasonWrongVM, fmt.Sprintf("snapshot %s is of VirtualMachine %s, not %s", snap.Name, snap.Spec.VMName, v.Name))
 	case snap.Status.Phase == novacronv1.SnapshotFailed:
-		res, err = r.fail(ctx, rs, v, novacronv1.ReasonSnapshotFailed, fmt.Sprintf("snapshot %s failed: %s", snap.Name, meta.FindStatusCondition(snap.Status.Conditions, novacronv1.ConditionReady).Message))
+		res, err = r.fail(ctx, rs, v, novacronv1.ReasonSnapshotFailed, fmt.Sprintf("snapshot %s failed: %s", snap.Name, snap.Status.Why()))
 	case !snap.Status.ReadyToUse || !snap.DeletionTimestamp.IsZero():
 		res, err = r.wait(ctx, rs, fmt.Sprintf("snapshot %s is not ready to use", snap.Name))
 	case snap.Status.NodeName != v.Status.NodeName:

@@ -96,3 +96,17 @@ func TestOneRestoreAtATimeHoldsTheVM(t *testing.T) {
 	assert.Contains(t, readyCondition(st.Conditions).Message, "restore first of VirtualMachine web is under way")
 	assert.Zero(t, e.host.Calls()["RevertSnapshot"])
 }
+
+// A failed snapshot whose status says nothing of why (written by hand or by
+// an older operator) fails the restore with that said, not the controller.
+func TestARestoreFromAFailedSnapshotWithoutAReasonFails(t *testing.T) {
+	e := newEnv(t)
+	s := e.take(t, e.snapshots(), "good")
+	s.Status.Phase, s.Status.ReadyToUse, s.Status.Conditions = novacronv1.SnapshotFailed, false, nil
+	require.NoError(t, e.Client.Status().Update(t.Context(), s))
+	e.restore(t, "from-failed", true)
+	run(t, e.restores(), "from-failed")
+	st := e.restoreStatus(t, "from-failed")
+	assert.Equal(t, novacronv1.RestoreFailed, st.Phase)
+	assert.Equal(t, "snapshot good failed: no reason recorded", readyCondition(st.Conditions).Message)
+}

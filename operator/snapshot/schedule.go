@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -158,10 +157,7 @@ func reportNewest(st *novacronv1.SnapshotScheduleStatus, newest *novacronv1.Virt
 	case novacronv1.SnapshotReady:
 		st.LastResult, st.Message = novacronv1.ScheduleResultSucceeded, fmt.Sprintf("snapshot %s taken", newest.Name)
 	case novacronv1.SnapshotFailed:
-		st.LastResult = novacronv1.ScheduleResultFailed
-		if c := meta.FindStatusCondition(newest.Status.Conditions, novacronv1.ConditionReady); c != nil {
-			st.Message = fmt.Sprintf("snapshot %s failed: %s", newest.Name, c.Message)
-		}
+		st.LastResult, st.Message = novacronv1.ScheduleResultFailed, fmt.Sprintf("snapshot %s failed: %s", newest.Name, newest.Status.Why())
 	default:
 		st.LastResult, st.Message = novacronv1.ScheduleResultInProgress, fmt.Sprintf("snapshot %s is %s", newest.Name, orPending(newest.Status.Phase))
 	}

@@ -76,8 +76,8 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinesnapshots,verbs=deletecollection
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinerestores,verbs=get
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinemigrations,verbs=get
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
+// +kubebuilder:rbac:groups="",namespace=novacron-system,resources=configmaps,verbs=get
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=k8s.cni.cncf.io,resources=network-attachment-definitions,verbs=get
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete

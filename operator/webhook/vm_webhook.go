@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -268,6 +269,7 @@ func ValidateVMSpec(vm *novacronv1.VirtualMachine) field.ErrorList {
 		}
 	}
 	errs = append(errs, validateResources(spec.Child("template", "spec", "resources"), vm.Spec.Template.Spec.Resources)...)
+	errs = append(errs, validatePodAffinity(spec.Child("template", "spec", "affinity"), vm.Namespace, vm.Spec.Template.Spec.Affinity)...)
 	errs = append(errs, validateTemplateMeta(spec.Child("template", "metadata"), vm.Spec.Template.Metadata)...)
 	if sp := vm.Spec.SnapshotPolicy; sp != nil {
 		errs = append(errs, validateSchedule(spec.Child("snapshotPolicy"), sp.Schedule, sp.TimeZone)...)
@@ -310,6 +312,43 @@ func validateResources(path *field.Path, r novacronv1.VMResources) field.ErrorLi
 		check("disk", *r.Disk, maxDisk)
 	}
 	return errs
+}
+
+// validatePodAffinity keeps a VM's pod (anti-)affinity to its own namespace:
+// a term over other namespaces lets a tenant place a VM beside a chosen
+// victim's (co-location attacks on shared caches and memory bandwidth), or
+// learn where another tenant's VMs run from where its own land.
+func validatePodAffinity(path *field.Path, namespace string, a *corev1.Affinity) field.ErrorList {
+	if a == nil {
+		return nil
+	}
+	var errs field.ErrorList
+	check := func(p *field.Path, t corev1.PodAffinityTerm) {
+		if t.NamespaceSelector != nil {
+			errs = append(errs, field.Forbidden(p.Child("namespaceSelector"), "a VM's pod affinity applies within its own namespace only"))
+		}
+		for i, ns := range t.Namespaces {
+			if ns != namespace {
+				errs = append(errs, field.Forbidden(p.Child("namespaces").Index(i), "a VM's pod affinity applies within its own namespace only"))
+			}
+		}
+	}
+	if pa := a.PodAffinity; pa != nil {
+		checkTerms(path.Child("podAffinity"), pa.RequiredDuringSchedulingIgnoredDuringExecution, pa.PreferredDuringSchedulingIgnoredDuringExecution, check)
+	}
+	if pa := a.PodAntiAffinity; pa != nil {
+		checkTerms(path.Child("podAntiAffinity"), pa.RequiredDuringSchedulingIgnoredDuringExecution, pa.PreferredDuringSchedulingIgnoredDuringExecution, check)
+	}
+	return errs
+}
+
+func checkTerms(path *field.Path, required []corev1.PodAffinityTerm, preferred []corev1.WeightedPodAffinityTerm, check func(*field.Path, corev1.PodAffinityTerm)) {
+	for i, t := range required {
+		check(path.Child("requiredDuringSchedulingIgnoredDuringExecution").Index(i), t)
+	}
+	for i, t := range preferred {
+		check(path.Child("preferredDuringSchedulingIgnoredDuringExecution").Index(i).Child("podAffinityTerm"), t.PodAffinityTerm)
+	}
 }
 
 // validateTemplateMeta checks the labels and annotations the launcher pod

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -141,4 +142,28 @@ func TestAFailedVMCannotGrowOnItsReservation(t *testing.T) {
 		return v.Status.Phase == novacronv1.VMStopped && v.Status.LauncherPod == ""
 	})
 	require.NoError(t, mallory.Patch(ctx, failed, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"template":{"spec":{"resources":{"cpu":2}}}}}`))))
+}
+
+// Finding 12: a VM's pod affinity stays in its namespace, so a tenant cannot
+// place a VM beside another tenant's (nor learn where those run).
+func TestATenantCannotPlaceAVMBesideAnotherTenantsVM(t *testing.T) {
+	ctx := context.Background()
+	mallory := tenant(t, "mallory-affinity", "mallory")
+	victim := metav1.LabelSelector{MatchLabels: map[string]string{novacronv1.LabelVM: "payroll-db"}}
+
+	v := newVM("mallory-affinity", "neighbour")
+	v.Spec.Template.Spec.Affinity = &corev1.Affinity{PodAffinity: &corev1.PodAffinity{RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{
+		{LabelSelector: &victim, TopologyKey: corev1.LabelHostname, NamespaceSelector: &metav1.LabelSelector{}}}}}
+	refused(t, mallory.Create(ctx, v), "spec.template.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].namespaceSelector")
+
+	v = newVM("mallory-affinity", "neighbour")
+	v.Spec.Template.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{
+		{Weight: 100, PodAffinityTerm: corev1.PodAffinityTerm{LabelSelector: &victim, TopologyKey: corev1.LabelHostname, Namespaces: []string{"mallory-affinity", "finance"}}}}}}
+	msg := refused(t, mallory.Create(ctx, v), "spec.template.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].podAffinityTerm.namespaces[1]")
+	assert.Contains(t, msg, "within its own namespace only")
+
+	// Within its own namespace it is the tenant's to use.
+	v.Spec.Template.Spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.Namespaces = nil
+	v.Spec.Running = ptr.To(false)
+	require.NoError(t, mallory.Create(ctx, v))
 }

@@ -32,7 +32,7 @@ func (e *Env) AddSimulatedNodes(ctx context.Context, dir string, nodes []devenv.
 	}); err != nil {
 		return nil, err
 	}
-	uris, err := devenv.SimulatedNodes(filepath.Join(dir, "nodes"), nodes, domain.Catalog{Image: {Volume: Volume}})
+	uris, err := devenv.SimulatedNodes(filepath.Join(dir, "nodes"), nodes, domain.NewCatalog(map[string]domain.Image{Image: {Volume: Volume}}))
 	if err != nil {
 		return nil, err
 	}
