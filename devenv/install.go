@@ -66,14 +66,14 @@ func decodeYAML(s *runtime.Scheme, raw []byte) ([]client.Object, error) {
 const LabGuestImage = "volume: lab-guest.qcow2\nkernel: vmlinuz\ninitrd: initrd.img\ncmdline: console=ttyS0 quiet\nosFamily: linux\n"
 
 // install creates the operator's namespace, the image catalog, the built-in
-// policies and the samples' network, as `kubectl apply -f manifests/...`
-// would, and returns the catalog.
+// policies, the samples' network and the metrics reader role, as `kubectl
+// apply -f manifests/...` would, and returns the catalog.
 func install(ctx context.Context, c client.Client, lab bool) (domain.Catalog, error) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: OperatorNamespace}}
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return domain.Catalog{}, err
 	}
-	objs, err := decodeAll(scheme(), "images/catalog.yaml", "policies/*.yaml", "samples/nad-data.yaml")
+	objs, err := decodeAll(scheme(), "images/catalog.yaml", "policies/*.yaml", "samples/nad-data.yaml", "rbac/metrics-reader.yaml")
 	if err != nil {
 		return domain.Catalog{}, err
 	}

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -53,8 +54,14 @@ import (
 
 // Options configures the operator.
 type Options struct {
-	// MetricsAddr serves /metrics ("0" turns it off).
+	// MetricsAddr serves /metrics ("0" turns it off), over HTTPS to callers
+	// the API server authenticates and lets `get` the URL /metrics (the
+	// ClusterRole novacron-metrics-reader): the metrics name every tenant's
+	// VMs, their nodes and their use.
 	MetricsAddr string
+	// MetricsOpen serves /metrics over plain HTTP to anyone: for tests that
+	// read what the metrics say.
+	MetricsOpen bool
 	// ProbeAddr serves /healthz and /readyz ("0" turns it off).
 	ProbeAddr string
 	// LeaderElection makes only one replica act at a time.
@@ -153,6 +160,20 @@ func Scheme() *runtime.Scheme {
 // Leader election keeps its lease in the operator's namespace.
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=novacron-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
+// The metrics server asks the API server who calls and whether they may.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+
+// metricsOptions serves /metrics behind the API server's authentication
+// (TokenReview) and authorization (SubjectAccessReview), with a self-signed
+// certificate unless one is mounted.
+func metricsOptions(opts Options) metricsserver.Options {
+	if opts.MetricsOpen {
+		return metricsserver.Options{BindAddress: opts.MetricsAddr}
+	}
+	return metricsserver.Options{BindAddress: opts.MetricsAddr, SecureServing: true,
+		FilterProvider: filters.WithAuthenticationAndAuthorization, TLSOpts: []func(*tls.Config){HTTP1Only}}
+}
+
 // The operator asks who it is (whoAmI).
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=selfsubjectreviews,verbs=create
 
@@ -190,7 +211,7 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 	ownedSelector := labels.NewSelector().Add(*owned)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: opts.MetricsAddr},
+		Metrics:                metricsOptions(opts),
 		HealthProbeBindAddress: opts.ProbeAddr,
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: opts.WebhookHost, Port: opts.WebhookPort, CertDir: opts.WebhookCertDir,

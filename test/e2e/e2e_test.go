@@ -306,7 +306,7 @@ func readmeChecks() map[string][]check {
 				return d.kubectl(t, "kubectl get hv compute-1 -o jsonpath='{.status.evacuation}'") == ""
 			}, time.Minute, 200*time.Millisecond, "no longer evacuated")
 		}},
-		"curl -s http://127.0.0.1:8080/metrics | grep ^novacron_vm_total": {func(t *testing.T, d *dev, out string) bool {
+		`curl -sk -H "Authorization: Bearer $(kubectl create token prometheus)" https://127.0.0.1:8080/metrics | grep ^novacron_vm_total`: {func(t *testing.T, d *dev, out string) bool {
 			n := strings.Count(d.kubectl(t, "kubectl get vm -A --no-headers"), " Running ")
 			return strings.Contains(out, fmt.Sprintf(`novacron_vm_total{phase="Running"} %d`, n))
 		}},

@@ -61,6 +61,7 @@ func startOperator(t *testing.T) (stop func()) {
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr = testenv.FreeAddr(t)
 	metricsAddr = opts.MetricsAddr
+	opts.MetricsOpen = true // what the metrics say; test/security checks who may read them
 	opts.ProbeAddr = "0"
 	opts.StopGracePeriod = 5 * time.Second
 	opts.StatsInterval = 500 * time.Millisecond

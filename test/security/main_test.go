@@ -37,6 +37,8 @@ var (
 	// hookHost is the one address the suite's operator lets hooks reach
 	// besides the public internet: the tests' own hook servers listen there.
 	hookHost = "127.0.0.2"
+	// metricsAddr is where the operator serves /metrics, as in a cluster.
+	metricsAddr string
 )
 
 func TestMain(m *testing.M) {
@@ -60,7 +62,13 @@ func setUp(s *testenv.Suite) error {
 	s.Cleanup(connector.Close)
 	defined.Connector = connector
 	opts := manager.DefaultOptions()
-	opts.MetricsAddr, opts.ProbeAddr = "0", "0"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	metricsAddr = l.Addr().String()
+	l.Close()
+	opts.MetricsAddr, opts.ProbeAddr = metricsAddr, "0"
 	opts.StatsInterval = time.Second
 	opts.HookEgress.Allow = []netip.Prefix{netip.MustParsePrefix(hookHost + "/32")}
 	stop, err := env.RunOperatorWithWebhooks(s.Dir, opts, defined)
