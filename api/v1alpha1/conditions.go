@@ -81,6 +81,10 @@ const (
 	// ReasonUnschedulable: the scheduler cannot place the launcher pod; the
 	// message has every node's reason.
 	ReasonUnschedulable = "Unschedulable"
+	// ReasonQuotaExceeded: the namespace's ResourceQuota refused the
+	// launcher pod; the message names the quota and what it lacks. The VM
+	// waits for room (condition Scheduled, event).
+	ReasonQuotaExceeded = "QuotaExceeded"
 	// ReasonPaused: the domain is paused on the hypervisor.
 	ReasonPaused = "Paused"
 	// ReasonStopped: spec.running is false and the guest is off (condition);

@@ -1,6 +1,10 @@
 package v1alpha1
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -46,3 +50,15 @@ func (s *VirtualMachineStatus) AssignedDevices() DeviceAssignment {
 
 // Empty says whether the assignment holds no device.
 func (a DeviceAssignment) Empty() bool { return len(a.GPUs) == 0 && len(a.VFs) == 0 }
+
+// DerivedName is the name of an object NovaCron makes for another: base and
+// suffix, within max characters (63 where the name is also a label value,
+// as a Job's is). A base too long keeps its start and gains a hash of the
+// whole, so two long names never meet.
+func DerivedName(base, suffix string, max int) string {
+	if len(base)+len(suffix) <= max {
+		return base + suffix
+	}
+	sum := sha256.Sum256([]byte(base))
+	return strings.TrimRight(base[:max-len(suffix)-9], "-.") + "-" + hex.EncodeToString(sum[:4]) + suffix
+}

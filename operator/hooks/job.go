@@ -124,7 +124,8 @@ func checkContainer(path *field.Path, c *corev1.Container) field.ErrorList {
 // start or stop (a changed spec) gets a new Job; the same one is found again
 // after an operator restart.
 func JobName(vm *novacronv1.VirtualMachine, kind string) string {
-	return fmt.Sprintf("%s-%s-%d", vm.Name, strings.ToLower(kind), vm.Generation)
+	// 63: the Job's name is also its pods' job-name label.
+	return novacronv1.DerivedName(vm.Name, fmt.Sprintf("-%s-%d", strings.ToLower(kind), vm.Generation), 63)
 }
 
 // BuildJob is the Job that runs a VM's hook, or why the hook may not run

@@ -8,6 +8,8 @@ import (
 	"github.com/stretchr/testify/require"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
@@ -58,4 +60,19 @@ func TestAHookJobMayTakeNothingOfTheNodeNorAnIdentity(t *testing.T) {
 		"initContainers[0].securityContext.capabilities.add",
 		"containers[0].ports[0].hostPort", "containers[0].securityContext.privileged", "containers[0].securityContext.allowPrivilegeEscalation",
 		"containers[0].securityContext.procMount"}, fields)
+}
+
+// A hook Job's name is also a label value: at most 63 characters, however
+// long the VM's name, and distinct for distinct VMs.
+func TestJobNamesFitALabel(t *testing.T) {
+	long := func(name string) *novacronv1.VirtualMachine {
+		return &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 12}}
+	}
+	assert.Equal(t, "web-prestart-12", JobName(long("web"), "preStart"))
+	a := JobName(long(strings.Repeat("a", 62)+"x"), "preStop")
+	b := JobName(long(strings.Repeat("a", 62)+"y"), "preStop")
+	assert.LessOrEqual(t, len(a), 63)
+	assert.NotEqual(t, a, b)
+	assert.True(t, strings.HasSuffix(a, "-prestop-12"), a)
+	assert.Empty(t, validation.IsDNS1123Label(a))
 }

@@ -46,12 +46,7 @@ type Config struct {
 
 // PodName is the name of a VM's launcher pod.
 func PodName(vmName string) string {
-	const suffix = "-launcher"
-	if len(vmName)+len(suffix) <= 253 {
-		return vmName + suffix
-	}
-	sum := sha256.Sum256([]byte(vmName))
-	return vmName[:253-len(suffix)-9] + "-" + hex.EncodeToString(sum[:4]) + suffix
+	return novacronv1.DerivedName(vmName, "-launcher", 253)
 }
 
 // Requests is what a launcher pod requests for a VM of vcpus and memory

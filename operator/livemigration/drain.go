@@ -179,7 +179,7 @@ func (r *DrainReconciler) blocker(ctx context.Context, v *novacronv1.VirtualMach
 }
 
 func drainMigrationName(v *novacronv1.VirtualMachine, node string) string {
-	return fmt.Sprintf("%s-drain-%s", v.Name, node)
+	return novacronv1.DerivedName(v.Name, "-drain-"+node, 253)
 }
 
 // migrate makes the VM's drain migration unless it exists.

@@ -112,7 +112,7 @@ func (r *Rebalancer) Round(ctx context.Context) ([]migration.Move, error) {
 	for _, mv := range moves {
 		v := byKey[mv.VM]
 		m := &novacronv1.VirtualMachineMigration{
-			ObjectMeta: metav1.ObjectMeta{Namespace: v.Namespace, Name: fmt.Sprintf("%s-rebalance-%d", v.Name, time.Now().Unix())},
+			ObjectMeta: metav1.ObjectMeta{Namespace: v.Namespace, Name: novacronv1.DerivedName(v.Name, fmt.Sprintf("-rebalance-%d", time.Now().Unix()), 253)},
 			Spec:       novacronv1.VirtualMachineMigrationSpec{VMName: v.Name, TargetNodeName: mv.To, Reason: novacronv1.MigrationRebalance},
 		}
 		if err := r.Client.Create(ctx, m); err != nil && !apierrors.IsAlreadyExists(err) {

@@ -75,7 +75,7 @@ type Reconciler struct {
 // +kubebuilder:rbac:groups=novacron.io,resources=hypervisors,verbs=get;list;watch
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinesnapshots,verbs=deletecollection
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinerestores,verbs=get
-// +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinemigrations,verbs=get
+// +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinemigrations,verbs=get;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete;patch
 // +kubebuilder:rbac:groups="",namespace=novacron-system,resources=configmaps,verbs=get
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get

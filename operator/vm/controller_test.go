@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
@@ -332,6 +333,38 @@ func TestACrashedGuestIsStartedAgain(t *testing.T) {
 
 // A migration or a restore holds the VM's domain; the VM controller leaves
 // it alone until they give it back.
+// A VM deleted mid-migration cancels the migration and waits for it to hand
+// the VM back before it removes the domain: removed from under the migration
+// on its source, the guest could go on running untracked on the target.
+func TestDeletingAVMMidMigrationCancelsItFirst(t *testing.T) {
+	e := newEnv(t)
+	v := e.running(t, "web")
+	m := &novacronv1.VirtualMachineMigration{ObjectMeta: metav1.ObjectMeta{Name: "move", Namespace: ns, Finalizers: []string{"novacron.io/migration"}},
+		Spec: novacronv1.VirtualMachineMigrationSpec{VMName: "web"}}
+	require.NoError(t, e.Client.Create(t.Context(), m))
+	m.Status.Phase = novacronv1.MigrationRunning
+	require.NoError(t, e.Client.Status().Update(t.Context(), m))
+	v.Status.MigrationState = &novacronv1.MigrationState{MigrationName: "move", SourceNode: "node-1", TargetNode: "node-2"}
+	require.NoError(t, e.Client.Status().Update(t.Context(), v))
+
+	require.NoError(t, e.Client.Delete(t.Context(), v))
+	res := e.reconcile(t, "web")
+	assert.Positive(t, res.RequeueAfter, "waits for the migration")
+	_, _, defined := e.host.Domain("team_web")
+	assert.True(t, defined, "nothing removed while the migration holds the domain")
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKeyFromObject(m), m))
+	assert.False(t, m.DeletionTimestamp.IsZero(), "the migration is cancelled (deleted: it rolls back)")
+	assert.Contains(t, e.vm(t, "web").Finalizers, Finalizer)
+
+	// Rolled back: the migration hands the VM back and goes.
+	m.Finalizers = nil
+	require.NoError(t, e.Client.Update(t.Context(), m))
+	e.reconcile(t, "web")
+	_, _, defined = e.host.Domain("team_web")
+	assert.False(t, defined, "then removed where it is")
+	assert.True(t, apierrors.IsNotFound(e.Client.Get(t.Context(), client.ObjectKeyFromObject(v), &novacronv1.VirtualMachine{})))
+}
+
 func TestAMigrationOrRestoreHoldsTheDomain(t *testing.T) {
 	e := newEnv(t)
 	v := e.running(t, "web")
@@ -422,6 +455,32 @@ func TestAPodTheCacheDoesNotRecordYetIsKept(t *testing.T) {
 	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKeyFromObject(pod), pod), "the pod is kept")
 	assert.Equal(t, types.UID("ours"), pod.UID)
 	assert.False(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonLauncherPodReplaced, ""))
+}
+
+// A launcher pod the namespace's ResourceQuota refuses is shown on the VM,
+// naming the quota, and tried again later: nothing the VM watches says when
+// room is made.
+func TestAQuotaRefusalShowsOnTheVM(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, newVM("web"))
+	full := func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+		if _, ok := obj.(*corev1.Pod); ok {
+			return apierrors.NewForbidden(corev1.Resource("pods"), obj.GetName(),
+				errors.New("exceeded quota: team-compute, requested: requests.cpu=2, used: requests.cpu=3, limited: requests.cpu=4"))
+		}
+		return c.Create(ctx, obj, opts...)
+	}
+	e.r.Client = interceptor.NewClient(e.Client.(client.WithWatch), interceptor.Funcs{Create: full})
+	res := e.reconcile(t, "web")
+	assert.Equal(t, quotaRetry, res.RequeueAfter)
+	v := e.vm(t, "web")
+	assert.Equal(t, novacronv1.VMPending, v.Status.Phase)
+	c := condition(v, novacronv1.VMConditionScheduled)
+	assert.Equal(t, novacronv1.ReasonQuotaExceeded, c.Reason)
+	assert.Contains(t, c.Message, "exceeded quota: team-compute")
+	assert.True(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonQuotaExceeded, "team-compute"))
+	e.reconcile(t, "web")
+	assert.False(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonQuotaExceeded, ""), "said once")
 }
 
 // not disturb running VMs.

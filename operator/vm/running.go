@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -68,7 +69,11 @@ func (r *Reconciler) reserve(ctx context.Context, s *runScope) (ctrl.Result, boo
 		return ctrl.Result{}, true, err
 	}
 	if pod == nil {
-		return ctrl.Result{}, true, r.createLauncherPod(ctx, vm)
+		err := r.createLauncherPod(ctx, vm)
+		if errors.Is(err, errQuotaExceeded) {
+			return ctrl.Result{RequeueAfter: quotaRetry}, true, nil
+		}
+		return ctrl.Result{}, true, err
 	}
 	if !pod.DeletionTimestamp.IsZero() {
 		r.setPhase(ctx, vm, novacronv1.VMPending)
@@ -118,10 +123,19 @@ func (r *Reconciler) createLauncherPod(ctx context.Context, vm *novacronv1.Virtu
 		return err
 	}
 	pod := launcher.BuildPod(vm, r.Launcher, pools)
-	if err := r.Client.Create(ctx, pod); apierrors.IsAlreadyExists(err) {
+	err = r.Client.Create(ctx, pod)
+	switch {
+	case apierrors.IsAlreadyExists(err):
 		// The cache has not seen our own pod yet; its event brings us back.
 		return nil
-	} else if err != nil {
+	case isQuotaRefusal(err):
+		r.setPhase(ctx, vm, novacronv1.VMPending)
+		msg := fmt.Sprintf("the namespace's ResourceQuota has no room for the VM's launcher pod; free some or ask for a larger quota: %v", err)
+		if r.setCondition(vm, novacronv1.VMConditionScheduled, metav1.ConditionFalse, novacronv1.ReasonQuotaExceeded, msg) {
+			r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, novacronv1.ReasonQuotaExceeded, novacronv1.ActionSchedule, "%s", msg)
+		}
+		return errQuotaExceeded
+	case err != nil:
 		return fmt.Errorf("creating launcher pod for VM %s/%s: %w", vm.Namespace, vm.Name, err)
 	}
 	// Recorded at once: only this pod is the VM's. A patch, not an update:
@@ -137,6 +151,17 @@ func (r *Reconciler) createLauncherPod(ctx context.Context, vm *novacronv1.Virtu
 	r.setCondition(vm, novacronv1.VMConditionScheduled, metav1.ConditionFalse, novacronv1.ReasonPending, fmt.Sprintf("launcher pod %s created; waiting for scheduler %s", pod.Name, pod.Spec.SchedulerName))
 	r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, novacronv1.ReasonLauncherPodCreated, novacronv1.ActionSchedule, "created launcher pod %s for scheduler %s", pod.Name, pod.Spec.SchedulerName)
 	return nil
+}
+
+// errQuotaExceeded is a launcher pod the namespace's quota refused: the VM
+// looks again after quotaRetry (nothing it watches says when room is made).
+var errQuotaExceeded = errors.New("launcher pod refused by the namespace's ResourceQuota")
+
+const quotaRetry = 30 * time.Second
+
+// isQuotaRefusal says whether err is the ResourceQuota admission's refusal.
+func isQuotaRefusal(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota")
 }
 
 // replaceForeignPod deletes a pod that claims to be the VM's launcher pod but

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -105,6 +106,13 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 	if !controllerutil.ContainsFinalizer(vm, Finalizer) {
 		return ctrl.Result{}, nil
 	}
+	if r.migrating(ctx, vm) {
+		// The domain is between two nodes: cancel the migration (deleting
+		// it rolls it back, or resolves where the guest runs) and wait
+		// for it to hand the VM back, so the domain is removed where it
+		// is, never left running untracked on the other node.
+		return ctrl.Result{RequeueAfter: time.Second}, r.cancelMigration(ctx, vm)
+	}
 	if node := vm.Status.NodeName; node != "" {
 		hvObj, hv, err := r.hypervisor(ctx, node)
 		switch {
@@ -132,6 +140,17 @@ func (r *Reconciler) finalize(ctx context.Context, vm *novacronv1.VirtualMachine
 	r.Hooks.Forget(vm.UID)
 	controllerutil.RemoveFinalizer(vm, Finalizer)
 	return ctrl.Result{}, client.IgnoreNotFound(r.Client.Update(ctx, vm))
+}
+
+// cancelMigration deletes the migration that holds a VM being deleted.
+func (r *Reconciler) cancelMigration(ctx context.Context, vm *novacronv1.VirtualMachine) error {
+	m := &novacronv1.VirtualMachineMigration{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: vm.Status.MigrationState.MigrationName}, m)
+	if err != nil || !m.DeletionTimestamp.IsZero() {
+		return client.IgnoreNotFound(err)
+	}
+	r.Recorder.Eventf(vm, m, corev1.EventTypeNormal, novacronv1.ReasonStopping, novacronv1.ActionDelete, "the VM is being deleted: cancelling migration %s first", m.Name)
+	return client.IgnoreNotFound(r.Client.Delete(ctx, m, client.Preconditions{UID: &m.UID}))
 }
 
 // removeDomain runs preStop on a running guest (a delete cannot be refused:

@@ -174,6 +174,9 @@ func (v *VMValidator) validate(ctx context.Context, op string, vm, old *novacron
 	errs := ValidateVMSpec(vm)
 	if old != nil {
 		errs = append(errs, validateRunningChanges(old, vm)...)
+	} else if len(vm.Name) > 63 {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), vm.Name,
+			"must be no more than 63 characters: it is the value of the novacron.io/vm label on the VM's pods, and the guest's hostname"))
 	}
 	errs = append(errs, v.validateNetworks(ctx, vm)...)
 	errs = append(errs, v.validateScheduler(vm)...)

@@ -298,6 +298,30 @@ func TestCancelAbortsAndRollsBack(t *testing.T) {
 	assert.False(t, podExists(t, m.Status.TargetPod))
 }
 
+// Deleting a VM mid-migration cancels the migration, waits for it, and then
+// removes the domain: neither node keeps a copy, none runs untracked.
+func TestDeletingAVMMidMigrationLeavesNoDomain(t *testing.T) {
+	v := runningVM(t, "deleted-mid-flight")
+	source := v.Status.NodeName
+	release := hosts.Hold()
+	defer release()
+	migrate(t, "deleted-move", v.Name)
+	m := waitInFlight(t, "deleted-move")
+	env.WaitVM(t, key(v.Name), timeout, "Migrating", testenv.PhaseIs(novacronv1.VMMigrating))
+
+	require.NoError(t, env.Client.Delete(context.Background(), v))
+	require.Eventually(t, func() bool {
+		return apierrors.IsNotFound(env.Client.Get(context.Background(), key(v.Name), &novacronv1.VirtualMachine{}))
+	}, timeout, testenv.Poll, "the VM is deleted")
+	assert.Equal(t, provider.DomainState(""), domainState(t, source, v), "not on the source")
+	assert.Equal(t, provider.DomainState(""), domainState(t, other(source), v), "not on the target")
+	// The migration hands the VM back before its own finalizer goes.
+	require.Eventually(t, func() bool {
+		return apierrors.IsNotFound(env.Client.Get(context.Background(), key(m.Name), &novacronv1.VirtualMachineMigration{}))
+	}, timeout, testenv.Poll, "the migration is gone")
+	assert.False(t, podExists(t, m.Status.TargetPod))
+}
+
 func TestOutboundLimitQueuesMigrations(t *testing.T) {
 	// The scheduler spreads: put both VMs on one node by moving the second
 	// there first if needed.
