@@ -51,6 +51,18 @@ func (s *VirtualMachineStatus) AssignedDevices() DeviceAssignment {
 // Empty says whether the assignment holds no device.
 func (a DeviceAssignment) Empty() bool { return len(a.GPUs) == 0 && len(a.VFs) == 0 }
 
+// PCIAddresses are the host devices the assignment holds, GPUs then VFs.
+func (a DeviceAssignment) PCIAddresses() []string {
+	out := make([]string, 0, len(a.GPUs)+len(a.VFs))
+	for _, g := range a.GPUs {
+		out = append(out, g.PCIAddress)
+	}
+	for _, vf := range a.VFs {
+		out = append(out, vf)
+	}
+	return out
+}
+
 // DerivedName is the name of an object NovaCron makes for another: base and
 // suffix, within max characters (63 where the name is also a label value,
 // as a Job's is). A base too long keeps its start and gains a hash of the

@@ -73,13 +73,7 @@ func (r *Reconciler) devicesTaken(ctx context.Context, vm *novacronv1.VirtualMac
 		if vms[i].Namespace == vm.Namespace && vms[i].Name == vm.Name {
 			continue
 		}
-		a := vms[i].Status.AssignedDevices()
-		for _, g := range a.GPUs {
-			taken.Insert(g.PCIAddress)
-		}
-		for _, pci := range a.VFs {
-			taken.Insert(pci)
-		}
+		taken.Insert(vms[i].Status.AssignedDevices().PCIAddresses()...)
 	}
 	return taken, nil
 }

@@ -237,12 +237,7 @@ func (p *Plugin) podUsage(e *hvEntry, ni fwk.NodeInfo) nodeUse {
 			continue
 		}
 		u.withDevices.Insert(pod.UID)
-		for _, g := range a.GPUs {
-			u.devices.Insert(g.PCIAddress)
-		}
-		for _, vf := range a.VFs {
-			u.devices.Insert(vf)
-		}
+		u.devices.Insert(a.PCIAddresses()...)
 	}
 	e.use.Store(&cachedUse{generation: gen, epoch: epoch, use: u})
 	return u

@@ -47,14 +47,7 @@ func (p *Plugin) Reserve(ctx context.Context, state fwk.CycleState, pod *corev1.
 			return fwk.NewStatus(fwk.Unschedulable, reason)
 		}
 	}
-	var held []string
-	for _, g := range a.GPUs {
-		held = append(held, g.PCIAddress)
-	}
-	for _, vf := range a.VFs {
-		held = append(held, vf)
-	}
-	if len(held) > 0 {
+	if held := a.PCIAddresses(); len(held) > 0 {
 		p.hold(node, pod.UID, held)
 	}
 	state.Write(assignmentKey, &assignmentState{a: a})
