@@ -139,7 +139,9 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 	defer stopComponents()
 
 	p.step("starting the operator (controllers, webhooks) and novacron-scheduler")
-	connector := libvirt.NewConnector()
+	// Simulated nodes are test-driver files; lab nodes are reached over
+	// their own libvirtd socket and migrate over qemu+tcp (test/lab/lab.sh).
+	connector := libvirt.NewConnector(libvirt.URIRules{Test: true, Local: cfg.LabScript != "", TCP: cfg.LabScript != ""})
 	defer connector.Close()
 	opts := manager.DefaultOptions()
 	opts.Namespace = OperatorNamespace

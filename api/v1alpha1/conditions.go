@@ -98,6 +98,13 @@ const (
 	// ReasonUnreachable and ReasonConnected are the HypervisorReachable
 	// condition's two sides.
 	ReasonUnreachable = "Unreachable"
+	// ReasonURIRefused: the operator does not connect to spec.uri at all
+	// (its --hypervisor-uris rules refuse it); the message says why.
+	ReasonURIRefused = "URIRefused"
+	// ReasonDomainMissing: the VM's domain, which NovaCron defined, is gone
+	// from its node's hypervisor; it is not defined again until an admin
+	// says so (clearing status.domainDefined).
+	ReasonDomainMissing = "DomainMissing"
 	ReasonConnected   = "Connected"
 	// ReasonPreStartHookFailed, ReasonPreStartHookSucceeded and
 	// ReasonPreStopHookFailed are the HooksSucceeded condition's reasons.

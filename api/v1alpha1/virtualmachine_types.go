@@ -407,6 +407,15 @@ type VirtualMachineStatus struct {
 	// +optional
 	LauncherPodUID types.UID `json:"launcherPodUID,omitempty"`
 
+	// DomainDefined says NovaCron defined the VM's domain on NodeName's
+	// hypervisor (or found it there). From then on a domain missing there is
+	// reported (Ready=False, DomainMissing) instead of defined again, which
+	// could start a second copy of a guest that runs elsewhere or boot it
+	// from a stale or blank disk. A platform admin who knows the guest runs
+	// nowhere clears it (a status patch) to have the domain defined again.
+	// +optional
+	DomainDefined bool `json:"domainDefined,omitempty"`
+
 	// Conditions: Ready, Scheduled, HypervisorReachable, HooksSucceeded, CloudInit.
 	// +listType=map
 	// +listMapKey=type

@@ -47,6 +47,7 @@ func main() {
 	schedulers := flag.String("allowed-schedulers", "", "comma-separated schedulers VMs may name besides novacron-scheduler (each must count VMs as novacron-scheduler does)")
 	hookDeny := flag.String("hook-deny-cidrs", "", "comma-separated CIDRs tenants' HTTP hooks may not reach besides loopback, link-local and the API server (nodes, the service network, a BMC network)")
 	hookAllow := flag.String("hook-allow-cidrs", "", "comma-separated CIDRs HTTP hooks may reach even when denied (dev and tests only)")
+	uris := flag.String("hypervisor-uris", "tls", "comma-separated hypervisor URI kinds to connect to: tls (qemu+tls://HOST/system, always), tcp (qemu+tcp, unencrypted), local (qemu:///system on the operator's host), test (libvirt's test driver)")
 	selfSigned := flag.String("webhook-self-signed-hosts", "", "comma-separated hosts to write a self-signed webhook certificate for into --webhook-cert-dir (local runs without cert-manager)")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -72,7 +73,12 @@ func main() {
 		opts.WebhookSelfSignedHosts = strings.Split(*selfSigned, ",")
 	}
 
-	hypervisors := libvirt.NewConnector()
+	rules, err := libvirt.ParseURIRules(*uris)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "--hypervisor-uris:", err)
+		os.Exit(2)
+	}
+	hypervisors := libvirt.NewConnector(rules)
 	defer hypervisors.Close()
 	mgr, err := manager.New(ctrl.GetConfigOrDie(), opts, hypervisors)
 	if err != nil {

@@ -24,6 +24,11 @@ var ErrUnsupported = errors.New("not supported by this hypervisor")
 // Callers must not assume anything about the domains on it.
 var ErrUnreachable = errors.New("hypervisor unreachable")
 
+// ErrRefused is returned (wrapped, with ErrUnreachable) for a hypervisor URI
+// the operator's rules do not allow: nothing was dialed, and nothing will be
+// until the URI or the rules change.
+var ErrRefused = errors.New("refused by the operator's hypervisor URI rules")
+
 // Connector hands out the Hypervisor for a URI, sharing one connection per URI.
 type Connector interface {
 	Hypervisor(ctx context.Context, uri string) (Hypervisor, error)

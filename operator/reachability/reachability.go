@@ -9,6 +9,7 @@ package reachability
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -97,6 +98,10 @@ func (r *Reconciler) probe(ctx context.Context, hv *novacronv1.Hypervisor) metav
 	var info provider.HostInfo
 	if err == nil {
 		info, err = h.Info(ctx)
+	}
+	if errors.Is(err, provider.ErrRefused) {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, novacronv1.ReasonURIRefused, err.Error()
+		return cond
 	}
 	if err != nil {
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, novacronv1.ReasonUnreachable, fmt.Sprintf("%s does not answer: %v", hv.Spec.URI, err)

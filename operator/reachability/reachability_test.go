@@ -13,6 +13,7 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/fakecluster"
+	"github.com/novacron/operator/operator/provider/libvirt"
 )
 
 func TestReachableFollowsWhatTheHypervisorAnswers(t *testing.T) {
@@ -56,4 +57,23 @@ func TestReachableFollowsWhatTheHypervisorAnswers(t *testing.T) {
 	long := &metav1.Condition{Status: metav1.ConditionFalse, LastTransitionTime: metav1.NewTime(time.Now().Add(-time.Hour))}
 	assert.Equal(t, time.Minute, r.next(long))
 	assert.InDelta(t, float64(5*time.Second), float64(r.next(&metav1.Condition{Status: metav1.ConditionFalse, LastTransitionTime: metav1.NewTime(time.Now().Add(-10 * time.Second))})), float64(100*time.Millisecond))
+}
+
+// A URI the operator's rules refuse says so (and which rule), not "does not
+// answer": nothing was asked.
+func TestARefusedURIIsNamedAsSuch(t *testing.T) {
+	c := fakecluster.New(t)
+	c.Node(t, "node-1", 16, "64Gi")
+	r := &Reconciler{Client: c.Client, Recorder: c.Events, Hypervisors: libvirt.NewConnector(libvirt.URIRules{}), Interval: time.Minute, Timeout: time.Second}
+	hv := &novacronv1.Hypervisor{}
+	require.NoError(t, c.Client.Get(t.Context(), client.ObjectKey{Name: "node-1"}, hv))
+	hv.Spec.URI = "qemu+ext:///system?command=/bin/sh"
+	require.NoError(t, c.Client.Update(t.Context(), hv))
+	fakecluster.Reconcile(t, r, "", "node-1")
+	require.NoError(t, c.Client.Get(t.Context(), client.ObjectKey{Name: "node-1"}, hv))
+	cond := meta.FindStatusCondition(hv.Status.Conditions, novacronv1.HypervisorConditionReachable)
+	require.NotNil(t, cond)
+	assert.Equal(t, metav1.ConditionFalse, cond.Status)
+	assert.Equal(t, novacronv1.ReasonURIRefused, cond.Reason)
+	assert.Contains(t, cond.Message, `scheme "qemu+ext"`)
 }

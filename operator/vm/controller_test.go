@@ -529,3 +529,46 @@ func TestAPodFromAnOlderSpecIsReplacedBeforeTheDomainIsDefined(t *testing.T) {
 	assert.True(t, launcher.PodMatches(pod, e.vm(t, "web")))
 	assert.Equal(t, "16", pod.Spec.Containers[0].Resources.Requests.Cpu().String())
 }
+
+// A domain NovaCron defined that vanishes from its node (undefined by hand, or
+// running elsewhere after a migration nobody recorded) is reported, not
+// defined again from a disk that may be stale or blank; once an admin clears
+// status.domainDefined, it is defined again.
+func TestAVanishedDomainIsReportedNotMadeAgain(t *testing.T) {
+	e := newEnv(t)
+	v := e.running(t, "web")
+	require.True(t, v.Status.DomainDefined)
+	require.NoError(t, e.host.Undefine(t.Context(), "team_web"))
+
+	before := e.host.Calls()
+	e.reconcile(t, "web")
+	e.reconcile(t, "web")
+	v = e.vm(t, "web")
+	assert.Equal(t, before["Define"], e.host.Calls()["Define"], "not defined again")
+	assert.Equal(t, before["EnsureVolume"], e.host.Calls()["EnsureVolume"], "no disk made")
+	assert.Equal(t, novacronv1.VMFailed, v.Status.Phase)
+	ready := condition(v, novacronv1.ConditionReady)
+	assert.Equal(t, novacronv1.ReasonDomainMissing, ready.Reason)
+	assert.Contains(t, ready.Message, "node-1")
+	assert.Contains(t, ready.Message, "--subresource=status")
+	assert.True(t, fakecluster.HasEvent(e.EventsSeen(), corev1.EventTypeWarning, novacronv1.ReasonDomainMissing, "team_web"))
+
+	v.Status.DomainDefined = false
+	require.NoError(t, e.Client.Status().Update(t.Context(), v))
+	e.reconcile(t, "web")
+	_, st, ok := e.host.Domain("team_web")
+	require.True(t, ok, "defined again once the admin said so")
+	assert.Equal(t, provider.StateRunning, st)
+	assert.True(t, e.vm(t, "web").Status.DomainDefined)
+}
+
+// A VM from before status.domainDefined existed adopts it from the domain it
+// finds, so an upgrade protects running VMs at once.
+func TestARunningVMFromBeforeTheUpgradeAdoptsDomainDefined(t *testing.T) {
+	e := newEnv(t)
+	v := e.running(t, "web")
+	v.Status.DomainDefined = false
+	require.NoError(t, e.Client.Status().Update(t.Context(), v))
+	e.reconcile(t, "web")
+	assert.True(t, e.vm(t, "web").Status.DomainDefined)
+}

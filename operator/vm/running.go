@@ -213,6 +213,11 @@ func (r *Reconciler) observe(ctx context.Context, s *runScope) (ctrl.Result, boo
 		return ctrl.Result{}, true, err
 	}
 	s.state = state
+	if state == "" && vm.Status.DomainDefined {
+		return r.domainMissing(ctx, s)
+	}
+	// Found (a VM from before the field was recorded adopts it here too).
+	vm.Status.DomainDefined = vm.Status.DomainDefined || state != ""
 	switch state {
 	case provider.StateRunning, provider.StatePaused:
 		r.setPhase(ctx, vm, novacronv1.VMRunning)
@@ -230,6 +235,24 @@ func (r *Reconciler) observe(ctx context.Context, s *runScope) (ctrl.Result, boo
 		r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, novacronv1.ReasonCrashed, novacronv1.ActionStart, "the guest crashed on node %s; starting it again", s.node)
 	}
 	return ctrl.Result{}, false, nil
+}
+
+// domainMissing reports a domain NovaCron defined that is gone from its node,
+// and defines nothing: the guest may run on another node (a migration or a
+// hand-made copy nobody told NovaCron of), and its disk here may be stale or
+// gone, so only someone who knows it runs nowhere may have it defined again.
+func (r *Reconciler) domainMissing(ctx context.Context, s *runScope) (ctrl.Result, bool, error) {
+	vm := s.vm
+	msg := fmt.Sprintf("domain %s was defined on node %s but is gone from its hypervisor; NovaCron does not define it again by itself, as the guest may run elsewhere or its disk be stale. "+
+		"If it certainly runs nowhere, a platform admin has it defined again from its disks on %s with: kubectl patch vm %s -n %s --subresource=status --type=merge -p '{\"status\":{\"domainDefined\":false}}'",
+		domain.DomainName(vm), s.node, s.node, vm.Name, vm.Namespace)
+	r.setPhase(ctx, vm, novacronv1.VMFailed)
+	if r.setCondition(vm, novacronv1.ConditionReady, metav1.ConditionFalse, novacronv1.ReasonDomainMissing, msg) {
+		r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, novacronv1.ReasonDomainMissing, novacronv1.ActionStart, "%s", msg)
+	}
+	// Nothing the operator watches changes the hypervisor's domains; look
+	// again now and then in case the domain comes back.
+	return ctrl.Result{RequeueAfter: r.StatsInterval}, true, nil
 }
 
 // define (re)defines the domain from the current spec, unless a preStart hook
@@ -264,6 +287,7 @@ func (r *Reconciler) define(ctx context.Context, s *runScope) (ctrl.Result, bool
 		}
 		return ctrl.Result{}, true, err
 	}
+	vm.Status.DomainDefined = true
 	if s.state == "" {
 		r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, novacronv1.ReasonDefined, novacronv1.ActionStart, "defined domain %s on node %s", name, s.node)
 		log.FromContext(ctx).Info("domain defined", "domain", name, "node", s.node)

@@ -137,7 +137,7 @@ func startLab(t *testing.T) (*testenv.Env, *libvirt.Connector, string, manager.O
 		Spec: novacronv1.HypervisorSpec{URI: uri, StoragePool: "default", DomainType: "qemu"},
 	}))
 
-	connector := libvirt.NewConnector()
+	connector := libvirt.NewConnector(libvirt.URIRules{TCP: true, Local: true})
 	t.Cleanup(connector.Close)
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr = "0", "0"
@@ -345,7 +345,7 @@ func TestRealQEMULiveMigration(t *testing.T) {
 				MigrationURI: "qemu+tcp://" + ip + "/system"},
 		}))
 	}
-	connector := libvirt.NewConnector()
+	connector := libvirt.NewConnector(libvirt.URIRules{TCP: true, Local: true})
 	t.Cleanup(connector.Close)
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr, opts.Webhooks = "0", "0", false

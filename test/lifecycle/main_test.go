@@ -39,7 +39,7 @@ func setUp(s *testenv.Suite) error {
 	if nodeURIs, err = env.AddSimulatedNodes(s.Ctx, s.Dir, nodes); err != nil {
 		return err
 	}
-	inner := libvirt.NewConnector()
+	inner := libvirt.NewConnector(libvirt.URIRules{Test: true})
 	s.Cleanup(inner.Close)
 	hypervisors = &flakyConnector{inner: inner}
 	return nil

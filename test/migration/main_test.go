@@ -43,7 +43,7 @@ func setUp(s *testenv.Suite) error {
 		return err
 	}
 
-	inner := libvirt.NewConnector()
+	inner := libvirt.NewConnector(libvirt.URIRules{Test: true})
 	s.Cleanup(inner.Close)
 	hosts = &migrator{inner: inner, defs: map[string]provider.Domain{}, moving: map[string]bool{}, paused: map[string]bool{}}
 	opts := manager.DefaultOptions()

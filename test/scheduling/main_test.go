@@ -33,7 +33,7 @@ func setUp(s *testenv.Suite) error {
 		return err
 	}
 
-	connector = libvirt.NewConnector()
+	connector = libvirt.NewConnector(libvirt.URIRules{Test: true})
 	s.Cleanup(connector.Close)
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr, opts.Webhooks = "0", "0", false

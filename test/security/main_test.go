@@ -58,7 +58,7 @@ func setUp(s *testenv.Suite) error {
 	if nodeURIs, err = env.AddSimulatedNodes(s.Ctx, s.Dir, nodes); err != nil {
 		return err
 	}
-	connector := libvirt.NewConnector()
+	connector := libvirt.NewConnector(libvirt.URIRules{Test: true})
 	s.Cleanup(connector.Close)
 	defined.Connector = connector
 	opts := manager.DefaultOptions()

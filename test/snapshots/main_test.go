@@ -43,7 +43,7 @@ func setUp(s *testenv.Suite) error {
 	}
 	uri = uris[node]
 
-	inner := libvirt.NewConnector()
+	inner := libvirt.NewConnector(libvirt.URIRules{Test: true})
 	s.Cleanup(inner.Close)
 	hosts = &gatedConnector{inner: inner}
 	clock = clocktesting.NewFakeClock(time.Now())

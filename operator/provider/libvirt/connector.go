@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	golibvirt "libvirt.org/go/libvirt"
@@ -34,32 +35,67 @@ func startEventLoop() {
 	})
 }
 
-// Connector shares one libvirt connection per URI.
+// Connector shares one libvirt connection per URI. Each host is dialed and
+// timed on its own, so one host that is down or slow never holds up the
+// callers of another.
 type Connector struct {
 	// Dial opens a connection; tests replace it to simulate an outage.
 	Dial func(uri string) (*golibvirt.Connect, error)
 	// MinBackoff and MaxBackoff bound the wait between failed connection tries.
 	MinBackoff, MaxBackoff time.Duration
+	// Rules say which hypervisor URIs the operator connects to at all.
+	Rules URIRules
+	// Timeouts bound each kind of call whose caller set no earlier deadline.
+	Timeouts Timeouts
+	// MaxAbandoned is how many calls a host may leave unanswered (given up
+	// on by their callers, still running in libvirt) before further calls
+	// to it fail fast: libvirt calls cannot be cancelled, so without a bound
+	// a hung host would collect one goroutine per try.
+	MaxAbandoned int
 
 	mu    sync.Mutex
-	conns map[string]*conn
+	hosts map[string]*host
 }
 
-type conn struct {
+// Timeouts bound libvirt calls. A caller's earlier deadline always wins.
+type Timeouts struct {
+	// Dial bounds opening a connection.
+	Dial time.Duration
+	// Call bounds a lookup, a definition, a start: what libvirt answers at once.
+	Call time.Duration
+	// Long bounds calls that take as long as the data they move: snapshots
+	// with the guest's memory, reverts, uploads.
+	Long time.Duration
+}
+
+// host is one URI's connection and its dialing state.
+type host struct {
+	// dialing holds a token while a dial runs, so callers of one host wait
+	// for one dial (as long as their context lets them) instead of each
+	// dialing, and callers of other hosts do not wait at all.
+	dialing chan struct{}
+	// abandoned counts calls whose callers gave up while libvirt still runs them.
+	abandoned atomic.Int32
+
+	mu       sync.Mutex
 	c        *golibvirt.Connect
 	failures int
 	retryAt  time.Time
 	lastErr  error
 }
 
-// NewConnector returns a Connector that dials with libvirt.NewConnect.
-func NewConnector() *Connector {
+// NewConnector returns a Connector that dials with libvirt.NewConnect the URIs
+// rules allow.
+func NewConnector(rules URIRules) *Connector {
 	startEventLoop()
 	return &Connector{
-		Dial:       golibvirt.NewConnect,
-		MinBackoff: 500 * time.Millisecond,
-		MaxBackoff: 30 * time.Second,
-		conns:      map[string]*conn{},
+		Dial:         golibvirt.NewConnect,
+		MinBackoff:   500 * time.Millisecond,
+		MaxBackoff:   30 * time.Second,
+		Rules:        rules,
+		Timeouts:     Timeouts{Dial: 30 * time.Second, Call: 30 * time.Second, Long: 10 * time.Minute},
+		MaxAbandoned: 8,
+		hosts:        map[string]*host{},
 	}
 }
 
@@ -68,28 +104,50 @@ var _ provider.Connector = (*Connector)(nil)
 // Hypervisor returns the hypervisor at uri, connecting if needed. While the
 // backoff after a failed try runs, it fails fast with provider.ErrUnreachable.
 func (p *Connector) Hypervisor(ctx context.Context, uri string) (provider.Hypervisor, error) {
-	c, err := p.connect(ctx, uri)
+	if err := p.Rules.Check(uri); err != nil {
+		return nil, fmt.Errorf("%w: %w", provider.ErrUnreachable, err)
+	}
+	st := p.host(uri)
+	c, err := p.connect(ctx, uri, st)
 	if err != nil {
 		return nil, err
 	}
-	return &hypervisor{uri: uri, conn: c, pool: p}, nil
+	return &hypervisor{uri: uri, conn: c, pool: p, host: st}, nil
 }
 
-func (p *Connector) connect(ctx context.Context, uri string) (*golibvirt.Connect, error) {
+func (p *Connector) host(uri string) *host {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	st := p.conns[uri]
+	st := p.hosts[uri]
 	if st == nil {
-		st = &conn{}
-		p.conns[uri] = st
+		st = &host{dialing: make(chan struct{}, 1)}
+		p.hosts[uri] = st
 	}
-	if st.c != nil {
-		return st.c, nil
+	return st
+}
+
+func (p *Connector) connect(ctx context.Context, uri string, st *host) (*golibvirt.Connect, error) {
+	if c := st.current(); c != nil {
+		return c, nil
 	}
-	if now := time.Now(); now.Before(st.retryAt) {
-		return nil, fmt.Errorf("%w: %s: %v (next try in %s)", provider.ErrUnreachable, uri, st.lastErr, st.retryAt.Sub(now).Round(time.Millisecond))
+	select {
+	case st.dialing <- struct{}{}:
+		defer func() { <-st.dialing }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %s: still connecting: %v", provider.ErrUnreachable, uri, ctx.Err())
 	}
-	c, err := callValue(ctx, func() (*golibvirt.Connect, error) { return p.Dial(uri) })
+	st.mu.Lock()
+	c, retryAt, lastErr := st.c, st.retryAt, st.lastErr
+	st.mu.Unlock()
+	if c != nil {
+		return c, nil // another caller's dial finished while this one waited
+	}
+	if now := time.Now(); now.Before(retryAt) {
+		return nil, fmt.Errorf("%w: %s: %v (next try in %s)", provider.ErrUnreachable, uri, lastErr, retryAt.Sub(now).Round(time.Millisecond))
+	}
+	c, err := p.dial(ctx, uri)
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	if err != nil {
 		st.failures++
 		backoff := p.MinBackoff << min(st.failures-1, 16)
@@ -99,74 +157,147 @@ func (p *Connector) connect(ctx context.Context, uri string) (*golibvirt.Connect
 		st.retryAt, st.lastErr = time.Now().Add(backoff), err
 		return nil, fmt.Errorf("%w: %s: %v", provider.ErrUnreachable, uri, err)
 	}
-	// Remote connections get keepalive so a dead peer is noticed in seconds;
-	// local drivers (test://, qemu:///) do not support it and need none.
+	// Remote connections get keepalive so a dead peer is noticed in seconds
+	// (and IsAlive says so); local drivers (test://, qemu:///) do not support
+	// it and need none.
 	_ = c.SetKeepAlive(5, 3)
 	st.c, st.failures, st.lastErr = c, 0, nil
 	return c, nil
 }
 
+// dial opens a connection within the dial timeout. A dial given up on closes
+// its connection when it arrives, rather than leaking it.
+func (p *Connector) dial(ctx context.Context, uri string) (*golibvirt.Connect, error) {
+	ctx, cancel := withDefaultTimeout(ctx, p.Timeouts.Dial)
+	defer cancel()
+	type result struct {
+		c   *golibvirt.Connect
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := p.Dial(uri)
+		ch <- result{c, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.c, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.c != nil {
+				_, _ = r.c.Close()
+			}
+		}()
+		return nil, fmt.Errorf("connecting: %w", ctx.Err())
+	}
+}
+
+func (st *host) current() *golibvirt.Connect {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.c
+}
+
 // drop forgets a broken connection so the next call reconnects.
-func (p *Connector) drop(uri string, c *golibvirt.Connect) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if st := p.conns[uri]; st != nil && st.c == c {
+func (st *host) drop(c *golibvirt.Connect) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.c == c {
 		st.c = nil
 		go c.Close()
 	}
 }
 
-// Disconnect closes the connection to uri (the next call reconnects).
-func (p *Connector) Disconnect(uri string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if st := p.conns[uri]; st != nil && st.c != nil {
+// close closes the connection; with retry the next call dials at once.
+func (st *host) close() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.c != nil {
 		_, _ = st.c.Close()
 		st.c = nil
 		st.retryAt = time.Time{}
 	}
 }
 
-// Close closes every connection.
-func (p *Connector) Close() {
+func (p *Connector) each(f func(*host)) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, st := range p.conns {
-		if st.c != nil {
-			_, _ = st.c.Close()
-			st.c = nil
-		}
+	hosts := make([]*host, 0, len(p.hosts))
+	for _, st := range p.hosts {
+		hosts = append(hosts, st)
+	}
+	p.mu.Unlock()
+	for _, st := range hosts {
+		f(st)
 	}
 }
 
-// callValue runs a blocking libvirt call and gives up waiting for it when ctx
-// ends. libvirt calls cannot be cancelled, so the call itself may finish later.
-func callValue[T any](ctx context.Context, f func() (T, error)) (T, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
+// Disconnect closes the connection to uri (the next call reconnects).
+func (p *Connector) Disconnect(uri string) {
+	p.mu.Lock()
+	st := p.hosts[uri]
+	p.mu.Unlock()
+	if st != nil {
+		st.close()
 	}
+}
+
+// Close closes every connection.
+func (p *Connector) Close() { p.each((*host).close) }
+
+func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok || d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// errAbandoned marks a call its caller stopped waiting for; libvirt may still
+// finish it.
+var errAbandoned = errors.New("libvirt call abandoned")
+
+// callValue runs a blocking libvirt call on h and gives up waiting for it
+// when ctx ends or timeout passes (unless ctx ends sooner). libvirt calls
+// cannot be cancelled: the call goes on, counted against h's abandoned calls
+// until it returns.
+func callValue[T any](ctx context.Context, h *hypervisor, timeout time.Duration, f func() (T, error)) (T, error) {
+	var zero T
+	if n := h.host.abandoned.Load(); h.pool.MaxAbandoned > 0 && int(n) >= h.pool.MaxAbandoned {
+		return zero, fmt.Errorf("%w: %d calls to %s are still unanswered", provider.ErrUnreachable, n, h.uri)
+	}
+	ctx, cancel := withDefaultTimeout(ctx, timeout)
+	defer cancel()
 	type result struct {
 		v   T
 		err error
 	}
 	ch := make(chan result, 1)
+	// state goes from running to done (the call returned first) or to
+	// abandoned (the caller gave up first), once.
+	const running, done, abandoned = 0, 1, 2
+	var state atomic.Int32
 	go func() {
 		v, err := f()
+		if !state.CompareAndSwap(running, done) {
+			h.host.abandoned.Add(-1)
+		}
 		ch <- result{v, err}
 	}()
 	select {
 	case r := <-ch:
 		return r.v, r.err
 	case <-ctx.Done():
-		var zero T
-		return zero, fmt.Errorf("libvirt call: %w", ctx.Err())
+		h.host.abandoned.Add(1)
+		if !state.CompareAndSwap(running, abandoned) {
+			h.host.abandoned.Add(-1)
+			r := <-ch
+			return r.v, r.err
+		}
+		return zero, fmt.Errorf("%w: %w", errAbandoned, ctx.Err())
 	}
 }
 
-func call(ctx context.Context, f func() error) error {
-	_, err := callValue(ctx, func() (struct{}, error) { return struct{}{}, f() })
+func call(ctx context.Context, h *hypervisor, timeout time.Duration, f func() error) error {
+	_, err := callValue(ctx, h, timeout, func() (struct{}, error) { return struct{}{}, f() })
 	return err
 }
 
@@ -186,9 +317,8 @@ func isConnectionError(c *golibvirt.Connect, err error) bool {
 	case golibvirt.ERR_NO_CONNECT, golibvirt.ERR_INVALID_CONN:
 		return true
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
+	// A call that took too long says nothing about the connection: a big
+	// memory snapshot may outlast its caller. libvirt knows (keepalive).
 	alive, aerr := c.IsAlive()
 	return aerr != nil || !alive
 }

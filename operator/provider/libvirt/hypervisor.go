@@ -18,6 +18,7 @@ type hypervisor struct {
 	uri  string
 	conn *golibvirt.Connect
 	pool *Connector
+	host *host
 }
 
 var _ provider.Hypervisor = (*hypervisor)(nil)
@@ -34,14 +35,14 @@ func (h *hypervisor) wrap(err error, what string) error {
 		return fmt.Errorf("%s on %s: %w: %v", what, h.uri, provider.ErrNotFound, err)
 	}
 	if isConnectionError(h.conn, err) {
-		h.pool.drop(h.uri, h.conn)
+		h.host.drop(h.conn)
 		return fmt.Errorf("%s on %s: %w: %v", what, h.uri, provider.ErrUnreachable, err)
 	}
 	return fmt.Errorf("%s on %s: %w", what, h.uri, err)
 }
 
 func (h *hypervisor) Info(ctx context.Context) (provider.HostInfo, error) {
-	info, err := callValue(ctx, func() (provider.HostInfo, error) {
+	info, err := callValue(ctx, h, h.pool.Timeouts.Call, func() (provider.HostInfo, error) {
 		ni, err := h.conn.GetNodeInfo()
 		if err != nil {
 			return provider.HostInfo{}, err
@@ -75,7 +76,7 @@ func createVolume(p *golibvirt.StoragePool, x libvirtxml.StorageVolume) (*golibv
 }
 
 func (h *hypervisor) VolumePath(ctx context.Context, pool, name string) (string, error) {
-	path, err := callValue(ctx, func() (string, error) {
+	path, err := callValue(ctx, h, h.pool.Timeouts.Call, func() (string, error) {
 		p, err := h.storagePool(pool)
 		if err != nil {
 			return "", err
@@ -92,7 +93,7 @@ func (h *hypervisor) VolumePath(ctx context.Context, pool, name string) (string,
 }
 
 func (h *hypervisor) EnsureVolume(ctx context.Context, vol provider.Volume) (string, error) {
-	path, err := callValue(ctx, func() (string, error) {
+	path, err := callValue(ctx, h, h.pool.Timeouts.Call, func() (string, error) {
 		p, err := h.storagePool(vol.Pool)
 		if err != nil {
 			return "", err
@@ -134,7 +135,7 @@ func (h *hypervisor) EnsureVolume(ctx context.Context, vol provider.Volume) (str
 }
 
 func (h *hypervisor) UploadVolume(ctx context.Context, pool, name string, data []byte) (string, error) {
-	path, err := callValue(ctx, func() (string, error) {
+	path, err := callValue(ctx, h, h.pool.Timeouts.Long, func() (string, error) {
 		p, err := h.storagePool(pool)
 		if err != nil {
 			return "", err
@@ -186,7 +187,7 @@ func (h *hypervisor) UploadVolume(ctx context.Context, pool, name string, data [
 }
 
 func (h *hypervisor) DeleteVolume(ctx context.Context, pool, name string) error {
-	err := call(ctx, func() error {
+	err := call(ctx, h, h.pool.Timeouts.Call, func() error {
 		p, err := h.storagePool(pool)
 		if err != nil {
 			return err
@@ -206,7 +207,7 @@ func (h *hypervisor) DeleteVolume(ctx context.Context, pool, name string) error 
 }
 
 func (h *hypervisor) Define(ctx context.Context, d provider.Domain) error {
-	err := call(ctx, func() error {
+	err := call(ctx, h, h.pool.Timeouts.Call, func() error {
 		typ := d.Type
 		if typ == "" || strings.HasPrefix(h.uri, "test:") {
 			typ = h.domainType()
@@ -251,7 +252,12 @@ func (h *hypervisor) domainType() string {
 }
 
 func (h *hypervisor) withDomain(ctx context.Context, name, what string, f func(*golibvirt.Domain) error) error {
-	err := call(ctx, func() error {
+	return h.withDomainFor(ctx, h.pool.Timeouts.Call, name, what, f)
+}
+
+// withDomainFor is withDomain for calls that may take up to timeout.
+func (h *hypervisor) withDomainFor(ctx context.Context, timeout time.Duration, name, what string, f func(*golibvirt.Domain) error) error {
+	err := call(ctx, h, timeout, func() error {
 		dom, err := h.conn.LookupDomainByName(name)
 		if err != nil {
 			return err
@@ -332,7 +338,7 @@ func (h *hypervisor) Undefine(ctx context.Context, name string) error {
 }
 
 func (h *hypervisor) Domains(ctx context.Context) ([]string, error) {
-	names, err := callValue(ctx, func() ([]string, error) {
+	names, err := callValue(ctx, h, h.pool.Timeouts.Call, func() ([]string, error) {
 		doms, err := h.conn.ListAllDomains(0)
 		if err != nil {
 			return nil, err

@@ -28,7 +28,7 @@ func testDomain(name string) provider.Domain { return providertest.Domain(name) 
 
 func TestDomainLifecycle(t *testing.T) {
 	ctx := context.Background()
-	c := NewConnector()
+	c := NewConnector(URIRules{Test: true})
 	t.Cleanup(c.Close)
 	h, err := c.Hypervisor(ctx, newNode(t, "n1"))
 	require.NoError(t, err)
@@ -43,7 +43,7 @@ func TestDomainLifecycle(t *testing.T) {
 // The test driver cannot take uploads; the lab test covers a real upload.
 func TestUploadIsUnsupportedByTheTestDriver(t *testing.T) {
 	ctx := context.Background()
-	c := NewConnector()
+	c := NewConnector(URIRules{Test: true})
 	t.Cleanup(c.Close)
 	h, err := c.Hypervisor(ctx, newNode(t, "n1"))
 	require.NoError(t, err)
@@ -55,7 +55,7 @@ func TestUploadIsUnsupportedByTheTestDriver(t *testing.T) {
 
 func TestMissingImageAndPoolAreClearErrors(t *testing.T) {
 	ctx := context.Background()
-	c := NewConnector()
+	c := NewConnector(URIRules{Test: true})
 	t.Cleanup(c.Close)
 	h, err := c.Hypervisor(ctx, newNode(t, "n1"))
 	require.NoError(t, err)
@@ -66,7 +66,7 @@ func TestMissingImageAndPoolAreClearErrors(t *testing.T) {
 // and callers of the same URI share one connection (and so one host).
 func TestNodesAreSeparateAndConnectionsShared(t *testing.T) {
 	ctx := context.Background()
-	c := NewConnector()
+	c := NewConnector(URIRules{Test: true})
 	t.Cleanup(c.Close)
 	u1, u2 := newNode(t, "n1"), newNode(t, "n2")
 	h1, err := c.Hypervisor(ctx, u1)
@@ -90,7 +90,7 @@ func TestNodesAreSeparateAndConnectionsShared(t *testing.T) {
 
 func TestUnreachableBacksOffThenReconnects(t *testing.T) {
 	ctx := context.Background()
-	c := NewConnector()
+	c := NewConnector(URIRules{Test: true})
 	c.MinBackoff = 20 * time.Millisecond
 	t.Cleanup(c.Close)
 	uri := newNode(t, "n1")
@@ -149,7 +149,7 @@ func TestDomainXML(t *testing.T) {
 // VMs than their disks' sizes add up to, as a real qcow2 pool does.
 func TestRootDisksAreThin(t *testing.T) {
 	ctx := context.Background()
-	c := NewConnector()
+	c := NewConnector(URIRules{Test: true})
 	t.Cleanup(c.Close)
 	h, err := c.Hypervisor(ctx, newNode(t, "thin"))
 	require.NoError(t, err)
@@ -161,7 +161,7 @@ func TestRootDisksAreThin(t *testing.T) {
 
 func TestSnapshots(t *testing.T) {
 	ctx := context.Background()
-	c := NewConnector()
+	c := NewConnector(URIRules{Test: true})
 	t.Cleanup(c.Close)
 	h, err := c.Hypervisor(ctx, newNode(t, "snap"))
 	require.NoError(t, err)

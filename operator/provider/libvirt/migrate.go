@@ -18,6 +18,11 @@ import (
 // undefined here only once the guest runs there; a failed migration leaves it
 // running here.
 func (h *hypervisor) Migrate(ctx context.Context, domain string, o provider.MigrateOptions) error {
+	// The source libvirtd dials the destination URI itself, as root on the
+	// node: it passes the same rules as a URI the operator dials.
+	if err := h.pool.Rules.Check(o.DestURI); err != nil {
+		return fmt.Errorf("migration URI of the target: %w", err)
+	}
 	flags := golibvirt.MIGRATE_LIVE | golibvirt.MIGRATE_PEER2PEER | golibvirt.MIGRATE_PERSIST_DEST | golibvirt.MIGRATE_UNDEFINE_SOURCE
 	if o.Compressed {
 		flags |= golibvirt.MIGRATE_COMPRESSED
@@ -40,7 +45,7 @@ func (h *hypervisor) Migrate(ctx context.Context, domain string, o provider.Migr
 	if o.BandwidthMiBps > 0 {
 		params.BandwidthSet, params.Bandwidth = true, o.BandwidthMiBps
 	}
-	err := h.withDomain(ctx, domain, "migrating", func(dom *golibvirt.Domain) error {
+	err := h.withDomainFor(ctx, h.pool.Timeouts.Long, domain, "migrating", func(dom *golibvirt.Domain) error {
 		if o.MaxDowntime > 0 {
 			// Best effort before the job starts; QEMU takes it as the limit.
 			_ = dom.MigrateSetMaxDowntime(uint64(o.MaxDowntime/time.Millisecond), 0)

@@ -19,7 +19,7 @@ import (
 // domain is refused rather than silently taking something else.
 func (h *hypervisor) CreateSnapshot(ctx context.Context, domain string, req provider.SnapshotRequest) (provider.Snapshot, error) {
 	var out provider.Snapshot
-	err := h.withDomain(ctx, domain, "snapshotting", func(dom *golibvirt.Domain) error {
+	err := h.withDomainFor(ctx, h.pool.Timeouts.Long, domain, "snapshotting", func(dom *golibvirt.Domain) error {
 		if snap, err := dom.SnapshotLookupByName(req.Name, 0); err == nil {
 			defer snap.Free()
 			out, err = describeSnapshot(snap)
@@ -97,7 +97,7 @@ func unitBytes(unit string) int64 {
 }
 
 func (h *hypervisor) RevertSnapshot(ctx context.Context, domain, snapshot string, running bool) error {
-	return h.withDomain(ctx, domain, "reverting", func(dom *golibvirt.Domain) error {
+	return h.withDomainFor(ctx, h.pool.Timeouts.Long, domain, "reverting", func(dom *golibvirt.Domain) error {
 		snap, err := dom.SnapshotLookupByName(snapshot, 0)
 		if err != nil {
 			return err

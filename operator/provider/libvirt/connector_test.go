@@ -1,0 +1,101 @@
+package libvirt
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	golibvirt "libvirt.org/go/libvirt"
+
+	"github.com/novacron/operator/operator/provider"
+)
+
+// A host whose dial hangs holds up its own callers only: another host is
+// reached at once, and a caller of the hung host leaves when its context ends.
+func TestAHungDialHoldsUpOnlyItsHost(t *testing.T) {
+	c := NewConnector(URIRules{Test: true})
+	t.Cleanup(c.Close)
+	hung, fine := newNode(t, "hung"), newNode(t, "fine")
+	entered, release := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	c.Dial = func(uri string) (*golibvirt.Connect, error) {
+		if uri == hung {
+			close(entered)
+			<-release
+		}
+		return golibvirt.NewConnect(uri)
+	}
+	go func() { _, _ = c.Hypervisor(context.Background(), hung) }()
+	<-entered
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h, err := c.Hypervisor(ctx, fine)
+	require.NoError(t, err, "a host is reached while another's dial hangs")
+	_, err = h.Info(ctx)
+	require.NoError(t, err)
+
+	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancelShort()
+	_, err = c.Hypervisor(short, hung)
+	assert.ErrorIs(t, err, provider.ErrUnreachable)
+	assert.ErrorContains(t, err, "still connecting")
+}
+
+// A call that outlasts its timeout (a big memory snapshot) is given up on
+// without tearing down the host's connection, which others keep using.
+func TestASlowCallKeepsTheConnection(t *testing.T) {
+	c := NewConnector(URIRules{Test: true})
+	t.Cleanup(c.Close)
+	uri := newNode(t, "n1")
+	var dials atomic.Int32
+	c.Dial = func(u string) (*golibvirt.Connect, error) { dials.Add(1); return golibvirt.NewConnect(u) }
+	hv, err := c.Hypervisor(t.Context(), uri)
+	require.NoError(t, err)
+	h := hv.(*hypervisor)
+
+	release := make(chan struct{})
+	err = call(t.Context(), h, 20*time.Millisecond, func() error { <-release; return nil })
+	close(release)
+	err = h.wrap(err, "snapshotting domain vm-1")
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, provider.ErrUnreachable, "slow is not unreachable")
+
+	again, err := c.Hypervisor(t.Context(), uri)
+	require.NoError(t, err)
+	_, err = again.Info(t.Context())
+	require.NoError(t, err)
+	assert.Equal(t, int32(1), dials.Load(), "the connection was kept")
+}
+
+// Calls a host leaves unanswered are bounded: past MaxAbandoned, calls to it
+// fail fast instead of piling up goroutines; once they return, calls go on.
+func TestAbandonedCallsAreBounded(t *testing.T) {
+	c := NewConnector(URIRules{Test: true})
+	c.MaxAbandoned = 2
+	t.Cleanup(c.Close)
+	hv, err := c.Hypervisor(t.Context(), newNode(t, "n1"))
+	require.NoError(t, err)
+	h := hv.(*hypervisor)
+
+	release := make(chan struct{})
+	var returned atomic.Int32
+	for range 2 {
+		err := call(t.Context(), h, 10*time.Millisecond, func() error { <-release; returned.Add(1); return nil })
+		require.ErrorIs(t, err, errAbandoned)
+	}
+	ran := false
+	err = call(t.Context(), h, time.Second, func() error { ran = true; return nil })
+	assert.ErrorIs(t, err, provider.ErrUnreachable)
+	assert.ErrorContains(t, err, "2 calls")
+	assert.False(t, ran, "no third call is started")
+
+	close(release)
+	require.Eventually(t, func() bool { return h.host.abandoned.Load() == 0 }, 5*time.Second, time.Millisecond)
+	assert.Equal(t, int32(2), returned.Load())
+	_, err = h.Info(t.Context())
+	assert.NoError(t, err)
+}
