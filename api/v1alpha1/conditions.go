@@ -105,7 +105,7 @@ const (
 	// from its node's hypervisor; it is not defined again until an admin
 	// says so (clearing status.domainDefined).
 	ReasonDomainMissing = "DomainMissing"
-	ReasonConnected   = "Connected"
+	ReasonConnected     = "Connected"
 	// ReasonPreStartHookFailed, ReasonPreStartHookSucceeded and
 	// ReasonPreStopHookFailed are the HooksSucceeded condition's reasons.
 	ReasonPreStartHookFailed    = "PreStartHookFailed"
