@@ -98,6 +98,7 @@ const (
 	// ReasonUnreachable and ReasonConnected are the HypervisorReachable
 	// condition's two sides.
 	ReasonUnreachable = "Unreachable"
+	ReasonConnected   = "Connected"
 	// ReasonURIRefused: the operator does not connect to spec.uri at all
 	// (its --hypervisor-uris rules refuse it); the message says why.
 	ReasonURIRefused = "URIRefused"
@@ -105,7 +106,6 @@ const (
 	// from its node's hypervisor; it is not defined again until an admin
 	// says so (clearing status.domainDefined).
 	ReasonDomainMissing = "DomainMissing"
-	ReasonConnected     = "Connected"
 	// ReasonPreStartHookFailed, ReasonPreStartHookSucceeded and
 	// ReasonPreStopHookFailed are the HooksSucceeded condition's reasons.
 	ReasonPreStartHookFailed    = "PreStartHookFailed"
