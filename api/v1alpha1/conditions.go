@@ -50,6 +50,9 @@ const (
 	// ReasonWaiting: a migration, snapshot or restore waits for another
 	// object; the message names it.
 	ReasonWaiting = "Waiting"
+	// ReasonSchedulingTimeout: no target node was found for a migration in
+	// time; it failed and gave its slot back.
+	ReasonSchedulingTimeout = "SchedulingTimeout"
 	// ReasonRunning: a VM's domain runs; a migration's copy is under way.
 	ReasonRunning = "Running"
 	// ReasonInProgress: a snapshot is being taken, a restore is reverting.

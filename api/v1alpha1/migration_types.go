@@ -108,6 +108,11 @@ type VirtualMachineMigrationStatus struct {
 	// a pod of that name made by anyone else is not the migration's.
 	// +optional
 	TargetPodUID types.UID `json:"targetPodUID,omitempty"`
+	// SchedulingStartTime is when the migration took its slot and asked for
+	// a target node; one not placed within the operator's
+	// --migration-scheduling-timeout fails and gives the slot back.
+	// +optional
+	SchedulingStartTime *metav1.Time `json:"schedulingStartTime,omitempty"`
 	// StartTime of the migration.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`

@@ -37,6 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/migration"
 	"github.com/novacron/operator/operator/conflict"
 	"github.com/novacron/operator/operator/launcher"
 	"github.com/novacron/operator/operator/metrics"
@@ -59,9 +60,8 @@ type Reconciler struct {
 	Hypervisors provider.Connector
 	Targets     TargetPreparer
 	Launcher    launcher.Config
-	// MaxParallel bounds migrations under way in the cluster, and
-	// MaxOutboundPerNode those leaving one node.
-	MaxParallel, MaxOutboundPerNode int
+	// Limits bound the migrations under way (unset ones take defaults).
+	Limits migration.Limits
 	// TimeoutPerGiB of guest memory bounds a migration (at least MinTimeout).
 	TimeoutPerGiB, MinTimeout time.Duration
 	// Poll is how often a running migration's progress is read.
@@ -95,12 +95,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 func (r *Reconciler) setDefaults() {
-	if r.MaxParallel == 0 {
-		r.MaxParallel = 4
-	}
-	if r.MaxOutboundPerNode == 0 {
-		r.MaxOutboundPerNode = 2
-	}
+	r.Limits = r.Limits.WithDefaults()
 	if r.TimeoutPerGiB == 0 {
 		r.TimeoutPerGiB = time.Minute
 	}

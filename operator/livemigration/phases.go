@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,14 +36,15 @@ func (r *Reconciler) begin(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	if why := migration.Blockers(v, migration.SnapshotsByVM(snaps.Items)[v.Namespace+"/"+v.Name]); len(why) > 0 {
 		return r.finish(ctx, m, nil, novacronv1.MigrationFailed, novacronv1.ReasonNotMigratable, strings.Join(why, "; "))
 	}
-	var all novacronv1.VirtualMachineMigrationList
-	if err := r.APIReader.List(ctx, &all); err != nil {
-		return ctrl.Result{}, err
-	}
-	if why := migration.OverLimits(all.Items, m, v.Status.NodeName, r.MaxParallel, r.MaxOutboundPerNode); why != "" {
+	if why, err := r.overLimits(ctx, m, v.Status.NodeName); err != nil || why != "" {
+		if err != nil {
+			return ctrl.Result{}, err
+		}
 		return r.wait(ctx, m, why)
 	}
 	r.setPhase(ctx, m, novacronv1.MigrationScheduling)
+	now := metav1.Now()
+	m.Status.SchedulingStartTime = &now
 	m.Status.SourceNode = v.Status.NodeName
 	m.Status.TargetPod = fmt.Sprintf("%s-migration-%s", v.Name, string(m.UID)[:8])
 	m.Status.ObservedGeneration = m.Generation
@@ -55,6 +57,24 @@ func (r *Reconciler) begin(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	}
 	r.Recorder.Eventf(m, nil, corev1.EventTypeNormal, novacronv1.ReasonScheduling, novacronv1.ActionMigrate, "moving VirtualMachine %s off node %s", v.Name, m.Status.SourceNode)
 	return r.schedule(ctx, m, v)
+}
+
+// overLimits says why m must wait for other migrations, or "". A waiting
+// migration asks every poll: the cache answers, and only a free slot there is
+// confirmed with the API server (two migrations must not both take the last
+// one on a cache that is behind), so waiting costs no API requests.
+func (r *Reconciler) overLimits(ctx context.Context, m *novacronv1.VirtualMachineMigration, source string) (string, error) {
+	var all novacronv1.VirtualMachineMigrationList
+	if err := r.Client.List(ctx, &all); err != nil {
+		return "", err
+	}
+	if why := migration.OverLimits(all.Items, m, source, r.Limits); why != "" {
+		return why, nil
+	}
+	if err := r.APIReader.List(ctx, &all); err != nil {
+		return "", err
+	}
+	return migration.OverLimits(all.Items, m, source, r.Limits), nil
 }
 
 // schedule makes the target pod and waits for the scheduler to bind it.
@@ -91,6 +111,16 @@ func (r *Reconciler) schedule(ctx context.Context, m *novacronv1.VirtualMachineM
 		msg := "waiting for novacron-scheduler to place the target pod " + pod.Name
 		if reason, why := launcher.SchedulingMessage(pod); reason != novacronv1.ReasonPending && why != "" {
 			msg = "no target yet: " + why
+		}
+		if m.Status.SchedulingStartTime == nil {
+			// Under way since before the field was recorded: the wait counts from now.
+			now := metav1.Now()
+			m.Status.SchedulingStartTime = &now
+			return ctrl.Result{RequeueAfter: r.Poll}, r.Client.Status().Update(ctx, m)
+		}
+		if waited := time.Since(m.Status.SchedulingStartTime.Time); waited >= r.Limits.SchedulingTimeout {
+			return r.rollback(ctx, m, novacronv1.MigrationFailed, novacronv1.ReasonSchedulingTimeout,
+				fmt.Sprintf("no target node within %s, so the migration gave its slot back (%s)", r.Limits.SchedulingTimeout, msg))
 		}
 		if setCondition(m, metav1.ConditionFalse, novacronv1.ReasonScheduling, msg) {
 			return ctrl.Result{RequeueAfter: r.Poll}, r.Client.Status().Update(ctx, m)

@@ -3,11 +3,15 @@ package livemigration
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
@@ -131,7 +135,7 @@ func TestBlockersFailAndLimitsWait(t *testing.T) {
 	assert.Contains(t, ready(m).Message, "allowLiveMigration")
 
 	// One leaving node-1 at a time: the second waits, Pending.
-	e.r.MaxOutboundPerNode = 1
+	e.r.Limits.MaxOutbound = 1
 	e.runningVM(t, "db", "node-1")
 	e.runningVM(t, "cache", "node-1")
 	for _, name := range []string{"db", "cache"} {
@@ -144,4 +148,31 @@ func TestBlockersFailAndLimitsWait(t *testing.T) {
 	assert.Equal(t, novacronv1.MigrationPending, second.Status.Phase)
 	assert.Equal(t, novacronv1.ReasonWaiting, ready(second).Reason)
 	assert.Contains(t, ready(second).Message, "leaving node node-1")
+}
+
+// A migration no node can take gives its slot back after the scheduling
+// timeout: Failed, its target pod gone, the VM where it was.
+func TestAMigrationWithoutATargetTimesOut(t *testing.T) {
+	e := newEnv(t)
+	e.migration(t, "move", novacronv1.VirtualMachineMigrationSpec{VMName: "web"})
+	e.reconcile(t, "move")
+	e.reconcile(t, "move")
+	m := e.get(t, "move")
+	require.Equal(t, novacronv1.MigrationScheduling, m.Status.Phase)
+	require.NotNil(t, m.Status.SchedulingStartTime)
+	e.reconcile(t, "move")
+	require.Equal(t, novacronv1.MigrationScheduling, e.get(t, "move").Status.Phase, "within the timeout it waits")
+
+	m.Status.SchedulingStartTime = ptr.To(metav1.NewTime(time.Now().Add(-e.r.Limits.SchedulingTimeout)))
+	require.NoError(t, e.Client.Status().Update(t.Context(), m))
+	e.reconcile(t, "move")
+	m = e.get(t, "move")
+	assert.Equal(t, novacronv1.MigrationFailed, m.Status.Phase)
+	assert.Equal(t, novacronv1.ReasonSchedulingTimeout, ready(m).Reason)
+	assert.Contains(t, ready(m).Message, "5m0s")
+	err := e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: m.Status.TargetPod}, &corev1.Pod{})
+	assert.True(t, apierrors.IsNotFound(err), "target pod deleted: %v", err)
+	v := e.vm(t, "web")
+	assert.Nil(t, v.Status.MigrationState)
+	assert.Equal(t, "node-1", v.Status.NodeName)
 }

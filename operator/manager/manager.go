@@ -94,11 +94,11 @@ type Options struct {
 	// again (doubling up to five tries).
 	SnapshotRetryBase time.Duration
 
-	// MigrationMaxParallel and MigrationMaxOutboundPerNode limit live
-	// migrations in the cluster and leaving one node; MigrationPoll is how
-	// often a running one's progress is read.
-	MigrationMaxParallel, MigrationMaxOutboundPerNode int
-	MigrationPoll                                     time.Duration
+	// MigrationLimits bound live migrations under way (in the cluster,
+	// leaving a node, per namespace, kept for drains, waiting for a target);
+	// MigrationPoll is how often a running one's progress is read.
+	MigrationLimits migration.Limits
+	MigrationPoll   time.Duration
 
 	// RebalanceInterval runs the rebalancer that often (0: off); the rest
 	// configure it (see livemigration.Rebalancer).
@@ -296,7 +296,7 @@ func addControllers(mgr ctrl.Manager, opts Options, connector provider.Connector
 	}
 	migrations := &livemigration.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("novacron-migration"),
 		Hypervisors: connector, Targets: domains, Launcher: opts.Launcher,
-		MaxParallel: opts.MigrationMaxParallel, MaxOutboundPerNode: opts.MigrationMaxOutboundPerNode, Poll: opts.MigrationPoll}
+		Limits: opts.MigrationLimits, Poll: opts.MigrationPoll}
 	if err := migrations.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the VirtualMachineMigration controller: %w", err)
 	}

@@ -50,7 +50,7 @@ func setUp(s *testenv.Suite) error {
 	opts.MetricsAddr, opts.ProbeAddr, opts.Webhooks = "0", "0", false
 	opts.StopGracePeriod = 2 * time.Second
 	opts.MigrationPoll = 20 * time.Millisecond
-	opts.MigrationMaxOutboundPerNode = 1
+	opts.MigrationLimits.MaxOutbound = 1
 	stop, errs, err := env.RunOperator(opts, hosts)
 	if err != nil {
 		return err

@@ -4,9 +4,12 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,4 +40,49 @@ func TestATenantCannotClaimASystemMigrationReason(t *testing.T) {
 	require.NoError(t, mallory.Create(ctx, m), "a Manual migration is the tenant's to ask for")
 	err := mallory.Patch(ctx, m, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"reason":"Drain"}}`)))
 	refused(t, err, "spec.reason")
+}
+
+// Finding 8: one tenant cannot take every migration slot. Mallory's two
+// migrations that no node can take hold her namespace's share (and would
+// give it back after the scheduling timeout); her third waits, and another
+// tenant's migration still starts.
+func TestATenantCannotTakeEveryMigrationSlot(t *testing.T) {
+	ctx := context.Background()
+	mallory := tenant(t, "mallory-share", "mallory")
+	alice := tenant(t, "alice-share", "alice")
+	// Spread over both nodes, so no node's own limit is what holds them.
+	migrate := func(c client.Client, ns, name, node string) *novacronv1.VirtualMachineMigration {
+		v := newVM(ns, name)
+		v.Spec.Template.Spec.NodeSelector = map[string]string{corev1.LabelHostname: node}
+		v.Spec.MigrationPolicy = &novacronv1.MigrationPolicy{AllowLiveMigration: true}
+		require.NoError(t, c.Create(ctx, v))
+		running(t, v)
+		m := &novacronv1.VirtualMachineMigration{ObjectMeta: metav1.ObjectMeta{Name: "move-" + name, Namespace: ns},
+			Spec: novacronv1.VirtualMachineMigrationSpec{VMName: name, NodeSelector: map[string]string{"example.com/nowhere": "true"}}}
+		require.NoError(t, c.Create(ctx, m))
+		t.Cleanup(func() { _ = env.Client.Delete(ctx, m) })
+		return m
+	}
+	phase := func(m *novacronv1.VirtualMachineMigration) (novacronv1.MigrationPhase, string) {
+		got := &novacronv1.VirtualMachineMigration{}
+		require.NoError(t, env.Client.Get(ctx, client.ObjectKeyFromObject(m), got))
+		c := meta.FindStatusCondition(got.Status.Conditions, novacronv1.ConditionReady)
+		if c == nil {
+			return got.Status.Phase, ""
+		}
+		return got.Status.Phase, c.Message
+	}
+	for name, node := range map[string]string{"a": "gpu-1", "b": "cpu-1"} {
+		m := migrate(mallory, "mallory-share", name, node)
+		require.Eventually(t, func() bool { p, _ := phase(m); return p == novacronv1.MigrationScheduling }, timeout, 50*time.Millisecond)
+	}
+	third := migrate(mallory, "mallory-share", "c", "cpu-1")
+	require.Eventually(t, func() bool {
+		p, msg := phase(third)
+		return p == novacronv1.MigrationPending && strings.Contains(msg, "in namespace mallory-share are under way, its limit")
+	}, timeout, 50*time.Millisecond)
+
+	other := migrate(alice, "alice-share", "web", "gpu-1")
+	require.Eventually(t, func() bool { p, _ := phase(other); return p == novacronv1.MigrationScheduling }, timeout, 50*time.Millisecond,
+		"another tenant's migration starts while mallory's wait")
 }
