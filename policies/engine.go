@@ -70,6 +70,20 @@ type Policy struct {
 	Generation  int64
 	namespaces  labels.Selector // nil: every namespace
 	queries     map[novacronv1.DecisionPoint]rego.PreparedEvalQuery
+	// broken is why a deny policy that never compiled has no queries; it
+	// stands for the policy at its decision points (points) and fails
+	// every evaluation, so what it was meant to deny is not let through.
+	broken *CompileError
+	points map[novacronv1.DecisionPoint]bool
+}
+
+// serves says whether the policy is evaluated at point.
+func (p *Policy) serves(point novacronv1.DecisionPoint) bool {
+	if p.broken != nil {
+		return p.points[point]
+	}
+	_, ok := p.queries[point+"/0"]
+	return ok
 }
 
 // Engine holds the current set of compiled policies.
@@ -222,9 +236,16 @@ func (e *Engine) Compile(ctx context.Context, p *novacronv1.VirtualMachinePolicy
 
 // Upsert compiles the policy and, when it compiles, makes it current. When it
 // does not, the last good version of the policy stays in force and the
-// CompileError says why.
+// CompileError says why; a deny policy with no good version (it never
+// compiled: made while the webhook was off, or by an older operator whose
+// Rego this one refuses) fails closed: every evaluation it covers is an
+// error naming it, until it is fixed or deleted.
 func (e *Engine) Upsert(ctx context.Context, p *novacronv1.VirtualMachinePolicy) error {
 	compiled, err := e.Compile(ctx, p)
+	var ce *CompileError
+	if errors.As(err, &ce) {
+		e.holdBroken(p, ce)
+	}
 	if err != nil {
 		return err
 	}
@@ -234,6 +255,30 @@ func (e *Engine) Upsert(ctx context.Context, p *novacronv1.VirtualMachinePolicy)
 	return nil
 }
 
+// holdBroken stands a policy that does not compile in for itself, unless a
+// good version of it is in force; dryrun and warn policies deny nothing, so
+// a broken one is left out.
+func (e *Engine) holdBroken(p *novacronv1.VirtualMachinePolicy, ce *CompileError) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if old := e.policies[p.Name]; old != nil && old.broken == nil {
+		return
+	}
+	if p.Spec.Enforcement != "" && p.Spec.Enforcement != novacronv1.EnforcementDeny {
+		delete(e.policies, p.Name)
+		return
+	}
+	held := &Policy{Name: p.Name, Enforcement: novacronv1.EnforcementDeny, Generation: p.Generation, broken: ce, points: map[novacronv1.DecisionPoint]bool{}}
+	for _, point := range p.Spec.DecisionPoints {
+		held.points[point] = true
+	}
+	if sel := p.Spec.NamespaceSelector; sel != nil {
+		// A selector that does not parse covers every namespace: closed.
+		held.namespaces, _ = metav1.LabelSelectorAsSelector(sel)
+	}
+	e.policies[p.Name] = held
+}
+
 // Remove drops a policy.
 func (e *Engine) Remove(name string) {
 	e.mu.Lock()
@@ -241,13 +286,15 @@ func (e *Engine) Remove(name string) {
 	delete(e.policies, name)
 }
 
-// Policies lists the names and generations in force, sorted by name.
+// Policies lists the names and generations of the compiled policies in force.
 func (e *Engine) Policies() map[string]int64 {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	out := make(map[string]int64, len(e.policies))
 	for n, p := range e.policies {
-		out[n] = p.Generation
+		if p.broken == nil {
+			out[n] = p.Generation
+		}
 	}
 	return out
 }
@@ -258,7 +305,7 @@ func (e *Engine) Serves(point novacronv1.DecisionPoint) bool {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	for _, p := range e.policies {
-		if _, ok := p.queries[point+"/0"]; ok {
+		if p.serves(point) {
 			return true
 		}
 	}
@@ -271,7 +318,7 @@ func (e *Engine) snapshot(point novacronv1.DecisionPoint) []*Policy {
 	defer e.mu.RUnlock()
 	var out []*Policy
 	for _, p := range e.policies {
-		if _, ok := p.queries[point+"/0"]; ok {
+		if p.serves(point) {
 			out = append(out, p)
 		}
 	}
@@ -281,6 +328,9 @@ func (e *Engine) snapshot(point novacronv1.DecisionPoint) []*Policy {
 
 // eval runs a policy's queries for a decision point and returns rule -> value.
 func (p *Policy) eval(ctx context.Context, point novacronv1.DecisionPoint, input ast.Value) (map[string]any, error) {
+	if p.broken != nil {
+		return nil, fmt.Errorf("%w; it never compiled, so it refuses everything it covers until it is fixed or deleted", p.broken)
+	}
 	ctx, cancel := context.WithTimeout(ctx, EvalTimeout)
 	defer cancel()
 	out := map[string]any{}

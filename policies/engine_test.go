@@ -223,3 +223,46 @@ deny contains sprintf("%d bytes", [lib.vm_spec.resources.memoryBytes]) if lib.vm
 	require.Len(t, res.Denials, 1)
 	assert.Equal(t, "1099511627777 bytes", res.Denials[0].Message)
 }
+
+// A deny policy that never compiled (made while the webhook was off, or by an
+// older operator whose Rego this one refuses) fails closed at its decision
+// points and in its namespaces; a dryrun one denies nothing; a later good
+// version, or deleting it, ends that.
+func TestAPolicyThatNeverCompiledFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	e, err := NewEngine()
+	require.NoError(t, err)
+	unsafe := `package x
+deny contains "no" if http.send({"method": "get", "url": "http://example.com"})
+`
+	broken := policy("broken", novacronv1.EnforcementDeny, unsafe)
+	broken.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "prod"}}
+	broken.Spec.DecisionPoints = append(broken.Spec.DecisionPoints, novacronv1.DecisionPlacement)
+	require.Error(t, e.Upsert(ctx, broken))
+	assert.Empty(t, e.Policies(), "not a policy in force")
+
+	_, err = e.Admit(ctx, vmInput(1, map[string]string{"tier": "prod"}))
+	assert.ErrorContains(t, err, "policy broken")
+	assert.ErrorContains(t, err, "never compiled")
+	_, err = e.Admit(ctx, vmInput(1, map[string]string{"tier": "dev"}))
+	assert.NoError(t, err, "only in the namespaces it covers")
+	assert.True(t, e.Serves(novacronv1.DecisionPlacement))
+	_, err = e.Place(ctx, PlacementInput{Namespace: Namespace{Labels: map[string]string{"tier": "prod"}}, Nodes: []NodeInput{{Name: "n1"}}})
+	assert.ErrorContains(t, err, "policy broken", "no node is chosen past it")
+	_, _, err = e.AllowMigration(ctx, MigrationInput{})
+	assert.NoError(t, err, "it does not serve migration")
+
+	fixed := policy("broken", novacronv1.EnforcementDeny, maxCPU8)
+	fixed.Spec.NamespaceSelector = broken.Spec.NamespaceSelector
+	require.NoError(t, e.Upsert(ctx, fixed))
+	_, err = e.Admit(ctx, vmInput(1, map[string]string{"tier": "prod"}))
+	assert.NoError(t, err)
+	require.Error(t, e.Upsert(ctx, broken))
+	_, err = e.Admit(ctx, vmInput(1, map[string]string{"tier": "prod"}))
+	assert.NoError(t, err, "a good version stays in force over a broken edit")
+
+	require.Error(t, e.Upsert(ctx, policy("dry", novacronv1.EnforcementDryRun, unsafe)))
+	e.Remove("broken")
+	_, err = e.Admit(ctx, vmInput(1, map[string]string{"tier": "prod"}))
+	assert.NoError(t, err, "a broken dryrun policy denies nothing; a deleted one is gone")
+}

@@ -107,6 +107,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		cond.Message = ce.Error()
 		if gen, ok := r.Engine.Policies()[p.Name]; ok {
 			cond.Message += fmt.Sprintf("; generation %d stays in force", gen)
+		} else if p.Spec.Enforcement == "" || p.Spec.Enforcement == novacronv1.EnforcementDeny {
+			cond.Message += "; it never compiled, so it refuses every request it covers until it is fixed or deleted"
 		}
 	case err != nil:
 		return ctrl.Result{}, err

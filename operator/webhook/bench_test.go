@@ -47,7 +47,7 @@ func benchAdmission(b *testing.B, withPolicies bool) {
 		}
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "default"}}).Build()
-	handler := admission.WithValidator[*novacronv1.VirtualMachine](scheme, &VMValidator{Client: c, APIReader: c, Policies: engine})
+	handler := admission.WithValidator[*novacronv1.VirtualMachine](scheme, &VMValidator{Client: c, APIReader: c, Policies: PolicyGate{Reader: c, Engine: engine}})
 
 	vm := loadSample(b, "vm-snapshot-policy.yaml")
 	vm.Labels = map[string]string{"owner": "team-a"}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -19,11 +19,10 @@ import (
 
 // MigrationValidator admits a live migration only of a VM that can move.
 type MigrationValidator struct {
-	Client   client.Reader
-	Policies *policies.Engine
-	Recorder events.EventRecorder
-	// Operator is the one user that may set a system reason.
-	Operator string
+	Client client.Reader
+	// Policies are the admission and migration policies; its Operator is
+	// the one user that may set a system reason.
+	Policies PolicyGate
 }
 
 // validateReason keeps the system reasons to the operator: the rebalancer
@@ -34,7 +33,7 @@ func (v *MigrationValidator) validateReason(ctx context.Context, m *novacronv1.V
 	if m.Spec.Reason == "" || m.Spec.Reason == novacronv1.MigrationManual {
 		return nil
 	}
-	if req, err := admission.RequestFromContext(ctx); err == nil && req.UserInfo.Username == v.Operator && v.Operator != "" {
+	if req, err := admission.RequestFromContext(ctx); err == nil && req.UserInfo.Username == v.Policies.Operator && v.Policies.Operator != "" {
 		return nil
 	}
 	return field.ErrorList{field.Forbidden(field.NewPath("spec", "reason"), fmt.Sprintf("%s is set by NovaCron's own drain and rebalancer only; leave it empty or Manual", m.Spec.Reason))}
@@ -72,17 +71,18 @@ func (v *MigrationValidator) ValidateCreate(ctx context.Context, m *novacronv1.V
 	if len(errs) > 0 {
 		return nil, invalid("VirtualMachineMigration", m.Name, errs)
 	}
-	if v.Policies == nil {
-		return nil, nil
+	warnings, err := v.Policies.admit(ctx, "CREATE", "VirtualMachineMigration", m, nil)
+	if err != nil || v.Policies.Engine == nil {
+		return warnings, err
 	}
-	denials, warnings, err := v.Policies.AllowMigration(ctx, policies.MigrationInput{VM: vm, Migration: m, SourceNode: vm.Status.NodeName, TargetNode: m.Spec.TargetNodeName, Reason: string(m.Spec.Reason)})
+	denials, more, err := v.Policies.Engine.AllowMigration(ctx, policies.MigrationInput{VM: vm, Migration: m, SourceNode: vm.Status.NodeName, TargetNode: m.Spec.TargetNodeName, Reason: string(m.Spec.Reason)})
 	if err != nil {
 		return nil, apierrors.NewInternalError(err)
 	}
 	for _, d := range denials {
 		errs = append(errs, field.Forbidden(vmPath, d))
 	}
-	return warnings, invalid("VirtualMachineMigration", m.Name, errs)
+	return append(warnings, more...), invalid("VirtualMachineMigration", m.Name, errs)
 }
 
 // ValidateUpdate allows only cancelling.
@@ -95,7 +95,10 @@ func (v *MigrationValidator) ValidateUpdate(ctx context.Context, old, m *novacro
 	if old.Spec.Cancel && !m.Spec.Cancel {
 		return nil, invalid("VirtualMachineMigration", m.Name, field.ErrorList{field.Forbidden(field.NewPath("spec", "cancel"), "a cancelled migration cannot be resumed; create a new one")})
 	}
-	return nil, nil
+	if equality.Semantic.DeepEqual(old.Spec, m.Spec) {
+		return nil, nil // the operator's finalizer, a label: nothing policies judge
+	}
+	return v.Policies.admit(ctx, "UPDATE", "VirtualMachineMigration", m, old)
 }
 
 // ValidateDelete allows every delete (it cancels the migration).

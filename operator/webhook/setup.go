@@ -27,23 +27,24 @@ func Setup(mgr ctrl.Manager, engine *policies.Engine, cfg Config) error {
 	c := mgr.GetAPIReader()
 	cached := mgr.GetClient()
 	rec := mgr.GetEventRecorder("novacron-admission")
+	gate := PolicyGate{Reader: cached, Engine: engine, Recorder: rec, Operator: cfg.Operator}
 	if err := ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachine{}).
 		WithDefaulter(VMDefaulter{}).
-		WithValidator(&VMValidator{Client: cached, APIReader: c, Policies: engine, Recorder: rec, Schedulers: cfg.Schedulers,
+		WithValidator(&VMValidator{Client: cached, APIReader: c, Policies: gate, Schedulers: cfg.Schedulers,
 			Access: Access{Client: cached}, HookEgress: cfg.HookEgress}).
 		Complete(); err != nil {
 		return err
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachineMigration{}).
-		WithValidator(&MigrationValidator{Client: c, Policies: engine, Recorder: rec, Operator: cfg.Operator}).Complete(); err != nil {
+		WithValidator(&MigrationValidator{Client: c, Policies: gate}).Complete(); err != nil {
 		return err
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachineSnapshot{}).
-		WithValidator(&SnapshotValidator{Client: c}).Complete(); err != nil {
+		WithValidator(&SnapshotValidator{Client: c, Policies: gate}).Complete(); err != nil {
 		return err
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachineRestore{}).
-		WithValidator(&RestoreValidator{Client: c}).Complete(); err != nil {
+		WithValidator(&RestoreValidator{Client: c, Policies: gate}).Complete(); err != nil {
 		return err
 	}
 	return ctrl.NewWebhookManagedBy(mgr, &novacronv1.VirtualMachinePolicy{}).

@@ -16,14 +16,17 @@ import (
 // +kubebuilder:webhook:path=/validate-novacron-io-v1alpha1-virtualmachinerestore,mutating=false,failurePolicy=fail,sideEffects=None,groups=novacron.io,resources=virtualmachinerestores,verbs=create,versions=v1alpha1,name=vvirtualmachinerestore.novacron.io,admissionReviewVersions=v1,timeoutSeconds=5
 
 // SnapshotValidator admits snapshots of existing VMs.
-type SnapshotValidator struct{ Client client.Reader }
+type SnapshotValidator struct {
+	Client   client.Reader
+	Policies PolicyGate
+}
 
-// ValidateCreate checks the VM exists.
+// ValidateCreate checks the VM exists, then asks the admission policies.
 func (v *SnapshotValidator) ValidateCreate(ctx context.Context, s *novacronv1.VirtualMachineSnapshot) (admission.Warnings, error) {
 	if _, ferr := getVM(ctx, v.Client, s.Namespace, s.Spec.VMName, field.NewPath("spec", "vmName")); ferr != nil {
 		return nil, invalid("VirtualMachineSnapshot", s.Name, field.ErrorList{ferr})
 	}
-	return nil, nil
+	return v.Policies.admit(ctx, "CREATE", "VirtualMachineSnapshot", s, nil)
 }
 
 // ValidateUpdate allows updates (the schema keeps vmName immutable).
@@ -37,9 +40,13 @@ func (v *SnapshotValidator) ValidateDelete(context.Context, *novacronv1.VirtualM
 }
 
 // RestoreValidator admits restores of a VM to one of its own snapshots.
-type RestoreValidator struct{ Client client.Reader }
+type RestoreValidator struct {
+	Client   client.Reader
+	Policies PolicyGate
+}
 
-// ValidateCreate checks the VM and snapshot exist and belong together.
+// ValidateCreate checks the VM and snapshot exist and belong together, then
+// asks the admission policies.
 func (v *RestoreValidator) ValidateCreate(ctx context.Context, r *novacronv1.VirtualMachineRestore) (admission.Warnings, error) {
 	var errs field.ErrorList
 	if _, ferr := getVM(ctx, v.Client, r.Namespace, r.Spec.VMName, field.NewPath("spec", "vmName")); ferr != nil {
@@ -56,7 +63,10 @@ func (v *RestoreValidator) ValidateCreate(ctx context.Context, r *novacronv1.Vir
 	} else if snap.Spec.VMName != r.Spec.VMName {
 		errs = append(errs, field.Invalid(snapPath, r.Spec.SnapshotName, fmt.Sprintf("is a snapshot of VirtualMachine %s, not %s", snap.Spec.VMName, r.Spec.VMName)))
 	}
-	return nil, invalid("VirtualMachineRestore", r.Name, errs)
+	if len(errs) > 0 {
+		return nil, invalid("VirtualMachineRestore", r.Name, errs)
+	}
+	return v.Policies.admit(ctx, "CREATE", "VirtualMachineRestore", r, nil)
 }
 
 // ValidateUpdate allows updates (the schema keeps the references immutable).

@@ -17,14 +17,12 @@ import (
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/devices"
 	"github.com/novacron/operator/operator/hooks"
-	"github.com/novacron/operator/policies"
 )
 
 // +kubebuilder:webhook:path=/mutate-novacron-io-v1alpha1-virtualmachine,mutating=true,failurePolicy=fail,sideEffects=None,groups=novacron.io,resources=virtualmachines,verbs=create;update,versions=v1alpha1,name=mvirtualmachine.novacron.io,admissionReviewVersions=v1,timeoutSeconds=5
@@ -133,8 +131,8 @@ type VMValidator struct {
 	// APIReader reads NetworkAttachmentDefinitions live: their CRD may not be
 	// installed, and only VMs with sr-iov networks need them.
 	APIReader client.Reader
-	Policies  *policies.Engine
-	Recorder  events.EventRecorder
+	// Policies are the admission policies.
+	Policies PolicyGate
 	// Schedulers are those a VM may name (empty: novacron-scheduler only).
 	Schedulers []string
 	// Access checks what the VM's author may do themselves.
@@ -188,7 +186,7 @@ func (v *VMValidator) validate(ctx context.Context, op string, vm, old *novacron
 	if len(errs) > 0 {
 		return nil, apierrors.NewInvalid(novacronv1.GroupVersion.WithKind("VirtualMachine").GroupKind(), vm.Name, errs)
 	}
-	warnings, err := admitWithPolicies(ctx, v.Client, v.Policies, v.Recorder, op, "VirtualMachine", vm, old)
+	warnings, err := v.Policies.admit(ctx, op, "VirtualMachine", vm, old)
 	if err != nil {
 		return warnings, err
 	}

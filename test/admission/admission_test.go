@@ -313,3 +313,44 @@ func TestMigrationAdmission(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `spec.snapshotName: Not found: "VirtualMachineSnapshot default/nope"`)
 }
+
+const frozenPolicy = `apiVersion: novacron.io/v1alpha1
+kind: VirtualMachinePolicy
+metadata:
+  name: frozen-vm
+spec:
+  decisionPoints: [admission]
+  rego: |
+    package team.frozen
+    deny contains {"msg": sprintf("%s of frozen-vm are refused", [input.kind]), "field": "spec.vmName"} if {
+      input.kind != "VirtualMachine"
+      input.object.spec.vmName == "frozen-vm"
+    }
+`
+
+// Admission policies judge every NovaCron kind a user makes, not only
+// VirtualMachines; the operator's own requests pass them (a policy must not
+// stop what the operator finishes for users).
+func TestAdmissionPoliciesJudgeEveryKindButNotTheOperator(t *testing.T) {
+	operator(t)
+	_, _, err := apply(t, frozenPolicy)
+	require.NoError(t, err)
+	waitCompiled(t, "frozen-vm", 1)
+	_, _, err = apply(t, vmWithCPU("frozen-vm", 2))
+	require.NoError(t, err)
+	// env.Client is the identity the operator runs with here.
+	snap := &novacronv1.VirtualMachineSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "by-the-operator", Namespace: "default"},
+		Spec: novacronv1.VirtualMachineSnapshotSpec{VMName: "frozen-vm"}}
+	require.NoError(t, env.Client.Create(context.Background(), snap), "the operator's own request passes the policies")
+
+	// Migrations are judged too (after their own checks: see the webhook's
+	// unit tests, as a VM here never runs).
+	for kind, spec := range map[string]string{
+		"VirtualMachineSnapshot": "{vmName: frozen-vm}",
+		"VirtualMachineRestore":  "{vmName: frozen-vm, snapshotName: by-the-operator}",
+	} {
+		_, _, err = apply(t, fmt.Sprintf("apiVersion: novacron.io/v1alpha1\nkind: %s\nmetadata: {name: user-made, namespace: default}\nspec: %s\n", kind, spec))
+		require.Error(t, err, kind)
+		assert.Contains(t, err.Error(), "spec.vmName: Forbidden: policy frozen-vm: "+kind+" of frozen-vm are refused")
+	}
+}
