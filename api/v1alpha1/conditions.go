@@ -125,6 +125,9 @@ const (
 	ReasonImageNotFound = "ImageNotFound"
 	// ReasonImageNotOnNode: the image's volumes are not staged on the node.
 	ReasonImageNotOnNode = "ImageNotOnNode"
+	// ReasonPoolFull: the VM's disk is larger than its node's storage pool
+	// has free.
+	ReasonPoolFull = "PoolFull"
 	// ReasonBadImageCatalog: the image catalog ConfigMap does not parse.
 	ReasonBadImageCatalog = "BadImageCatalog"
 	// ReasonNodeTooSmall: the VM is bigger than its node.

@@ -145,6 +145,9 @@ func (b *Builder) rootDisk(ctx context.Context, vm *novacronv1.VirtualMachine, i
 	if err != nil && (strings.Contains(err.Error(), "is not in storage pool") || strings.Contains(err.Error(), "does not exist on the hypervisor")) {
 		return "", SpecErrorf(novacronv1.ReasonImageNotOnNode, "%v (node %s)", err, hvObj.Name)
 	}
+	if errors.Is(err, provider.ErrNoSpace) {
+		return "", SpecErrorf(novacronv1.ReasonPoolFull, "spec.template.spec.resources.disk: %s is more than node %s can hold: %v; lower it, or free space in the pool", size.String(), hvObj.Name, err)
+	}
 	return path, err
 }
 

@@ -20,6 +20,11 @@ var ErrConflict = errors.New("conflict")
 // asked (the libvirt test driver cannot receive volume uploads, for one).
 var ErrUnsupported = errors.New("not supported by this hypervisor")
 
+// ErrNoSpace is returned (wrapped) when a storage pool has less free space
+// than a new volume's capacity: the volume is not made, as thin disks that
+// outgrow their pool stop every guest on it.
+var ErrNoSpace = errors.New("not enough free space in the storage pool")
+
 // ErrUnreachable is returned (wrapped) when the hypervisor cannot be reached.
 // Callers must not assume anything about the domains on it.
 var ErrUnreachable = errors.New("hypervisor unreachable")
@@ -41,7 +46,8 @@ type Hypervisor interface {
 	Info(ctx context.Context) (HostInfo, error)
 
 	// EnsureVolume creates the volume in the pool unless it exists, and returns
-	// its path on the host.
+	// its path on the host. A new volume larger than the pool's free space is
+	// ErrNoSpace.
 	EnsureVolume(ctx context.Context, v Volume) (string, error)
 	// UploadVolume writes data as the whole content of a raw volume, creating or
 	// replacing it, and returns its path on the host.

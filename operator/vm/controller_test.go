@@ -572,3 +572,24 @@ func TestARunningVMFromBeforeTheUpgradeAdoptsDomainDefined(t *testing.T) {
 	e.reconcile(t, "web")
 	assert.True(t, e.vm(t, "web").Status.DomainDefined)
 }
+
+// A disk larger than its node's pool has free fails the VM naming the field,
+// and nothing is defined.
+func TestADiskLargerThanThePoolFailsTheVM(t *testing.T) {
+	e := newEnv(t)
+	e.host.SetPoolFree("default", 50<<30)
+	v := newVM("big")
+	v.Spec.Template.Spec.Resources.Disk = ptr.To(resource.MustParse("100Gi"))
+	e.create(t, v)
+	e.reconcile(t, "big")
+	e.bind(t, "big", "node-1")
+	e.reconcile(t, "big")
+	v = e.vm(t, "big")
+	assert.Equal(t, novacronv1.VMFailed, v.Status.Phase)
+	ready := condition(v, novacronv1.ConditionReady)
+	assert.Equal(t, novacronv1.ReasonPoolFull, ready.Reason)
+	assert.Contains(t, ready.Message, "spec.template.spec.resources.disk: 100Gi")
+	assert.Contains(t, ready.Message, "pool default")
+	_, _, defined := e.host.Domain("team_big")
+	assert.False(t, defined)
+}

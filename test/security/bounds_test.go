@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
@@ -46,4 +47,23 @@ func TestAVMCountsAgainstItsNamespacesQuota(t *testing.T) {
 	neg := newVM("mallory-quota", "negative")
 	neg.Spec.Template.Spec.Resources.Memory = resource.MustParse("-4Gi")
 	refused(t, mallory.Create(ctx, neg), "spec.template.spec.resources.memory")
+}
+
+// Finding 13: a disk within the bounds but larger than the node's storage
+// pool has free (thin disks that outgrow it would stop every guest there) is
+// not made: the VM fails naming the field, and no domain is defined.
+func TestADiskLargerThanItsNodesPoolIsNotMade(t *testing.T) {
+	ctx := context.Background()
+	mallory := tenant(t, "mallory-disk", "mallory")
+	v := newVM("mallory-disk", "hoard")
+	v.Spec.Template.Spec.Resources.Disk = ptr.To(resource.MustParse("500Gi"))
+	require.NoError(t, mallory.Create(ctx, v))
+	got := env.WaitVM(t, client.ObjectKeyFromObject(v), timeout, "refused by the pool", func(v *novacronv1.VirtualMachine) bool {
+		c := meta.FindStatusCondition(v.Status.Conditions, novacronv1.ConditionReady)
+		return c != nil && c.Reason == novacronv1.ReasonPoolFull
+	})
+	c := meta.FindStatusCondition(got.Status.Conditions, novacronv1.ConditionReady)
+	assert.Contains(t, c.Message, "spec.template.spec.resources.disk: 500Gi")
+	_, ok := defined.domain("mallory-disk_hoard")
+	assert.False(t, ok, "no domain defined")
 }

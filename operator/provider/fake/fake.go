@@ -64,6 +64,7 @@ type Host struct {
 	down    bool
 	uploads bool
 	pools   map[string]map[string]volume
+	free    map[string]int64 // a pool's free bytes; unset: unlimited
 	domains map[string]*domain
 	calls   map[string]int
 	fail    map[string]error
@@ -85,6 +86,16 @@ type domain struct {
 	migrated *provider.MigrationProgress
 	// migrating is closed when its outgoing migration is aborted.
 	migrating chan struct{}
+}
+
+// SetPoolFree sets how many bytes pool has free for new volumes.
+func (h *Host) SetPoolFree(pool string, bytes int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.free == nil {
+		h.free = map[string]int64{}
+	}
+	h.free[pool] = bytes
 }
 
 // SetDown takes the host down (every call fails ErrUnreachable) or up.
@@ -224,6 +235,9 @@ func (h *Host) EnsureVolume(_ context.Context, v provider.Volume) (string, error
 		if _, ok := pool[v.BackingVolume]; !ok {
 			return "", fmt.Errorf("image volume %q is not in storage pool %q", v.BackingVolume, v.Pool)
 		}
+	}
+	if free, ok := h.free[v.Pool]; ok && free < v.CapacityBytes {
+		return "", fmt.Errorf("%w: volume %s needs %d bytes, pool %s has %d free", provider.ErrNoSpace, v.Name, v.CapacityBytes, v.Pool, free)
 	}
 	pool[v.Name] = volume{Volume: v}
 	return path(v.Pool, v.Name), nil

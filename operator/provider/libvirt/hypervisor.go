@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	golibvirt "libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
 
@@ -102,6 +103,12 @@ func (h *hypervisor) EnsureVolume(ctx context.Context, vol provider.Volume) (str
 		if v, err := p.LookupStorageVolByName(vol.Name); err == nil {
 			defer v.Free()
 			return v.GetPath()
+		}
+		// Thin volumes take space as guests write: one larger than the
+		// pool's free space would fill it, and stop every guest on it.
+		if info, err := p.GetInfo(); err == nil && info.Available < uint64(vol.CapacityBytes) {
+			return "", fmt.Errorf("%w: volume %s needs %s, pool %s has %s free", provider.ErrNoSpace, vol.Name,
+				resource.NewQuantity(vol.CapacityBytes, resource.BinarySI), vol.Pool, resource.NewQuantity(int64(info.Available), resource.BinarySI))
 		}
 		x := libvirtxml.StorageVolume{
 			Name:     vol.Name,

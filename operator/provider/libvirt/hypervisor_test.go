@@ -169,3 +169,20 @@ func TestSnapshots(t *testing.T) {
 	assert.True(t, s.Quiesced, "the test driver's guest agent freezes")
 	assert.False(t, again.Quiesced, "whether it was quiesced is not known afterwards: reported crash-consistent")
 }
+
+// A new volume larger than the pool has free is refused (thin disks that
+// outgrow their pool stop every guest on it); one that exists is found.
+func TestAVolumeLargerThanThePoolsFreeSpaceIsRefused(t *testing.T) {
+	ctx := context.Background()
+	c := NewConnector(URIRules{Test: true})
+	t.Cleanup(c.Close)
+	h, err := c.Hypervisor(ctx, newNode(t, "n1")) // the test driver's pool: 98 GiB free
+	require.NoError(t, err)
+	_, err = h.EnsureVolume(ctx, provider.Volume{Pool: "default", Name: "huge.qcow2", CapacityBytes: 2 << 40, Format: "qcow2"})
+	assert.ErrorIs(t, err, provider.ErrNoSpace)
+	assert.ErrorContains(t, err, "needs 2Ti")
+	_, err = h.VolumePath(ctx, "default", "huge.qcow2")
+	assert.ErrorIs(t, err, provider.ErrNotFound, "nothing made")
+	_, err = h.EnsureVolume(ctx, provider.Volume{Pool: "default", Name: "fits.qcow2", CapacityBytes: 50 << 30, Format: "qcow2"})
+	assert.NoError(t, err)
+}
