@@ -299,9 +299,35 @@ type HTTPHook struct {
 	// +optional
 	Method string `json:"method,omitempty"`
 
-	// Headers added to the request.
+	// Headers added to the request. They are in clear in the VM, for anyone
+	// who may read it: credentials (Authorization, Cookie, tokens) go in
+	// headersFrom.
 	// +optional
 	Headers map[string]string `json:"headers,omitempty"`
+
+	// HeadersFrom adds headers whose values are kept in Secrets of the VM's
+	// namespace. The VM's author must be allowed to get each Secret.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	HeadersFrom []HTTPHeaderFromSecret `json:"headersFrom,omitempty"`
+}
+
+// HTTPHeaderFromSecret is a request header whose value is a key of a Secret.
+type HTTPHeaderFromSecret struct {
+	// Name of the header, such as Authorization.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Name string `json:"name"`
+	// SecretName is a Secret in the VM's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName"`
+	// Key in the Secret's data.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
 }
 
 // JobHook runs a Job made from a template in the VM's namespace.

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
@@ -36,8 +39,9 @@ const DefaultTimeout = 30 * time.Second
 // Calls live in this process only; after a restart a hook is called again,
 // which is why hooks must be safe to repeat.
 type Caller struct {
-	client *http.Client
-	mu     sync.Mutex
+	client  *http.Client
+	secrets client.Reader
+	mu      sync.Mutex
 	calls  map[key]*call
 	// Done receives the VM of each call that returned.
 	Done chan event.TypedGenericEvent[*novacronv1.VirtualMachine]
@@ -56,9 +60,10 @@ type call struct {
 	err  error
 }
 
-// NewCaller makes a Caller whose calls go through client (Egress.Client).
-func NewCaller(client *http.Client) *Caller {
-	return &Caller{client: client, calls: map[key]*call{}, Done: make(chan event.TypedGenericEvent[*novacronv1.VirtualMachine], 64)}
+// NewCaller makes a Caller whose calls go through client (Egress.Client) and
+// whose headersFrom values secrets reads (nil: hooks that have some fail).
+func NewCaller(client *http.Client, secrets client.Reader) *Caller {
+	return &Caller{client: client, secrets: secrets, calls: map[key]*call{}, Done: make(chan event.TypedGenericEvent[*novacronv1.VirtualMachine], 64)}
 }
 
 // Call starts the VM's kind hook unless it already runs or ran for this
@@ -106,7 +111,11 @@ func (c *Caller) run(cl *call, vm *novacronv1.VirtualMachine, kind string, hook 
 	tries := int(hook.Retries) + 1
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(tries)*timeout+pauses(tries))
 	defer cancel()
-	cl.err = c.tryAll(ctx, vm, kind, hook, timeout, tries)
+	headers, err := c.headers(ctx, vm, kind, hook.HTTP)
+	if err == nil {
+		err = c.tryAll(ctx, vm, kind, hook.HTTP, headers, timeout, tries)
+	}
+	cl.err = err
 	close(cl.done)
 	select { // a full channel leaves it to the VM's next reconcile
 	case c.Done <- event.TypedGenericEvent[*novacronv1.VirtualMachine]{Object: vm}:
@@ -125,7 +134,33 @@ func pauses(tries int) time.Duration {
 	return d
 }
 
-func (c *Caller) tryAll(ctx context.Context, vm *novacronv1.VirtualMachine, kind string, hook *novacronv1.LifecycleHook, timeout time.Duration, tries int) error {
+// headers are the hook's headers with those from Secrets, read once per call
+// (not kept: a rotated token is used from the next call on). Which Secret is
+// named but missing is said; what it holds never is.
+func (c *Caller) headers(ctx context.Context, vm *novacronv1.VirtualMachine, kind string, h *novacronv1.HTTPHook) (http.Header, error) {
+	out := http.Header{}
+	for k, v := range h.Headers {
+		out.Set(k, v)
+	}
+	for i, from := range h.HeadersFrom {
+		field := fmt.Sprintf("spec.template.spec.lifecycle.%s.http.headersFrom[%d]", kind, i)
+		if c.secrets == nil {
+			return nil, fmt.Errorf("%s hook: %s: this operator reads no Secrets for hooks", kind, field)
+		}
+		var s corev1.Secret
+		if err := c.secrets.Get(ctx, client.ObjectKey{Namespace: vm.Namespace, Name: from.SecretName}, &s); err != nil {
+			return nil, fmt.Errorf("%s hook: %s: reading Secret %s/%s: %w", kind, field, vm.Namespace, from.SecretName, err)
+		}
+		v, ok := s.Data[from.Key]
+		if !ok {
+			return nil, fmt.Errorf("%s hook: %s: Secret %s/%s has no key %q", kind, field, vm.Namespace, from.SecretName, from.Key)
+		}
+		out.Set(from.Name, strings.TrimRight(string(v), "\r\n"))
+	}
+	return out, nil
+}
+
+func (c *Caller) tryAll(ctx context.Context, vm *novacronv1.VirtualMachine, kind string, hook *novacronv1.HTTPHook, headers http.Header, timeout time.Duration, tries int) error {
 	body, err := json.Marshal(Request{Hook: kind, Namespace: vm.Namespace, Name: vm.Name, UID: string(vm.UID), Generation: vm.Generation, Node: vm.Status.NodeName})
 	if err != nil {
 		return err
@@ -139,7 +174,7 @@ func (c *Caller) tryAll(ctx context.Context, vm *novacronv1.VirtualMachine, kind
 			case <-time.After(pause(try)):
 			}
 		}
-		if last = c.try(ctx, hook.HTTP, body, timeout); last == nil {
+		if last = c.try(ctx, hook, headers, body, timeout); last == nil {
 			return nil
 		}
 	}
@@ -148,7 +183,7 @@ func (c *Caller) tryAll(ctx context.Context, vm *novacronv1.VirtualMachine, kind
 
 // try makes one request. Its answer's body is never reported: the hook may
 // point at something whose reply the tenant should not read.
-func (c *Caller) try(ctx context.Context, h *novacronv1.HTTPHook, body []byte, timeout time.Duration) error {
+func (c *Caller) try(ctx context.Context, h *novacronv1.HTTPHook, headers http.Header, body []byte, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	method := h.Method
@@ -159,8 +194,8 @@ func (c *Caller) try(ctx context.Context, h *novacronv1.HTTPHook, body []byte, t
 	if err != nil {
 		return err
 	}
-	for k, v := range h.Headers {
-		req.Header.Set(k, v)
+	for k, v := range headers {
+		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "novacron-operator")

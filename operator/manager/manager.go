@@ -279,7 +279,7 @@ func addControllers(mgr ctrl.Manager, opts Options, connector provider.Connector
 	domains := &domain.Builder{APIReader: mgr.GetAPIReader(), Namespace: opts.Namespace, SerialLogDir: opts.SerialLogDir}
 	measured := &usage.Store{}
 	vms := &vm.Reconciler{
-		Hooks:            hooks.NewCaller(opts.HookEgress.Client()),
+		Hooks:            hooks.NewCaller(opts.HookEgress.Client(), mgr.GetAPIReader()),
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
 		Recorder:         mgr.GetEventRecorder("novacron-operator"),

@@ -110,7 +110,7 @@ func (r *Reconciler) setDefaults() {
 		r.UnreachableRetry = 10 * time.Second
 	}
 	if r.Hooks == nil {
-		r.Hooks = hooks.NewCaller(hooks.Egress{}.Client())
+		r.Hooks = hooks.NewCaller(hooks.Egress{}.Client(), r.APIReader)
 	}
 	if r.Usage == nil {
 		r.Usage = &usage.Store{}

@@ -50,7 +50,7 @@ func newEnv(t *testing.T) *env {
 		Launcher: launcher.Config{Image: "pause"}, StopGracePeriod: time.Second,
 		// The tests' hook servers listen on loopback, which tenants' hooks may
 		// not reach.
-		Hooks: hooks.NewCaller(hooks.Egress{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}.Client())}
+		Hooks: hooks.NewCaller(hooks.Egress{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}.Client(), c.Client)}
 	e.r.setDefaults()
 	return e
 }

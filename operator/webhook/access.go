@@ -3,9 +3,14 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
+	"strings"
 
+	"golang.org/x/net/http/httpguts"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -98,12 +103,56 @@ func hookOf(lc *novacronv1.Lifecycle, preStart bool) *novacronv1.LifecycleHook {
 	return lc.PreStop
 }
 
+// credentialHeaders carry secrets; in headers they would be in clear in the
+// VM for anyone who may read it.
+var credentialHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie"}
+
+// validateHookHeaders checks header names and values, keeps credentials out
+// of the VM's clear headers, and lets its author name only Secrets they may
+// read themselves (the operator reads them with its own rights).
+func (v *VMValidator) validateHookHeaders(ctx context.Context, path *field.Path, ns string, h *novacronv1.HTTPHook) field.ErrorList {
+	var errs field.ErrorList
+	seen := map[string]bool{}
+	for _, k := range slices.Sorted(maps.Keys(h.Headers)) {
+		p := path.Child("headers").Key(k)
+		switch {
+		case !httpguts.ValidHeaderFieldName(k):
+			errs = append(errs, field.Invalid(p, k, "not a valid HTTP header name"))
+		case !httpguts.ValidHeaderFieldValue(h.Headers[k]):
+			errs = append(errs, field.Invalid(p, "(value)", "not a valid HTTP header value (no line breaks or control characters)"))
+		case slices.ContainsFunc(credentialHeaders, func(c string) bool { return strings.EqualFold(c, k) }):
+			errs = append(errs, field.Forbidden(p, "a credential is in clear here for anyone who may read the VM; put it in a Secret and name it in headersFrom"))
+		}
+		seen[http.CanonicalHeaderKey(k)] = true
+	}
+	for i, from := range h.HeadersFrom {
+		p := path.Child("headersFrom").Index(i)
+		if !httpguts.ValidHeaderFieldName(from.Name) {
+			errs = append(errs, field.Invalid(p.Child("name"), from.Name, "not a valid HTTP header name"))
+			continue
+		}
+		if seen[http.CanonicalHeaderKey(from.Name)] {
+			errs = append(errs, field.Duplicate(p.Child("name"), from.Name))
+			continue
+		}
+		seen[http.CanonicalHeaderKey(from.Name)] = true
+		attrs := authorizationv1.ResourceAttributes{Namespace: ns, Verb: "get", Resource: "secrets", Name: from.SecretName}
+		if err := v.Access.may(ctx, p.Child("secretName"), attrs, "the hook would send its contents"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
 // validateHook refuses a Job hook its author could not create themselves, or
 // whose pod would take anything of the node; and an HTTP hook aimed at an
 // address hooks may not reach (the operator's dialer checks again on every
 // call, after name resolution; this only says so early).
 func (v *VMValidator) validateHook(ctx context.Context, path *field.Path, ns string, h *novacronv1.LifecycleHook) field.ErrorList {
 	if h.HTTP != nil {
+		if errs := v.validateHookHeaders(ctx, path.Child("http"), ns, h.HTTP); len(errs) > 0 {
+			return errs
+		}
 		u, err := url.Parse(h.HTTP.URL)
 		if err != nil {
 			return field.ErrorList{field.Invalid(path.Child("http", "url"), h.HTTP.URL, err.Error())}

@@ -194,3 +194,32 @@ func TestHangingHooksDoNotStallOtherVMs(t *testing.T) {
 		assert.Equal(t, novacronv1.ReasonHookRunning, c.Reason, "%s: its hook still runs", v.Name)
 	}
 }
+
+// Finding 16: a hook's credentials live in a Secret, not in clear in the VM;
+// its author must be allowed to read the Secret, and the hook gets its value.
+func TestHookCredentialsComeFromASecretItsAuthorMayRead(t *testing.T) {
+	ctx := context.Background()
+	alice := tenant(t, "alice-hook-token", "alice")
+	require.NoError(t, env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook-token", Namespace: "alice-hook-token"},
+		StringData: map[string]string{"token": "Bearer t0ken"}}))
+	got := make(chan string, 8)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got <- r.Header.Get("Authorization") }))
+	srv.Listener = listenHooks(t)
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	clear := withHTTPHook(newVM("alice-hook-token", "clear"), srv.URL, 5)
+	clear.Spec.Template.Spec.Lifecycle.PreStart.HTTP.Headers = map[string]string{"authorization": "Bearer t0ken"}
+	msg := refused(t, alice.Create(ctx, clear), "spec.template.spec.lifecycle.preStart.http.headers[authorization]")
+	assert.Contains(t, msg, "put it in a Secret and name it in headersFrom")
+
+	v := withHTTPHook(newVM("alice-hook-token", "web"), srv.URL, 5)
+	v.Spec.Template.Spec.Lifecycle.PreStart.HTTP.HeadersFrom = []novacronv1.HTTPHeaderFromSecret{{Name: "Authorization", SecretName: "hook-token", Key: "token"}}
+	msg = refused(t, alice.Create(ctx, v), "spec.template.spec.lifecycle.preStart.http.headersFrom[0].secretName")
+	assert.Contains(t, msg, "alice may not get secrets hook-token in namespace alice-hook-token")
+
+	grant(t, "alice-hook-token", "alice", rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"hook-token"}, Verbs: []string{"get"}})
+	require.Eventually(t, func() bool { return alice.Create(ctx, v.DeepCopy()) == nil }, timeout, 100*time.Millisecond, "allowed once she may read it")
+	running(t, v)
+	assert.Equal(t, "Bearer t0ken", <-got)
+}
