@@ -42,7 +42,7 @@ type Caller struct {
 	client  *http.Client
 	secrets client.Reader
 	mu      sync.Mutex
-	calls  map[key]*call
+	calls   map[key]*call
 	// Done receives the VM of each call that returned.
 	Done chan event.TypedGenericEvent[*novacronv1.VirtualMachine]
 }
