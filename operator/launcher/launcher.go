@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"regexp"
 	"strings"
 
@@ -92,6 +93,28 @@ func Resources(spec *novacronv1.VirtualMachineInstanceSpec, cfg Config, vfPools 
 	return corev1.ResourceRequirements{Requests: requests, Limits: limits}
 }
 
+// nodeLost are the taints Kubernetes puts on a node whose kubelet stops
+// reporting. Evicting a launcher pod would not stop its guest, only free its
+// capacity for another VM while the guest may still run: a lost node's VMs
+// are NovaCron's to recover (fenced first), not the taint manager's.
+var nodeLost = []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable}
+
+// tolerations are the VM's own, with node loss tolerated for good (a VM's
+// own toleration of it for some seconds included).
+func tolerations(own []corev1.Toleration) []corev1.Toleration {
+	out := make([]corev1.Toleration, 0, len(own)+len(nodeLost))
+	for _, t := range own {
+		if t.Effect == corev1.TaintEffectNoExecute && slices.Contains(nodeLost, t.Key) {
+			continue
+		}
+		out = append(out, t)
+	}
+	for _, key := range nodeLost {
+		out = append(out, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute})
+	}
+	return out
+}
+
 // BuildPod makes the pod that reserves a VM's capacity and carries its
 // placement rules to the scheduler. A VM that already has a node (its domain
 // and disks live there) is pinned to it: only a migration moves a VM.
@@ -131,7 +154,7 @@ func BuildPod(vm *novacronv1.VirtualMachine, cfg Config, vfPools map[string]stri
 			SchedulerName:                 schedulerName,
 			NodeSelector:                  maps.Clone(spec.NodeSelector),
 			Affinity:                      spec.Affinity.DeepCopy(),
-			Tolerations:                   spec.Tolerations,
+			Tolerations:                   tolerations(spec.Tolerations),
 			AutomountServiceAccountToken:  ptr.To(false),
 			TerminationGracePeriodSeconds: ptr.To[int64](0),
 			SecurityContext: &corev1.PodSecurityContext{

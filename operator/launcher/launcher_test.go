@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 )
@@ -142,4 +143,21 @@ func TestTheHashFollowsWhatThePodIsMadeFrom(t *testing.T) {
 	}
 	delete(pod.Annotations, novacronv1.AnnotationPodSpecHash)
 	assert.False(t, PodMatches(pod, v), "a pod without the hash is adopted by stamping it, never by default")
+}
+
+// A launcher pod is not evicted from a node that stops reporting (its guest
+// would run on while its capacity went to another VM): it tolerates
+// not-ready and unreachable for good, whatever the VM said.
+func TestALostNodeDoesNotEvictTheLauncherPod(t *testing.T) {
+	v := vm()
+	v.Spec.Template.Spec.Tolerations = []corev1.Toleration{
+		{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](30)},
+		{Key: "dedicated", Value: "vms", Effect: corev1.TaintEffectNoSchedule},
+	}
+	pod := BuildPod(v, Config{Image: "pause"}, nil)
+	assert.ElementsMatch(t, []corev1.Toleration{
+		{Key: "dedicated", Value: "vms", Effect: corev1.TaintEffectNoSchedule},
+		{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+		{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
+	}, pod.Spec.Tolerations)
 }
