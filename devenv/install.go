@@ -73,7 +73,7 @@ func install(ctx context.Context, c client.Client, lab bool) (domain.Catalog, er
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return domain.Catalog{}, err
 	}
-	objs, err := decodeAll(scheme(), "images/catalog.yaml", "policies/*.yaml", "samples/nad-data.yaml", "rbac/metrics-reader.yaml")
+	objs, err := decodeAll(scheme(), "images/catalog.yaml", "policies/*.yaml", "samples/nad-data.yaml", "samples/nad-management.yaml", "rbac/metrics-reader.yaml")
 	if err != nil {
 		return domain.Catalog{}, err
 	}

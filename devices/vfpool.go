@@ -55,9 +55,10 @@ type networkError struct {
 func (e *networkError) Error() string { return e.msg }
 func (e *networkError) Unwrap() error { return e.kind }
 
-// IsVMError says whether a VFPool error is the VM's to fix (retrying cannot).
+// IsVMError says whether a VFPool or BridgeNetwork error is the VM's to fix
+// (retrying cannot).
 func IsVMError(err error) bool {
-	return errors.Is(err, ErrNoNetwork) || errors.Is(err, ErrNoVFPool)
+	return errors.Is(err, ErrNoNetwork) || errors.Is(err, ErrNoVFPool) || errors.Is(err, ErrNoHypervisorNetwork)
 }
 
 // VFPools maps each of the VM's sr-iov networks to its VF pool; an error

@@ -76,6 +76,11 @@ func IsReserved(key string) bool {
 // annotation AnnotationResourceName names the VF pool (a device plugin resource).
 var NetworkAttachmentDefinition = schema.GroupVersionKind{Group: "k8s.cni.cncf.io", Version: "v1", Kind: "NetworkAttachmentDefinition"}
 
+// AnnotationHypervisorNetwork is the NetworkAttachmentDefinition annotation
+// that names the hypervisor (libvirt) network a bridge network of that name
+// attaches VMs in its namespace to.
+const AnnotationHypervisorNetwork = "novacron.io/hypervisor-network"
+
 // AnnotationResourceName is the NetworkAttachmentDefinition annotation that
 // names its device plugin resource.
 const AnnotationResourceName = "k8s.v1.cni.cncf.io/resourceName"

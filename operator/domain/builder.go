@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devices"
 	"github.com/novacron/operator/operator/hypervisors"
 	"github.com/novacron/operator/operator/provider"
 )
@@ -106,7 +107,11 @@ func (b *Builder) Build(ctx context.Context, vm *novacronv1.VirtualMachine, devi
 	if err := directBoot(ctx, &d, img, spec.Image.Source, pool, hvObj, hv); err != nil {
 		return Built{}, err
 	}
-	if err := passThrough(&d, vm, devices, hvObj.Name); err != nil {
+	bridges, err := b.bridges(ctx, vm)
+	if err != nil {
+		return Built{}, err
+	}
+	if err := passThrough(&d, vm, devices, bridges, hvObj.Name); err != nil {
 		return Built{}, err
 	}
 	built := Built{Domain: d}
@@ -170,13 +175,23 @@ func directBoot(ctx context.Context, d *provider.Domain, img Image, source, pool
 	return nil
 }
 
+// bridges maps the VM's bridge networks to hypervisor networks, from its
+// namespace's NetworkAttachmentDefinitions (devices.BridgeNetwork).
+func (b *Builder) bridges(ctx context.Context, vm *novacronv1.VirtualMachine) (map[string]string, error) {
+	nets, err := devices.BridgeNetworks(ctx, devices.ReadNetworks(b.APIReader), vm)
+	if devices.IsVMError(err) {
+		return nil, SpecErrorf(novacronv1.ReasonNetworkNotFound, "%v", err)
+	}
+	return nets, err
+}
+
 // passThrough gives the domain its NICs, with the assigned VFs on sr-iov
 // networks, and its assigned GPUs; a VM whose devices were not assigned (its
 // pod was not placed by novacron-scheduler) is refused.
-func passThrough(d *provider.Domain, vm *novacronv1.VirtualMachine, devices novacronv1.DeviceAssignment, node string) error {
+func passThrough(d *provider.Domain, vm *novacronv1.VirtualMachine, devices novacronv1.DeviceAssignment, bridges map[string]string, node string) error {
 	spec := &vm.Spec.Template.Spec
 	for _, n := range spec.Networks {
-		nic := provider.NIC{MAC: StableMAC(string(vm.UID), n.Name), Network: n.Name}
+		nic := provider.NIC{MAC: StableMAC(string(vm.UID), n.Name), Network: bridges[n.Name]}
 		if n.Type == novacronv1.NetworkTypeSRIOV {
 			vf, ok := devices.VFs[n.Name]
 			if !ok {

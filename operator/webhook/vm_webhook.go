@@ -445,10 +445,12 @@ func (v *VMValidator) validateNetworks(ctx context.Context, vm *novacronv1.Virtu
 	nets := field.NewPath("spec", "template", "spec", "networks")
 	read := devices.ReadNetworks(v.APIReader)
 	for i, n := range vm.Spec.Template.Spec.Networks {
-		if n.Type != novacronv1.NetworkTypeSRIOV {
-			continue
+		var err error
+		if n.Type == novacronv1.NetworkTypeSRIOV {
+			_, err = devices.VFPool(ctx, read, vm.Namespace, n.Name)
+		} else {
+			_, err = devices.BridgeNetwork(ctx, read, vm.Namespace, n.Name)
 		}
-		_, err := devices.VFPool(ctx, read, vm.Namespace, n.Name)
 		switch {
 		case devices.IsVMError(err):
 			errs = append(errs, field.Invalid(nets.Index(i).Child("name"), n.Name, err.Error()))
