@@ -442,6 +442,13 @@ type VirtualMachineStatus struct {
 	// +optional
 	DomainDefined bool `json:"domainDefined,omitempty"`
 
+	// LegacyVolumeNames says the VM's volumes keep the names they had
+	// before NovaCron named volumes by VM UID (namespace_name-root.qcow2),
+	// as the VM's own domain uses them. Set once, when the VM adopts them;
+	// a later VM of the same name never does.
+	// +optional
+	LegacyVolumeNames bool `json:"legacyVolumeNames,omitempty"`
+
 	// Conditions: Ready, Scheduled, HypervisorReachable, HooksSucceeded, CloudInit.
 	// +listType=map
 	// +listMapKey=type

@@ -90,6 +90,12 @@ func (b *Builder) Build(ctx context.Context, vm *novacronv1.VirtualMachine, devi
 		return Built{}, err
 	}
 	pool := hypervisors.Pool(hvObj)
+	// Only on the VM's own node: a migration's target makes the disks under
+	// the names the source's domain uses.
+	ownNode := hvObj.Name == vm.Status.NodeName
+	if err := AdoptLegacyVolumes(ctx, vm, ownNode && vm.Status.DomainDefined, pool, hv); err != nil {
+		return Built{}, err
+	}
 	rootPath, err := b.rootDisk(ctx, vm, img, pool, hvObj, hv)
 	if err != nil {
 		return Built{}, err
@@ -144,7 +150,7 @@ func (b *Builder) rootDisk(ctx context.Context, vm *novacronv1.VirtualMachine, i
 		size = *d
 	}
 	path, err := hv.EnsureVolume(ctx, provider.Volume{
-		Pool: pool, Name: rootVolumeName(vm), CapacityBytes: size.Value(), Format: "qcow2",
+		Pool: pool, Name: RootVolumeName(vm), CapacityBytes: size.Value(), Format: "qcow2",
 		BackingVolume: img.Volume, BackingFormat: img.Format,
 	})
 	if err != nil && (strings.Contains(err.Error(), "is not in storage pool") || strings.Contains(err.Error(), "does not exist on the hypervisor")) {
@@ -259,7 +265,7 @@ func (b *Builder) attachCloudInit(ctx context.Context, vm *novacronv1.VirtualMac
 	if err != nil {
 		return err
 	}
-	path, err := hv.UploadVolume(ctx, pool, cloudInitVolumeName(vm), iso)
+	path, err := hv.UploadVolume(ctx, pool, CloudInitVolumeName(vm), iso)
 	if errors.Is(err, provider.ErrUnsupported) {
 		built.CloudInitNote = fmt.Sprintf("the hypervisor cannot receive the cloud-init disk (%v); the VM runs without it", err)
 		return nil

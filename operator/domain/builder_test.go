@@ -67,7 +67,7 @@ func TestBuildMakesTheDisksAndSaysWhatItDid(t *testing.T) {
 	assert.Equal(t, "uid-web", d.UUID, "one VM can only ever be one domain")
 	assert.Equal(t, "/var/log/libvirt/qemu/team_web-serial.log", d.SerialLogPath)
 	assert.Len(t, d.Disks, 1)
-	assert.True(t, s.host.HasVolume("default", "team_web-root.qcow2"))
+	assert.True(t, s.host.HasVolume("default", "team_web-uid-web-root.qcow2"))
 	assert.False(t, built.CloudInitAttached)
 	assert.Contains(t, built.CloudInitNote, "runs without it")
 

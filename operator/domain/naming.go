@@ -6,11 +6,14 @@
 package domain
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strings"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/provider"
 )
 
 // DomainName is the hypervisor domain of a VM. Kubernetes names cannot hold
@@ -19,19 +22,57 @@ func DomainName(vm *novacronv1.VirtualMachine) string {
 	return vm.Namespace + "_" + vm.Name
 }
 
-// rootVolumeName is the VM's root disk volume in the node's storage pool.
-func rootVolumeName(vm *novacronv1.VirtualMachine) string {
-	return DomainName(vm) + "-root.qcow2"
+// volumeBase starts the names of the VM's volumes: its domain name and its
+// UID, so a later VM of the same name (its namespace deleted and made again)
+// never finds an earlier VM's disk and boots its data. A VM from before UID
+// naming keeps its volumes' names (Status.LegacyVolumeNames).
+func volumeBase(vm *novacronv1.VirtualMachine) string {
+	if vm.Status.LegacyVolumeNames {
+		return DomainName(vm)
+	}
+	return DomainName(vm) + "-" + string(vm.UID)
 }
 
-// cloudInitVolumeName is the VM's cloud-init NoCloud disk.
-func cloudInitVolumeName(vm *novacronv1.VirtualMachine) string {
-	return DomainName(vm) + "-cidata.iso"
+// RootVolumeName is the VM's root disk volume in the node's storage pool.
+func RootVolumeName(vm *novacronv1.VirtualMachine) string {
+	return volumeBase(vm) + "-root.qcow2"
+}
+
+// CloudInitVolumeName is the VM's cloud-init NoCloud disk.
+func CloudInitVolumeName(vm *novacronv1.VirtualMachine) string {
+	return volumeBase(vm) + "-cidata.iso"
+}
+
+// legacyRootVolumeName is the root disk's name before UID naming.
+func legacyRootVolumeName(vm *novacronv1.VirtualMachine) string {
+	return DomainName(vm) + "-root.qcow2"
 }
 
 // VolumeNames are the volumes the VM has in its node's storage pool.
 func VolumeNames(vm *novacronv1.VirtualMachine) []string {
-	return []string{rootVolumeName(vm), cloudInitVolumeName(vm)}
+	return []string{RootVolumeName(vm), CloudInitVolumeName(vm)}
+}
+
+// AdoptLegacyVolumes marks a VM whose volumes have the names they had before
+// UID naming (Status.LegacyVolumeNames): once, and only when ours says the
+// domain on the node is this VM's (NovaCron defined it, or its UUID is the
+// VM's UID), its UID-named root disk is not there, and the old one is.
+func AdoptLegacyVolumes(ctx context.Context, vm *novacronv1.VirtualMachine, ours bool, pool string, hv provider.Hypervisor) error {
+	if vm.Status.LegacyVolumeNames || !ours {
+		return nil
+	}
+	if _, err := hv.VolumePath(ctx, pool, RootVolumeName(vm)); !errors.Is(err, provider.ErrNotFound) {
+		return err
+	}
+	_, err := hv.VolumePath(ctx, pool, legacyRootVolumeName(vm))
+	if errors.Is(err, provider.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	vm.Status.LegacyVolumeNames = true
+	return nil
 }
 
 // SerialLogPath is where the guest's serial console goes on its node;

@@ -101,7 +101,7 @@ func (e *env) targetCopy(t *testing.T, st provider.DomainState) {
 	if st == provider.StateRunning {
 		require.NoError(t, e.tgt.Start(t.Context(), e.domainName))
 	}
-	_, err := e.tgt.EnsureVolume(t.Context(), provider.Volume{Pool: "default", Name: e.domainName + "-root.qcow2", BackingVolume: "ubuntu.qcow2"})
+	_, err := e.tgt.EnsureVolume(t.Context(), provider.Volume{Pool: "default", Name: e.domainName + "-uid-web-root.qcow2", BackingVolume: "ubuntu.qcow2"})
 	require.NoError(t, err)
 }
 

@@ -202,6 +202,13 @@ func (r *Reconciler) start(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	srcObj, src, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.SourceNode)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.adoptLegacyVolumes(ctx, v, srcObj, src); err != nil {
+		return ctrl.Result{}, err
+	}
 	assigned, err := launcher.Devices(pod)
 	if err == nil {
 		// Migratable VMs have no devices (migration.Blockers); a target pod
@@ -216,10 +223,6 @@ func (r *Reconciler) start(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	}
 	if err != nil {
 		return r.rollback(ctx, m, novacronv1.MigrationFailed, novacronv1.ReasonTargetNotReady, fmt.Sprintf("preparing node %s: %v", m.Status.TargetNode, err))
-	}
-	_, src, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, m.Status.SourceNode)
-	if err != nil {
-		return ctrl.Result{}, err
 	}
 	opts, err := migrateOptions(v, tgtObj)
 	if err != nil {
@@ -246,6 +249,24 @@ func (r *Reconciler) start(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	metrics.MigrationStarted()
 	r.Recorder.Eventf(m, nil, corev1.EventTypeNormal, novacronv1.ReasonMigrating, novacronv1.ActionMigrate, "migrating live from node %s to node %s", m.Status.SourceNode, m.Status.TargetNode)
 	return ctrl.Result{RequeueAfter: r.Poll}, nil
+}
+
+// adoptLegacyVolumes records, before the target's disks are made, that a VM
+// from before UID volume naming keeps its old volume names: the target's
+// disks must have the names the source's domain uses.
+func (r *Reconciler) adoptLegacyVolumes(ctx context.Context, v *novacronv1.VirtualMachine, srcObj *novacronv1.Hypervisor, src provider.Hypervisor) error {
+	if v.Status.LegacyVolumeNames {
+		return nil
+	}
+	uuid, err := src.UUID(ctx, domain.DomainName(v))
+	if err != nil {
+		return err
+	}
+	adopted := v.DeepCopy()
+	if err := domain.AdoptLegacyVolumes(ctx, adopted, strings.EqualFold(uuid, string(v.UID)), hypervisors.Pool(srcObj), src); err != nil || !adopted.Status.LegacyVolumeNames {
+		return err
+	}
+	return r.patchVM(ctx, v, func() { v.Status.LegacyVolumeNames = true })
 }
 
 // migrateOptions turns the VM's migration policy into libvirt's terms.

@@ -78,7 +78,7 @@ func TestAMigrationMovesTheVMPhaseByPhase(t *testing.T) {
 	m = e.get(t, "move")
 	assert.Equal(t, novacronv1.MigrationRunning, m.Status.Phase)
 	assert.Equal(t, "node-2", m.Status.TargetNode)
-	assert.True(t, e.tgt.HasVolume("default", "team_web-root.qcow2"), "the root disk is made on the target first")
+	assert.True(t, e.tgt.HasVolume("default", "team_web-uid-web-root.qcow2"), "the root disk is made on the target first")
 	j := e.r.jobs.get(m.UID)
 	require.NotNil(t, j)
 	<-j.done
@@ -93,7 +93,7 @@ func TestAMigrationMovesTheVMPhaseByPhase(t *testing.T) {
 	assert.Equal(t, "node-2", v.Status.NodeName)
 	assert.Equal(t, novacronv1.VMRunning, v.Status.Phase)
 	assert.Nil(t, v.Status.MigrationState)
-	assert.False(t, e.src.HasVolume("default", "team_web-root.qcow2"))
+	assert.False(t, e.src.HasVolume("default", "team_web-uid-web-root.qcow2"))
 	events := e.EventsSeen()
 	for _, reason := range []string{novacronv1.ReasonScheduling, novacronv1.ReasonTargetReady, novacronv1.ReasonMigrating, novacronv1.ReasonSucceeded, novacronv1.ReasonMigrationSucceeded} {
 		assert.True(t, fakecluster.HasEvent(events, corev1.EventTypeNormal, reason, ""), reason)
@@ -116,7 +116,7 @@ func TestAFailedCallRollsBackOntoTheSource(t *testing.T) {
 	assert.Equal(t, novacronv1.MigrationFailed, m.Status.Phase)
 	assert.Equal(t, novacronv1.ReasonMigrationFailed, ready(m).Reason)
 	assert.Contains(t, ready(m).Message, "unable to connect")
-	assert.False(t, e.tgt.HasVolume("default", "team_web-root.qcow2"))
+	assert.False(t, e.tgt.HasVolume("default", "team_web-uid-web-root.qcow2"))
 	assert.Equal(t, "node-1", e.vm(t, "web").Status.NodeName)
 }
 
@@ -175,4 +175,21 @@ func TestAMigrationWithoutATargetTimesOut(t *testing.T) {
 	v := e.vm(t, "web")
 	assert.Nil(t, v.Status.MigrationState)
 	assert.Equal(t, "node-1", v.Status.NodeName)
+}
+
+// A VM from before UID volume naming moves with its disks' old names: the
+// target's disk is made under the name the source's domain uses, and the VM
+// records it.
+func TestAVMFromBeforeUIDNamingMovesUnderItsDisksNames(t *testing.T) {
+	e := newEnv(t)
+	e.src.AddVolume("default", "team_web-root.qcow2")
+	e.migration(t, "move", novacronv1.VirtualMachineMigrationSpec{VMName: "web"})
+	e.reconcile(t, "move")
+	e.reconcile(t, "move")
+	bindTarget(t, e, "node-2")
+	e.reconcile(t, "move")
+	require.Equal(t, novacronv1.MigrationRunning, e.get(t, "move").Status.Phase)
+	assert.True(t, e.vm(t, "web").Status.LegacyVolumeNames)
+	assert.True(t, e.tgt.HasVolume("default", "team_web-root.qcow2"))
+	assert.False(t, e.tgt.HasVolume("default", "team_web-uid-web-root.qcow2"))
 }

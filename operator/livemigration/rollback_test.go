@@ -30,7 +30,7 @@ func TestResolveRollsBackAGuestStillOnTheSource(t *testing.T) {
 	assert.Equal(t, provider.StateRunning, st, "the VM runs on, on the source")
 	_, _, onTarget := e.tgt.Domain(e.domainName)
 	assert.False(t, onTarget, "the unfinished copy is gone")
-	assert.False(t, e.tgt.HasVolume("default", e.domainName+"-root.qcow2"), "and its disks")
+	assert.False(t, e.tgt.HasVolume("default", e.domainName+"-uid-web-root.qcow2"), "and its disks")
 	err := e.Client.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: m.Status.TargetPod}, &corev1.Pod{})
 	assert.True(t, apierrors.IsNotFound(err), "the target pod is deleted")
 	v := e.vm(t, "web")

@@ -72,6 +72,9 @@ type Hypervisor interface {
 	Domains(ctx context.Context) ([]string, error)
 	// State reports the domain's state, or ErrNotFound.
 	State(ctx context.Context, name string) (DomainState, error)
+	// UUID is the domain's UUID (NovaCron gives a VM's domain the VM's UID),
+	// or ErrNotFound.
+	UUID(ctx context.Context, name string) (string, error)
 	// Stats reports the domain's resource use.
 	Stats(ctx context.Context, name string) (Stats, error)
 

@@ -144,7 +144,7 @@ func TestAVMIsReservedScheduledThenStartedOnItsNode(t *testing.T) {
 	assert.Equal(t, "uid-web", d.UUID)
 	assert.Equal(t, int32(2), d.VCPUs)
 	assert.Equal(t, domain.StableMAC("uid-web", "default"), d.NICs[0].MAC)
-	assert.True(t, e.host.HasVolume("default", "team_web-root.qcow2"))
+	assert.True(t, e.host.HasVolume("default", "team_web-uid-web-root.qcow2"))
 	events := e.EventsSeen()
 	for _, reason := range []string{novacronv1.ReasonScheduled, novacronv1.ReasonDefined, novacronv1.ReasonStarted} {
 		assert.True(t, fakecluster.HasEvent(events, corev1.EventTypeNormal, reason, ""), reason)
@@ -592,4 +592,63 @@ func TestADiskLargerThanThePoolFailsTheVM(t *testing.T) {
 	assert.Contains(t, ready.Message, "pool default")
 	_, _, defined := e.host.Domain("team_big")
 	assert.False(t, defined)
+}
+
+// A VM made again under an earlier VM's name (its namespace deleted and made
+// again while the node was away) gets neither that VM's disk nor its domain:
+// its volumes are named by its own UID, and a same-named domain of another
+// UUID is refused, not adopted.
+func TestALaterVMOfTheSameNameGetsNothingOfTheEarlierOnes(t *testing.T) {
+	e := newEnv(t)
+	e.host.AddVolume("default", "team_web-root.qcow2") // the earlier VM's disk, by the old naming
+	v := e.running(t, "web")
+	d, _, _ := e.host.Domain("team_web")
+	assert.Equal(t, "/var/lib/fake/default/team_web-uid-web-root.qcow2", d.Disks[0].Path, "its own disk, not the one left behind")
+	assert.False(t, v.Status.LegacyVolumeNames)
+
+	require.NoError(t, e.Client.Delete(t.Context(), v))
+	e.reconcile(t, "web")
+	assert.True(t, e.host.HasVolume("default", "team_web-root.qcow2"), "what the earlier VM left is not this one's to delete")
+
+	// The earlier VM's domain is still there, under another UUID.
+	require.NoError(t, e.host.Define(t.Context(), provider.Domain{Name: "team_web", UUID: "uid-earlier"}))
+	again := newVM("web")
+	again.UID = "uid-web-2"
+	e.create(t, again)
+	e.reconcile(t, "web")
+	e.bind(t, "web", "node-1")
+	e.reconcile(t, "web")
+	got := e.vm(t, "web")
+	assert.Equal(t, novacronv1.ReasonDomainConflict, condition(got, novacronv1.ConditionReady).Reason)
+	assert.Contains(t, condition(got, novacronv1.ConditionReady).Message, "UUID uid-earlier")
+	assert.False(t, got.Status.DomainDefined, "not adopted")
+	d, _, _ = e.host.Domain("team_web")
+	assert.Equal(t, "uid-earlier", d.UUID, "left as it was")
+}
+
+// A VM from before volumes were named by UID keeps its disk: its own domain
+// uses the old name, so the VM adopts it once (LegacyVolumeNames), starts
+// from it again, and its delete removes it.
+func TestAVMFromBeforeUIDNamingKeepsItsDisk(t *testing.T) {
+	e := newEnv(t)
+	v := e.running(t, "web")
+	// As an older operator left it: disk under the old name, no records.
+	require.NoError(t, e.host.Shutdown(t.Context(), "team_web", time.Second))
+	require.NoError(t, e.host.DeleteVolume(t.Context(), "default", "team_web-uid-web-root.qcow2"))
+	e.host.AddVolume("default", "team_web-root.qcow2")
+	v.Status.DomainDefined, v.Status.LegacyVolumeNames = false, false
+	require.NoError(t, e.Client.Status().Update(t.Context(), v))
+
+	e.reconcile(t, "web")
+	v = e.vm(t, "web")
+	assert.True(t, v.Status.DomainDefined)
+	assert.True(t, v.Status.LegacyVolumeNames, "adopted")
+	d, st, _ := e.host.Domain("team_web")
+	assert.Equal(t, provider.StateRunning, st)
+	assert.Equal(t, "/var/lib/fake/default/team_web-root.qcow2", d.Disks[0].Path, "started from its own disk")
+	assert.False(t, e.host.HasVolume("default", "team_web-uid-web-root.qcow2"), "no blank disk made beside it")
+
+	require.NoError(t, e.Client.Delete(t.Context(), v))
+	e.reconcile(t, "web")
+	assert.False(t, e.host.HasVolume("default", "team_web-root.qcow2"), "deleted with the VM")
 }

@@ -216,6 +216,14 @@ func (r *Reconciler) observe(ctx context.Context, s *runScope) (ctrl.Result, boo
 	if state == "" && vm.Status.DomainDefined {
 		return r.domainMissing(ctx, s)
 	}
+	if state != "" && !vm.Status.DomainDefined {
+		// Before adopting a domain found by name, make sure it is this VM's:
+		// one left by an earlier VM of the same name (its namespace made
+		// again while a node was away) must not pass for it.
+		if err := r.checkOwnDomain(ctx, s); err != nil {
+			return ctrl.Result{}, true, err
+		}
+	}
 	// Found (a VM from before the field was recorded adopts it here too).
 	vm.Status.DomainDefined = vm.Status.DomainDefined || state != ""
 	switch state {
@@ -235,6 +243,19 @@ func (r *Reconciler) observe(ctx context.Context, s *runScope) (ctrl.Result, boo
 		r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, novacronv1.ReasonCrashed, novacronv1.ActionStart, "the guest crashed on node %s; starting it again", s.node)
 	}
 	return ctrl.Result{}, false, nil
+}
+
+// checkOwnDomain refuses a domain of the VM's name whose UUID is not the VM's.
+func (r *Reconciler) checkOwnDomain(ctx context.Context, s *runScope) error {
+	name := domain.DomainName(s.vm)
+	uuid, err := s.hv.UUID(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(uuid, string(s.vm.UID)) {
+		return domain.SpecErrorf(novacronv1.ReasonDomainConflict, "node %s already has a domain named %s that is not this VM's (UUID %s, not %s); remove it from the hypervisor or rename the VM", s.node, name, uuid, s.vm.UID)
+	}
+	return nil
 }
 
 // domainMissing reports a domain NovaCron defined that is gone from its node,

@@ -170,7 +170,7 @@ func TestRealQEMULifecycle(t *testing.T) {
 	require.NoError(t, err)
 	// The cloud-init disk was uploaded to the node and is the domain's CD-ROM.
 	assert.True(t, meta.IsStatusConditionTrue(running.Status.Conditions, novacronv1.VMConditionCloudInit))
-	isoPath := filepath.Join(labDir(), "nodes", node, "lib", "images", dom+"-cidata.iso")
+	isoPath := filepath.Join(labDir(), "nodes", node, "lib", "images", domain.CloudInitVolumeName(running))
 	raw, err := os.ReadFile(isoPath)
 	require.NoError(t, err)
 	img, err := iso9660.OpenImage(bytes.NewReader(raw))
@@ -178,7 +178,7 @@ func TestRealQEMULifecycle(t *testing.T) {
 	label, _ := img.Label()
 	assert.Equal(t, "cidata", label)
 	xml := virsh(t, uri, "dumpxml", dom)
-	assert.Contains(t, xml, "/var/lib/libvirt/images/"+dom+"-cidata.iso")
+	assert.Contains(t, xml, "/var/lib/libvirt/images/"+domain.CloudInitVolumeName(running))
 	assert.Contains(t, xml, `device='cdrom'`)
 
 	// Graceful stop: the guest sees the ACPI power button and powers itself off,
@@ -203,9 +203,9 @@ func TestRealQEMULifecycle(t *testing.T) {
 	env.DeleteVMAndWait(t, key, 2*time.Minute)
 	_, err = hv.State(ctx, dom)
 	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the domain")
-	_, err = hv.VolumePath(ctx, "default", dom+"-root.qcow2")
+	_, err = hv.VolumePath(ctx, "default", domain.RootVolumeName(running))
 	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's disk")
-	_, err = hv.VolumePath(ctx, "default", dom+"-cidata.iso")
+	_, err = hv.VolumePath(ctx, "default", domain.CloudInitVolumeName(running))
 	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's cloud-init disk")
 }
 

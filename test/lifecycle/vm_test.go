@@ -159,7 +159,7 @@ func TestCreateRunsOnTheBoundNodeOnly(t *testing.T) {
 	dom := domain.DomainName(got)
 	assert.Equal(t, provider.StateRunning, domainState(t, "node-2", dom))
 	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", dom), "the domain exists only on the bound node")
-	path, err := host(t, "node-2").VolumePath(ctx, "default", "default_create-run-root.qcow2")
+	path, err := host(t, "node-2").VolumePath(ctx, "default", domain.RootVolumeName(got))
 	require.NoError(t, err)
 	assert.NotEmpty(t, path)
 	waitEvents(t, v.Name, "LauncherPodCreated", "Scheduled", "Defined", "Started")
@@ -221,7 +221,7 @@ func TestStopStartAndDelete(t *testing.T) {
 
 	deleteAndWait(t, v.Name)
 	assert.Equal(t, provider.DomainState(""), domainState(t, "node-1", dom), "delete removes the domain")
-	_, err := host(t, "node-1").VolumePath(ctx, "default", "default_stop-start-root.qcow2")
+	_, err := host(t, "node-1").VolumePath(ctx, "default", domain.RootVolumeName(again))
 	assert.ErrorIs(t, err, provider.ErrNotFound, "delete removes the VM's disk")
 	assert.True(t, apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: launcher.PodName(v.Name)}, &corev1.Pod{})))
 }

@@ -147,7 +147,7 @@ func TestMigrationMovesTheVM(t *testing.T) {
 	})
 	h, err := hosts.inner.Hypervisor(context.Background(), uris[source])
 	require.NoError(t, err)
-	_, err = h.VolumePath(context.Background(), "default", domain.DomainName(v)+"-root.qcow2")
+	_, err = h.VolumePath(context.Background(), "default", domain.RootVolumeName(v))
 	assert.ErrorIs(t, err, provider.ErrNotFound, "the stale root disk is gone from the source")
 
 	got := env.WaitVM(t, key(v.Name), timeout, "Running on the target", func(x *novacronv1.VirtualMachine) bool {

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -83,4 +86,38 @@ func refused(t *testing.T, err error, field string) string {
 func running(t *testing.T, v *novacronv1.VirtualMachine) *novacronv1.VirtualMachine {
 	t.Helper()
 	return env.WaitVM(t, client.ObjectKeyFromObject(v), timeout, "phase Running", testenv.PhaseIs(novacronv1.VMRunning))
+}
+
+// Finding 12: a VM made under the name of an earlier tenant's VM whose domain
+// and disks were left on the node (its finalizer forced off, as an admin
+// clearing a stuck namespace might) gets neither: the domain of another UUID
+// is refused, not adopted or started, and nothing of it is deleted.
+func TestALaterVMOfTheSameNameGetsNothingOfTheEarlierTenants(t *testing.T) {
+	ctx := context.Background()
+	alice := tenant(t, "reused-ns", "alice")
+	v := newVM("reused-ns", "web")
+	require.NoError(t, alice.Create(ctx, v))
+	first := running(t, v)
+	node := first.Status.NodeName
+	// The finalizer forced off: the VM goes, its domain and disk stay.
+	first.Finalizers = nil
+	require.NoError(t, env.Client.Update(ctx, first))
+	require.NoError(t, env.Client.Delete(ctx, first))
+	require.Eventually(t, func() bool {
+		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(first), &novacronv1.VirtualMachine{}))
+	}, timeout, 50*time.Millisecond)
+	// Its launcher pod goes as the garbage collector takes it (envtest runs none).
+	require.NoError(t, env.Client.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "reused-ns", Name: first.Status.LauncherPod}}))
+
+	later := newVM("reused-ns", "web")
+	later.Spec.Template.Spec.NodeSelector = map[string]string{corev1.LabelHostname: node}
+	require.NoError(t, alice.Create(ctx, later))
+	got := env.WaitVM(t, client.ObjectKeyFromObject(later), timeout, "refused the earlier domain", func(v *novacronv1.VirtualMachine) bool {
+		c := meta.FindStatusCondition(v.Status.Conditions, novacronv1.ConditionReady)
+		return c != nil && c.Reason == novacronv1.ReasonDomainConflict
+	})
+	assert.NotEqual(t, first.UID, got.UID)
+	assert.Contains(t, meta.FindStatusCondition(got.Status.Conditions, novacronv1.ConditionReady).Message, string(first.UID))
+	assert.False(t, got.Status.DomainDefined, "not adopted")
+	assert.NotEqual(t, novacronv1.VMRunning, got.Status.Phase)
 }

@@ -97,6 +97,10 @@ func (h *outageHypervisor) Domains(ctx context.Context) ([]string, error) {
 	return do(h, func() ([]string, error) { return h.h.Domains(ctx) })
 }
 
+func (h *outageHypervisor) UUID(ctx context.Context, name string) (string, error) {
+	return do(h, func() (string, error) { return h.h.UUID(ctx, name) })
+}
+
 func (h *outageHypervisor) State(ctx context.Context, name string) (provider.DomainState, error) {
 	return do(h, func() (provider.DomainState, error) { return h.h.State(ctx, name) })
 }

@@ -361,6 +361,13 @@ func (h *Host) State(_ context.Context, name string) (provider.DomainState, erro
 	return st, err
 }
 
+// UUID implements provider.Hypervisor.
+func (h *Host) UUID(_ context.Context, name string) (string, error) {
+	var uuid string
+	err := h.withDomain("UUID", name, func(d *domain) error { uuid = d.def.UUID; return nil })
+	return uuid, err
+}
+
 // Stats implements provider.Hypervisor: CPU time is wall time since start.
 func (h *Host) Stats(_ context.Context, name string) (provider.Stats, error) {
 	var s provider.Stats

@@ -375,6 +375,16 @@ func (h *hypervisor) State(ctx context.Context, name string) (provider.DomainSta
 	return st, err
 }
 
+func (h *hypervisor) UUID(ctx context.Context, name string) (string, error) {
+	var uuid string
+	err := h.withDomain(ctx, name, "reading the UUID of", func(dom *golibvirt.Domain) error {
+		var err error
+		uuid, err = dom.GetUUIDString()
+		return err
+	})
+	return uuid, err
+}
+
 func mapState(s golibvirt.DomainState) provider.DomainState {
 	switch s {
 	case golibvirt.DOMAIN_RUNNING:

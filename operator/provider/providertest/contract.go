@@ -37,6 +37,8 @@ func Lifecycle(t *testing.T, h provider.Hypervisor, image string) {
 
 	_, err = h.State(ctx, "vm")
 	assert.ErrorIs(t, err, provider.ErrNotFound)
+	_, err = h.UUID(ctx, "vm")
+	assert.ErrorIs(t, err, provider.ErrNotFound)
 
 	d := Domain("vm")
 	d.Disks = []provider.Disk{{Path: path, Format: "qcow2"}}
@@ -45,6 +47,9 @@ func Lifecycle(t *testing.T, h provider.Hypervisor, image string) {
 	other := d
 	other.UUID = "6a1b8a3e-0c52-4b2e-9d7c-222222222222"
 	assert.ErrorIs(t, h.Define(ctx, other), provider.ErrConflict, "a same-named domain of another VM is not overwritten")
+	uuid, err := h.UUID(ctx, "vm")
+	require.NoError(t, err)
+	assert.Equal(t, d.UUID, uuid)
 	st, err := h.State(ctx, "vm")
 	require.NoError(t, err)
 	assert.Equal(t, provider.StateShutoff, st)
