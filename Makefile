@@ -50,7 +50,7 @@ fmt: ## gofmt and go vet.
 	go vet ./...
 
 .PHONY: envtest
-envtest: ## Build kube-apiserver, etcd and kubectl from the module proxy into bin/k8s/.
+envtest: ## Build kube-apiserver, etcd, kubectl and kube-controller-manager from the module proxy into bin/k8s/.
 	@hack/envtest.sh >/dev/null
 
 .PHONY: dev

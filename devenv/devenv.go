@@ -85,7 +85,7 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 		return err
 	}
 	nodes := profile.Expand(cfg.Nodes)
-	for _, bin := range []string{"kube-apiserver", "etcd", "kubectl"} {
+	for _, bin := range []string{"kube-apiserver", "etcd", "kubectl", "kube-controller-manager"} {
 		if _, err := os.Stat(filepath.Join(cfg.AssetsDir, bin)); err != nil {
 			return fmt.Errorf("%s not found in %s: run `make envtest` first (`make dev` does)", bin, cfg.AssetsDir)
 		}
@@ -119,7 +119,7 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 	// Everything below runs until ctx ends; teardown waits for all of it.
 	runCtx, stopAll := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	errs := make(chan error, 8)
 	goRun := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -137,6 +137,12 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 		p.done()
 	})
 	defer stopComponents()
+
+	p.step("starting kube-controller-manager (namespaces, garbage collection, node lifecycle)")
+	goRun("kube-controller-manager", func(ctx context.Context) error {
+		return controllerManager(ctx, env, cfg.AssetsDir, kubeconfig, dir)
+	})
+	p.done()
 
 	p.step("starting the operator (controllers, webhooks) and novacron-scheduler")
 	// Simulated nodes are test-driver files; lab nodes are reached over

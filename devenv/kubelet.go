@@ -2,8 +2,11 @@ package devenv
 
 import (
 	"context"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/rest"
@@ -12,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 )
@@ -20,6 +24,7 @@ import (
 // to them: a bound pod is reported Running and Ready (its only container is
 // a pause container; the VM runs in the hypervisor), and a pod being deleted
 // is removed, as a kubelet confirms a deletion once its containers stopped.
+// It renews the nodes' Leases too (heartbeat).
 type kubelet struct {
 	client.Client
 	nodes sets.Set[string]
@@ -38,6 +43,9 @@ func newKubelet(cfg *rest.Config, nodes []SimNode) (ctrl.Manager, error) {
 	k := &kubelet{Client: mgr.GetClient(), nodes: sets.New[string]()}
 	for _, n := range nodes {
 		k.nodes.Insert(n.Name)
+	}
+	if err := mgr.Add(heartbeat{c: mgr.GetClient(), nodes: sets.List(k.nodes)}); err != nil {
+		return nil, err
 	}
 	onOurNodes := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		p, ok := o.(*corev1.Pod)
@@ -78,4 +86,49 @@ func (k *kubelet) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		})
 	}
 	return ctrl.Result{}, k.Status().Update(ctx, &pod)
+}
+
+// leaseRenewal is how often the simulated kubelets renew their node Leases,
+// as kubelets do (every 10 s of a 40 s lease).
+const leaseRenewal = 10 * time.Second
+
+// heartbeat renews each simulated node's Lease in kube-node-lease, as its
+// kubelet would: kube-controller-manager's node lifecycle controller marks a
+// node whose Lease lapses NotReady and taints it, and new VMs would then find
+// no node.
+type heartbeat struct {
+	c     client.Client
+	nodes []string
+}
+
+func (h heartbeat) Start(ctx context.Context) error {
+	t := time.NewTicker(leaseRenewal)
+	defer t.Stop()
+	for {
+		for _, n := range h.nodes {
+			if err := h.renew(ctx, n); err != nil && ctx.Err() == nil {
+				log.FromContext(ctx).Error(err, "renewing the node lease", "node", n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (h heartbeat) renew(ctx context.Context, node string) error {
+	now := metav1.NewMicroTime(time.Now())
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: corev1.NamespaceNodeLease, Name: node}}
+	err := h.c.Get(ctx, client.ObjectKeyFromObject(lease), lease)
+	if apierrors.IsNotFound(err) {
+		lease.Spec = coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node), LeaseDurationSeconds: ptr.To[int32](40), RenewTime: &now}
+		return h.c.Create(ctx, lease)
+	}
+	if err != nil {
+		return err
+	}
+	lease.Spec.RenewTime = &now
+	return h.c.Update(ctx, lease)
 }

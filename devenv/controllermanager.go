@@ -1,0 +1,61 @@
+package devenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// kcmControllers are the controllers of kube-controller-manager that a
+// cluster runs and NovaCron's behaviour depends on: deleting a namespace
+// deletes its VMs (and waits for their finalizers), owner references are
+// garbage-collected, nodes whose kubelet stops renewing its Lease are marked
+// and tainted, quotas count usage, service accounts get tokens and every
+// namespace kube-root-ca.crt, and the tenant roles aggregate into edit/view.
+var kcmControllers = []string{
+	"namespace-controller",
+	"garbage-collector-controller",
+	"node-lifecycle-controller",
+	"taint-eviction-controller",
+	"resourcequota-controller",
+	"serviceaccount-controller",
+	"serviceaccount-token-controller",
+	"root-ca-certificate-publisher-controller",
+	"clusterrole-aggregation-controller",
+}
+
+// controllerManager runs the real kube-controller-manager against env until
+// ctx ends. Its files (the cluster's CA) live in dir; it signs service
+// account tokens with the key envtest gave the API server.
+func controllerManager(ctx context.Context, env *envtest.Environment, assets, kubeconfig, dir string) error {
+	ca := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(ca, env.Config.CAData, 0o600); err != nil {
+		return err
+	}
+	out := &tail{}
+	cmd := exec.CommandContext(ctx, filepath.Join(assets, "kube-controller-manager"),
+		"--kubeconfig="+kubeconfig,
+		"--controllers="+strings.Join(kcmControllers, ","),
+		"--root-ca-file="+ca,
+		"--service-account-private-key-file="+filepath.Join(env.ControlPlane.APIServer.CertDir, "sa-signer.key"),
+		"--use-service-account-credentials=false",
+		"--leader-elect=false",
+		"--secure-port=0",
+	)
+	cmd.Stdout, cmd.Stderr = out, out
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return nil
+	}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) || err == nil {
+		return fmt.Errorf("kube-controller-manager stopped (%v):\n%s", err, out.String())
+	}
+	return err
+}
