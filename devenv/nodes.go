@@ -50,18 +50,22 @@ func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[st
 		if err := c.Create(ctx, kn); err != nil {
 			return fmt.Errorf("creating Node %s: %w", n.Name, err)
 		}
+		// Patches, not updates: kube-controller-manager (in novacron dev)
+		// writes the new Node too.
+		created := kn.DeepCopy()
 		alloc := n.Allocatable()
 		kn.Status = corev1.NodeStatus{Capacity: alloc, Allocatable: alloc,
 			NodeInfo: corev1.NodeSystemInfo{KubeletVersion: kubernetesVersion(), OperatingSystem: "linux", Architecture: runtime.GOARCH},
 			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 				Message: "simulated by novacron dev", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}}
-		if err := c.Status().Update(ctx, kn); err != nil {
+		if err := c.Status().Patch(ctx, kn, client.MergeFrom(created)); err != nil {
 			return fmt.Errorf("publishing Node %s status: %w", n.Name, err)
 		}
 		// The API server taints new Nodes not-ready until the node lifecycle
-		// controller sees them Ready; there is none here, so do its part.
+		// controller sees them Ready; tests run none, so do its part.
+		tainted := kn.DeepCopy()
 		kn.Spec.Taints = nil
-		if err := c.Update(ctx, kn); err != nil {
+		if err := c.Patch(ctx, kn, client.MergeFrom(tainted)); err != nil {
 			return fmt.Errorf("untainting Node %s: %w", n.Name, err)
 		}
 		hv := &novacronv1.Hypervisor{ObjectMeta: metav1.ObjectMeta{Name: n.Name},
@@ -75,11 +79,11 @@ func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[st
 		}
 		// A patch of what the node publishes: the operator's probe may have
 		// written the Reachable condition since the create.
-		created := hv.DeepCopy()
+		hvCreated := hv.DeepCopy()
 		hv.Status = n.HypervisorStatus()
 		now := metav1.Now()
 		hv.Status.LastHeartbeatTime = &now
-		if err := c.Status().Patch(ctx, hv, client.MergeFrom(created)); err != nil {
+		if err := c.Status().Patch(ctx, hv, client.MergeFrom(hvCreated)); err != nil {
 			return fmt.Errorf("publishing Hypervisor %s status: %w", n.Name, err)
 		}
 	}
