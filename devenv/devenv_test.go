@@ -19,7 +19,7 @@ func TestAnAPIServerThatCannotStartSaysWhy(t *testing.T) {
 		t.Skip("needs etcd: run through `make test` (or set KUBEBUILDER_ASSETS)")
 	}
 	assets := t.TempDir()
-	for _, bin := range []string{"etcd", "kubectl"} {
+	for _, bin := range []string{"etcd", "kubectl", "kube-controller-manager"} {
 		require.NoError(t, os.Symlink(filepath.Join(real, bin), filepath.Join(assets, bin)))
 	}
 	// It answers envtest's --help, then fails as a misconfigured one does.
