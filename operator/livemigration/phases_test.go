@@ -1,6 +1,7 @@
 package livemigration
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -192,4 +193,39 @@ func TestAVMFromBeforeUIDNamingMovesUnderItsDisksNames(t *testing.T) {
 	assert.True(t, e.vm(t, "web").Status.LegacyVolumeNames)
 	assert.True(t, e.tgt.HasVolume("default", "team_web-root.qcow2"))
 	assert.False(t, e.tgt.HasVolume("default", "team_web-uid-web-root.qcow2"))
+}
+
+// listCounter counts the lists made through it (the API server, uncached).
+type listCounter struct {
+	client.Reader
+	lists int
+}
+
+func (c *listCounter) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	c.lists++
+	return c.Reader.List(ctx, list, opts...)
+}
+
+// A migration waiting for a slot asks the cache every poll; only once the
+// cache shows a free slot is it confirmed with the API server, so a queue of
+// waiting migrations costs the API server nothing.
+func TestAWaitingMigrationListsFromTheCache(t *testing.T) {
+	e := newEnv(t)
+	api := &listCounter{Reader: e.r.APIReader}
+	e.r.APIReader = api
+	e.r.Limits.MaxOutbound = 1
+	e.migration(t, "move", novacronv1.VirtualMachineMigrationSpec{VMName: "web"})
+	e.reconcile(t, "move")
+	e.reconcile(t, "move")
+	require.Equal(t, novacronv1.MigrationScheduling, e.get(t, "move").Status.Phase)
+	assert.Equal(t, 1, api.lists, "the free slot confirmed once")
+
+	e.runningVM(t, "db", "node-1")
+	e.migration(t, "db-move", novacronv1.VirtualMachineMigrationSpec{VMName: "db"})
+	e.reconcile(t, "db-move")
+	for range 5 {
+		e.reconcile(t, "db-move")
+	}
+	assert.Equal(t, novacronv1.MigrationPending, e.get(t, "db-move").Status.Phase)
+	assert.Equal(t, 1, api.lists, "waiting asked only the cache")
 }
