@@ -96,6 +96,11 @@ func (b *Builder) Build(ctx context.Context, vm *novacronv1.VirtualMachine, devi
 	if err := AdoptLegacyVolumes(ctx, vm, ownNode && vm.Status.DomainDefined, pool, hv); err != nil {
 		return Built{}, err
 	}
+	if ownNode {
+		if err := unclaimedLegacyDisk(ctx, vm, pool, hvObj.Name, hv); err != nil {
+			return Built{}, err
+		}
+	}
 	rootPath, err := b.rootDisk(ctx, vm, img, pool, hvObj, hv)
 	if err != nil {
 		return Built{}, err

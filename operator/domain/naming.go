@@ -53,6 +53,30 @@ func VolumeNames(vm *novacronv1.VirtualMachine) []string {
 	return []string{RootVolumeName(vm), CloudInitVolumeName(vm)}
 }
 
+// unclaimedLegacyDisk refuses to make a new disk for a VM whose node holds a
+// disk under its name from before UID naming that no domain of it claims: it
+// may be this VM's (its domain gone before the VM recorded domainDefined),
+// whose data a fresh disk would silently leave behind, or an earlier VM's.
+// Only an admin can tell.
+func unclaimedLegacyDisk(ctx context.Context, vm *novacronv1.VirtualMachine, pool, node string, hv provider.Hypervisor) error {
+	if vm.Status.LegacyVolumeNames || vm.Status.DomainDefined {
+		return nil
+	}
+	if _, err := hv.VolumePath(ctx, pool, RootVolumeName(vm)); !errors.Is(err, provider.ErrNotFound) {
+		return err // its own disk exists (or the node cannot say)
+	}
+	_, err := hv.VolumePath(ctx, pool, legacyRootVolumeName(vm))
+	if errors.Is(err, provider.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return SpecErrorf(novacronv1.ReasonDomainMissing, "node %s holds the disk %s of a VM of this name from before NovaCron named disks by VM UID, and no domain of this VM uses it: NovaCron does not make a blank disk beside it. "+
+		"A platform admin either deletes that volume (it is an earlier VM's) or has this VM start from it: kubectl patch vm %s -n %s --subresource=status --type=merge -p '{\"status\":{\"legacyVolumeNames\":true}}'",
+		node, legacyRootVolumeName(vm), vm.Name, vm.Namespace)
+}
+
 // AdoptLegacyVolumes marks a VM whose volumes have the names they had before
 // UID naming (Status.LegacyVolumeNames): once, and only when ours says the
 // domain on the node is this VM's (NovaCron defined it, or its UUID is the

@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
@@ -99,18 +100,21 @@ func Resources(spec *novacronv1.VirtualMachineInstanceSpec, cfg Config, vfPools 
 // are NovaCron's to recover (fenced first), not the taint manager's.
 var nodeLost = []string{corev1.TaintNodeNotReady, corev1.TaintNodeUnreachable}
 
-// tolerations are the VM's own, with node loss tolerated for good (a VM's
-// own toleration of it for some seconds included).
+// tolerations are node loss tolerated for good, then the VM's own less any
+// that would tolerate node loss only for a while (the taint manager takes
+// the shortest time of the tolerations that match a taint).
 func tolerations(own []corev1.Toleration) []corev1.Toleration {
 	out := make([]corev1.Toleration, 0, len(own)+len(nodeLost))
+	for _, key := range nodeLost {
+		out = append(out, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute})
+	}
 	for _, t := range own {
-		if t.Effect == corev1.TaintEffectNoExecute && slices.Contains(nodeLost, t.Key) {
+		if t.TolerationSeconds != nil && slices.ContainsFunc(nodeLost, func(key string) bool {
+			return t.ToleratesTaint(klog.Background(), &corev1.Taint{Key: key, Effect: corev1.TaintEffectNoExecute}, false)
+		}) {
 			continue
 		}
 		out = append(out, t)
-	}
-	for _, key := range nodeLost {
-		out = append(out, corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute})
 	}
 	return out
 }

@@ -152,12 +152,16 @@ func TestALostNodeDoesNotEvictTheLauncherPod(t *testing.T) {
 	v := vm()
 	v.Spec.Template.Spec.Tolerations = []corev1.Toleration{
 		{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](30)},
+		{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, TolerationSeconds: ptr.To[int64](30)},       // any effect
+		{Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](10)}, // any key
 		{Key: "dedicated", Value: "vms", Effect: corev1.TaintEffectNoSchedule},
+		{Key: "maintenance", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](60)},
 	}
 	pod := BuildPod(v, Config{Image: "pause"}, nil)
-	assert.ElementsMatch(t, []corev1.Toleration{
-		{Key: "dedicated", Value: "vms", Effect: corev1.TaintEffectNoSchedule},
+	assert.Equal(t, []corev1.Toleration{
 		{Key: corev1.TaintNodeNotReady, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
 		{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute},
-	}, pod.Spec.Tolerations)
+		{Key: "dedicated", Value: "vms", Effect: corev1.TaintEffectNoSchedule},
+		{Key: "maintenance", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](60)},
+	}, pod.Spec.Tolerations, "timed tolerations of node loss, by key or by any key, are dropped")
 }

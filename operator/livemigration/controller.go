@@ -19,6 +19,7 @@ package livemigration
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -68,6 +69,10 @@ type Reconciler struct {
 	Poll time.Duration
 
 	jobs *jobs
+	// slots is held from a migration's check of the limits to the write of
+	// its claim (Scheduling): two reconciles at once must not both take the
+	// last slot.
+	slots sync.Mutex
 }
 
 // +kubebuilder:rbac:groups=novacron.io,resources=virtualmachinemigrations,verbs=get;list;watch;update;patch

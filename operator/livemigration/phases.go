@@ -36,11 +36,28 @@ func (r *Reconciler) begin(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	if why := migration.Blockers(v, migration.SnapshotsByVM(snaps.Items)[v.Namespace+"/"+v.Name]); len(why) > 0 {
 		return r.finish(ctx, m, nil, novacronv1.MigrationFailed, novacronv1.ReasonNotMigratable, strings.Join(why, "; "))
 	}
-	if why, err := r.overLimits(ctx, m, v.Status.NodeName); err != nil || why != "" {
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		return r.wait(ctx, m, why)
+	if res, claimed, err := r.claimSlot(ctx, m, v); !claimed || err != nil {
+		return res, err
+	}
+	if err := r.setVMState(ctx, v, &novacronv1.MigrationState{MigrationName: m.Name, SourceNode: m.Status.SourceNode, Phase: m.Status.Phase}); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.Recorder.Eventf(m, nil, corev1.EventTypeNormal, novacronv1.ReasonScheduling, novacronv1.ActionMigrate, "moving VirtualMachine %s off node %s", v.Name, m.Status.SourceNode)
+	return r.schedule(ctx, m, v)
+}
+
+// claimSlot records m Scheduling (its slot taken) unless the limits say it
+// must wait.
+func (r *Reconciler) claimSlot(ctx context.Context, m *novacronv1.VirtualMachineMigration, v *novacronv1.VirtualMachine) (ctrl.Result, bool, error) {
+	r.slots.Lock()
+	defer r.slots.Unlock()
+	why, err := r.overLimits(ctx, m, v.Status.NodeName)
+	if err != nil {
+		return ctrl.Result{}, false, err
+	}
+	if why != "" {
+		res, err := r.wait(ctx, m, why)
+		return res, false, err
 	}
 	r.setPhase(ctx, m, novacronv1.MigrationScheduling)
 	now := metav1.Now()
@@ -49,14 +66,7 @@ func (r *Reconciler) begin(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	m.Status.TargetPod = fmt.Sprintf("%s-migration-%s", v.Name, string(m.UID)[:8])
 	m.Status.ObservedGeneration = m.Generation
 	setCondition(m, metav1.ConditionFalse, novacronv1.ReasonScheduling, "waiting for novacron-scheduler to place the target pod "+m.Status.TargetPod)
-	if err := r.Client.Status().Update(ctx, m); err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.setVMState(ctx, v, &novacronv1.MigrationState{MigrationName: m.Name, SourceNode: m.Status.SourceNode, Phase: m.Status.Phase}); err != nil {
-		return ctrl.Result{}, err
-	}
-	r.Recorder.Eventf(m, nil, corev1.EventTypeNormal, novacronv1.ReasonScheduling, novacronv1.ActionMigrate, "moving VirtualMachine %s off node %s", v.Name, m.Status.SourceNode)
-	return r.schedule(ctx, m, v)
+	return ctrl.Result{}, true, r.Client.Status().Update(ctx, m)
 }
 
 // overLimits says why m must wait for other migrations, or "". A waiting
@@ -401,11 +411,30 @@ func (r *Reconciler) cleanSource(ctx context.Context, m *novacronv1.VirtualMachi
 	return ctrl.Result{}, r.Client.Status().Update(ctx, m)
 }
 
-// removeDomain takes the VM's domain and disks off one node.
+// removeDomain takes the VM's domain and disks off one node. A domain of
+// the VM's name with another UUID is another VM's: it stays, and so do
+// disks under names it may use (the old, name-only ones).
 func removeDomain(ctx context.Context, hvObj *novacronv1.Hypervisor, hv provider.Hypervisor, v *novacronv1.VirtualMachine) error {
-	if err := hv.Undefine(ctx, domain.DomainName(v)); err != nil {
+	name := domain.DomainName(v)
+	uuid, err := hv.UUID(ctx, name)
+	switch {
+	case errors.Is(err, provider.ErrNotFound):
+	case err != nil:
 		return err
+	case !strings.EqualFold(uuid, string(v.UID)):
+		if v.Status.LegacyVolumeNames {
+			return nil
+		}
+		return deleteVolumes(ctx, hvObj, hv, v)
+	default:
+		if err := hv.Undefine(ctx, name); err != nil {
+			return err
+		}
 	}
+	return deleteVolumes(ctx, hvObj, hv, v)
+}
+
+func deleteVolumes(ctx context.Context, hvObj *novacronv1.Hypervisor, hv provider.Hypervisor, v *novacronv1.VirtualMachine) error {
 	for _, vol := range domain.VolumeNames(v) {
 		if err := hv.DeleteVolume(ctx, hypervisors.Pool(hvObj), vol); err != nil {
 			return err

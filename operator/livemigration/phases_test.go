@@ -17,6 +17,7 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/operator/fakecluster"
+	"github.com/novacron/operator/operator/provider"
 )
 
 func TestMigrateOptionsFromThePolicy(t *testing.T) {
@@ -228,4 +229,21 @@ func TestAWaitingMigrationListsFromTheCache(t *testing.T) {
 	}
 	assert.Equal(t, novacronv1.MigrationPending, e.get(t, "db-move").Status.Phase)
 	assert.Equal(t, 1, api.lists, "waiting asked only the cache")
+}
+
+// Cleaning a node after a migration leaves another VM's same-named domain
+// (say an earlier VM's, left while the node was away) and the disks it may
+// use; only this VM's own, UID-named disks go.
+func TestCleaningANodeLeavesAnotherVMsDomain(t *testing.T) {
+	e := newEnv(t)
+	v := e.vm(t, "web")
+	require.NoError(t, e.tgt.Define(t.Context(), provider.Domain{Name: "team_web", UUID: "uid-earlier"}))
+	e.tgt.AddVolume("default", "team_web-uid-web-root.qcow2")
+	tgtObj := &novacronv1.Hypervisor{}
+	require.NoError(t, e.Client.Get(t.Context(), client.ObjectKey{Name: "node-2"}, tgtObj))
+	require.NoError(t, removeDomain(t.Context(), tgtObj, e.tgt, v))
+	d, _, ok := e.tgt.Domain("team_web")
+	require.True(t, ok, "not this VM's to remove")
+	assert.Equal(t, "uid-earlier", d.UUID)
+	assert.False(t, e.tgt.HasVolume("default", "team_web-uid-web-root.qcow2"), "this VM's own disk goes")
 }

@@ -600,15 +600,29 @@ func TestADiskLargerThanThePoolFailsTheVM(t *testing.T) {
 // UUID is refused, not adopted.
 func TestALaterVMOfTheSameNameGetsNothingOfTheEarlierOnes(t *testing.T) {
 	e := newEnv(t)
-	e.host.AddVolume("default", "team_web-root.qcow2") // the earlier VM's disk, by the old naming
-	v := e.running(t, "web")
-	d, _, _ := e.host.Domain("team_web")
-	assert.Equal(t, "/var/lib/fake/default/team_web-uid-web-root.qcow2", d.Disks[0].Path, "its own disk, not the one left behind")
-	assert.False(t, v.Status.LegacyVolumeNames)
+	e.host.AddVolume("default", "team_web-root.qcow2") // a disk of this name by the old naming
+	e.create(t, newVM("web"))
+	e.reconcile(t, "web")
+	e.bind(t, "web", "node-1")
+	e.reconcile(t, "web")
+	v := e.vm(t, "web")
+	assert.Equal(t, novacronv1.ReasonDomainMissing, condition(v, novacronv1.ConditionReady).Reason, "whose it is, only an admin knows")
+	assert.Contains(t, condition(v, novacronv1.ConditionReady).Message, "team_web-root.qcow2")
+	assert.False(t, e.host.HasVolume("default", "team_web-uid-web-root.qcow2"), "no blank disk made beside it")
+	_, _, defined := e.host.Domain("team_web")
+	assert.False(t, defined)
 
+	// The admin says it is an earlier VM's and keeps it aside.
+	require.NoError(t, e.host.DeleteVolume(t.Context(), "default", "team_web-root.qcow2"))
+	e.host.AddVolume("default", "kept-aside.qcow2")
+	e.reconcile(t, "web")
+	v = e.vm(t, "web")
+	require.Equal(t, novacronv1.VMRunning, v.Status.Phase)
+	d, _, _ := e.host.Domain("team_web")
+	assert.Equal(t, "/var/lib/fake/default/team_web-uid-web-root.qcow2", d.Disks[0].Path, "its own disk")
+	assert.False(t, v.Status.LegacyVolumeNames)
 	require.NoError(t, e.Client.Delete(t.Context(), v))
 	e.reconcile(t, "web")
-	assert.True(t, e.host.HasVolume("default", "team_web-root.qcow2"), "what the earlier VM left is not this one's to delete")
 
 	// The earlier VM's domain is still there, under another UUID.
 	require.NoError(t, e.host.Define(t.Context(), provider.Domain{Name: "team_web", UUID: "uid-earlier"}))

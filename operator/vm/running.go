@@ -264,6 +264,15 @@ func (r *Reconciler) checkOwnDomain(ctx context.Context, s *runScope) error {
 // gone, so only someone who knows it runs nowhere may have it defined again.
 func (r *Reconciler) domainMissing(ctx context.Context, s *runScope) (ctrl.Result, bool, error) {
 	vm := s.vm
+	// The cache may be behind a migration that just moved the domain: only
+	// the VM as stored now says it should be here.
+	stored := &novacronv1.VirtualMachine{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(vm), stored); err != nil {
+		return ctrl.Result{}, true, err
+	}
+	if stored.Status.NodeName != s.node || stored.Status.MigrationState != nil || !stored.Status.DomainDefined {
+		return ctrl.Result{RequeueAfter: time.Second}, true, nil
+	}
 	msg := fmt.Sprintf("domain %s was defined on node %s but is gone from its hypervisor; NovaCron does not define it again by itself, as the guest may run elsewhere or its disk be stale. "+
 		"If it certainly runs nowhere, a platform admin has it defined again from its disks on %s with: kubectl patch vm %s -n %s --subresource=status --type=merge -p '{\"status\":{\"domainDefined\":false}}'",
 		domain.DomainName(vm), s.node, s.node, vm.Name, vm.Namespace)

@@ -71,7 +71,9 @@ type PolicyGate struct {
 	// Operator is the operator's own user name. Its requests (finalizers,
 	// a drain's migrations) pass without admission policies: a broken or
 	// too broad policy must not stop the operator from finishing what users
-	// asked for. Policies are for users' requests.
+	// asked for. Policies are for users' requests, and so is what the
+	// operator makes on a user's standing request: a VM's scheduled
+	// snapshots are judged.
 	Operator string
 }
 
@@ -88,7 +90,9 @@ func (g PolicyGate) admit(ctx context.Context, op, kind string, obj, old client.
 		in.OldObject = old
 	}
 	if req, err := admission.RequestFromContext(ctx); err == nil {
-		if g.Operator != "" && req.UserInfo.Username == g.Operator {
+		// A VM's scheduled snapshots are the operator's writes but the
+		// tenant's asking (spec.snapshotPolicy): they are judged.
+		if g.Operator != "" && req.UserInfo.Username == g.Operator && obj.GetLabels()[novacronv1.LabelSnapshotScheduled] != "true" {
 			return nil, nil
 		}
 		in.UserInfo = policies.UserInfo{Username: req.UserInfo.Username, Groups: req.UserInfo.Groups}

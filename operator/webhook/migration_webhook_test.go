@@ -49,3 +49,27 @@ deny contains {"msg": "no moves today", "field": "spec.vmName"} if input.kind ==
 	_, err = v.ValidateCreate(as("system:serviceaccount:novacron-system:novacron-operator"), m)
 	assert.NoError(t, err, "the operator's drain")
 }
+
+// A VM's scheduled snapshots are made by the operator for the VM's owner
+// (spec.snapshotPolicy): admission policies judge them as the owner's own.
+func TestScheduledSnapshotsAreJudgedThoughTheOperatorMakesThem(t *testing.T) {
+	scheme := runtime.NewScheme()
+	require.NoError(t, novacronv1.AddToScheme(scheme))
+	vm := &novacronv1.VirtualMachine{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "team"}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(vm).Build()
+	engine, err := policies.NewEngine()
+	require.NoError(t, err)
+	require.NoError(t, engine.Upsert(context.Background(), &novacronv1.VirtualMachinePolicy{ObjectMeta: metav1.ObjectMeta{Name: "no-snapshots"},
+		Spec: novacronv1.VirtualMachinePolicySpec{DecisionPoints: []novacronv1.DecisionPoint{novacronv1.DecisionAdmission}, Rego: `package snaps
+deny contains "no snapshots here" if input.kind == "VirtualMachineSnapshot"
+`}}))
+	const operator = "system:serviceaccount:novacron-system:novacron-operator"
+	v := &SnapshotValidator{Client: c, Policies: PolicyGate{Reader: c, Engine: engine, Operator: operator}}
+	s := &novacronv1.VirtualMachineSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "web-0200", Namespace: "team",
+		Labels: map[string]string{novacronv1.LabelSnapshotScheduled: "true"}}, Spec: novacronv1.VirtualMachineSnapshotSpec{VMName: "web"}}
+	_, err = v.ValidateCreate(as(operator), s)
+	assert.ErrorContains(t, err, "policy no-snapshots: no snapshots here")
+	delete(s.Labels, novacronv1.LabelSnapshotScheduled)
+	_, err = v.ValidateCreate(as(operator), s)
+	assert.NoError(t, err, "one the operator makes on its own account")
+}

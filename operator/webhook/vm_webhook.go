@@ -176,7 +176,7 @@ func (v *VMValidator) validate(ctx context.Context, op string, vm, old *novacron
 		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), vm.Name,
 			"must be no more than 63 characters: it is the value of the novacron.io/vm label on the VM's pods, and the guest's hostname"))
 	}
-	errs = append(errs, v.validateNetworks(ctx, vm)...)
+	errs = append(errs, v.validateNetworks(ctx, vm, old)...)
 	errs = append(errs, v.validateScheduler(vm)...)
 	if len(errs) == 0 {
 		// Only for an otherwise valid VM: each check is a request to the
@@ -440,11 +440,17 @@ func (v *VMValidator) validateScheduler(vm *novacronv1.VirtualMachine) field.Err
 
 // validateNetworks checks each sr-iov network names a NetworkAttachmentDefinition
 // in the VM's namespace that says which VF pool (resource) it uses.
-func (v *VMValidator) validateNetworks(ctx context.Context, vm *novacronv1.VirtualMachine) field.ErrorList {
+func (v *VMValidator) validateNetworks(ctx context.Context, vm, old *novacronv1.VirtualMachine) field.ErrorList {
 	var errs field.ErrorList
 	nets := field.NewPath("spec", "template", "spec", "networks")
 	read := devices.ReadNetworks(v.APIReader)
 	for i, n := range vm.Spec.Template.Spec.Networks {
+		if old != nil && slices.ContainsFunc(old.Spec.Template.Spec.Networks, func(o novacronv1.Network) bool { return o.Name == n.Name && o.Type == n.Type }) {
+			// Judged when it was added: a VM from before bridge networks
+			// needed a definition can still be stopped or have its image
+			// fixed (it joins the network again only once one exists).
+			continue
+		}
 		var err error
 		if n.Type == novacronv1.NetworkTypeSRIOV {
 			_, err = devices.VFPool(ctx, read, vm.Namespace, n.Name)

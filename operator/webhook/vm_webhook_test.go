@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/yaml"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
@@ -164,4 +165,24 @@ func TestSizesAndTemplateMetadataAreBounded(t *testing.T) {
 		fields = append(fields, e.Field)
 	}
 	assert.ElementsMatch(t, []string{"spec.template.spec.resources.disk", "spec.template.metadata.labels", "spec.template.metadata.labels", "spec.template.metadata.annotations"}, fields)
+}
+
+// A network is judged when it is added: a VM from before bridge networks
+// needed a NetworkAttachmentDefinition can still be stopped (its start
+// finds the network missing), but gets no new network without one.
+func TestNetworksAreJudgedWhenAdded(t *testing.T) {
+	c := fake.NewClientBuilder().Build()
+	v := &VMValidator{APIReader: c}
+	old := loadSample(t, "vm-basic.yaml")
+	old.Namespace = "team"
+	old.Spec.Template.Spec.Networks = []novacronv1.Network{{Name: "br0", Type: novacronv1.NetworkTypeBridge}}
+	stopped := old.DeepCopy()
+	stopped.Spec.Running = ptr.To(false)
+	assert.Empty(t, v.validateNetworks(context.Background(), stopped, old))
+	added := stopped.DeepCopy()
+	added.Spec.Template.Spec.Networks = append(added.Spec.Template.Spec.Networks, novacronv1.Network{Name: "mgmt", Type: novacronv1.NetworkTypeBridge})
+	errs := v.validateNetworks(context.Background(), added, old)
+	require.Len(t, errs, 1)
+	assert.Equal(t, "spec.template.spec.networks[1].name", errs[0].Field)
+	assert.Len(t, v.validateNetworks(context.Background(), old, nil), 1, "on create every network is judged")
 }

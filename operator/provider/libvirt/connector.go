@@ -73,15 +73,20 @@ type host struct {
 	// dialing holds a token while a dial runs, so callers of one host wait
 	// for one dial (as long as their context lets them) instead of each
 	// dialing, and callers of other hosts do not wait at all.
-	dialing chan struct{}
-	// abandoned counts calls whose callers gave up while libvirt still runs them.
-	abandoned atomic.Int32
-
+	dialing  chan struct{}
 	mu       sync.Mutex
-	c        *golibvirt.Connect
+	c        *conn
 	failures int
 	retryAt  time.Time
 	lastErr  error
+}
+
+// conn is one open connection to a host.
+type conn struct {
+	c *golibvirt.Connect
+	// abandoned counts calls on c whose callers gave up while libvirt still
+	// runs them.
+	abandoned atomic.Int32
 }
 
 // NewConnector returns a Connector that dials with libvirt.NewConnect the URIs
@@ -112,7 +117,7 @@ func (p *Connector) Hypervisor(ctx context.Context, uri string) (provider.Hyperv
 	if err != nil {
 		return nil, err
 	}
-	return &hypervisor{uri: uri, conn: c, pool: p, host: st}, nil
+	return &hypervisor{uri: uri, conn: c.c, live: c, pool: p, host: st}, nil
 }
 
 func (p *Connector) host(uri string) *host {
@@ -126,7 +131,7 @@ func (p *Connector) host(uri string) *host {
 	return st
 }
 
-func (p *Connector) connect(ctx context.Context, uri string, st *host) (*golibvirt.Connect, error) {
+func (p *Connector) connect(ctx context.Context, uri string, st *host) (*conn, error) {
 	if c := st.current(); c != nil {
 		return c, nil
 	}
@@ -145,7 +150,7 @@ func (p *Connector) connect(ctx context.Context, uri string, st *host) (*golibvi
 	if now := time.Now(); now.Before(retryAt) {
 		return nil, fmt.Errorf("%w: %s: %v (next try in %s)", provider.ErrUnreachable, uri, lastErr, retryAt.Sub(now).Round(time.Millisecond))
 	}
-	c, err := p.dial(ctx, uri)
+	lc, err := p.dial(ctx, uri)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if err != nil {
@@ -160,9 +165,9 @@ func (p *Connector) connect(ctx context.Context, uri string, st *host) (*golibvi
 	// Remote connections get keepalive so a dead peer is noticed in seconds
 	// (and IsAlive says so); local drivers (test://, qemu:///) do not support
 	// it and need none.
-	_ = c.SetKeepAlive(5, 3)
-	st.c, st.failures, st.lastErr = c, 0, nil
-	return c, nil
+	_ = lc.SetKeepAlive(5, 3)
+	st.c, st.failures, st.lastErr = &conn{c: lc}, 0, nil
+	return st.c, nil
 }
 
 // dial opens a connection within the dial timeout. A dial given up on closes
@@ -192,19 +197,20 @@ func (p *Connector) dial(ctx context.Context, uri string) (*golibvirt.Connect, e
 	}
 }
 
-func (st *host) current() *golibvirt.Connect {
+func (st *host) current() *conn {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.c
 }
 
-// drop forgets a broken connection so the next call reconnects.
-func (st *host) drop(c *golibvirt.Connect) {
+// drop forgets a broken connection so the next call reconnects. Closing it
+// also ends the calls still waiting on it.
+func (st *host) drop(c *conn) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.c == c {
 		st.c = nil
-		go c.Close()
+		go c.c.Close()
 	}
 }
 
@@ -213,7 +219,7 @@ func (st *host) close() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.c != nil {
-		_, _ = st.c.Close()
+		_, _ = st.c.c.Close()
 		st.c = nil
 		st.retryAt = time.Time{}
 	}
@@ -261,8 +267,12 @@ var errAbandoned = errors.New("libvirt call abandoned")
 // until it returns.
 func callValue[T any](ctx context.Context, h *hypervisor, timeout time.Duration, f func() (T, error)) (T, error) {
 	var zero T
-	if n := h.host.abandoned.Load(); h.pool.MaxAbandoned > 0 && int(n) >= h.pool.MaxAbandoned {
-		return zero, fmt.Errorf("%w: %d calls to %s are still unanswered", provider.ErrUnreachable, n, h.uri)
+	if n := h.live.abandoned.Load(); h.pool.MaxAbandoned > 0 && int(n) >= h.pool.MaxAbandoned {
+		// The connection is wedged (a libvirtd worker, or a guest's QEMU
+		// monitor, that never answers): a new one gets fresh workers, and
+		// closing this one ends the calls still waiting on it.
+		h.host.drop(h.live)
+		return zero, fmt.Errorf("%w: %d calls to %s are still unanswered; reconnecting", provider.ErrUnreachable, n, h.uri)
 	}
 	ctx, cancel := withDefaultTimeout(ctx, timeout)
 	defer cancel()
@@ -278,7 +288,7 @@ func callValue[T any](ctx context.Context, h *hypervisor, timeout time.Duration,
 	go func() {
 		v, err := f()
 		if !state.CompareAndSwap(running, done) {
-			h.host.abandoned.Add(-1)
+			h.live.abandoned.Add(-1)
 		}
 		ch <- result{v, err}
 	}()
@@ -286,9 +296,9 @@ func callValue[T any](ctx context.Context, h *hypervisor, timeout time.Duration,
 	case r := <-ch:
 		return r.v, r.err
 	case <-ctx.Done():
-		h.host.abandoned.Add(1)
+		h.live.abandoned.Add(1)
 		if !state.CompareAndSwap(running, abandoned) {
-			h.host.abandoned.Add(-1)
+			h.live.abandoned.Add(-1)
 			r := <-ch
 			return r.v, r.err
 		}

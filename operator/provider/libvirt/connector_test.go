@@ -71,13 +71,17 @@ func TestASlowCallKeepsTheConnection(t *testing.T) {
 	assert.Equal(t, int32(1), dials.Load(), "the connection was kept")
 }
 
-// Calls a host leaves unanswered are bounded: past MaxAbandoned, calls to it
-// fail fast instead of piling up goroutines; once they return, calls go on.
+// Calls a host leaves unanswered are bounded: past MaxAbandoned, calls on
+// that connection fail fast instead of piling up goroutines, and the host is
+// dialed again (a wedged connection is not the host's last word).
 func TestAbandonedCallsAreBounded(t *testing.T) {
 	c := NewConnector(URIRules{Test: true})
 	c.MaxAbandoned = 2
 	t.Cleanup(c.Close)
-	hv, err := c.Hypervisor(t.Context(), newNode(t, "n1"))
+	uri := newNode(t, "n1")
+	var dials atomic.Int32
+	c.Dial = func(u string) (*golibvirt.Connect, error) { dials.Add(1); return golibvirt.NewConnect(u) }
+	hv, err := c.Hypervisor(t.Context(), uri)
 	require.NoError(t, err)
 	h := hv.(*hypervisor)
 
@@ -93,9 +97,14 @@ func TestAbandonedCallsAreBounded(t *testing.T) {
 	assert.ErrorContains(t, err, "2 calls")
 	assert.False(t, ran, "no third call is started")
 
+	assert.ErrorContains(t, err, "reconnecting")
+	again, err := c.Hypervisor(t.Context(), uri)
+	require.NoError(t, err)
+	_, err = again.Info(t.Context())
+	assert.NoError(t, err, "a new connection answers")
+	assert.Equal(t, int32(2), dials.Load())
+
 	close(release)
-	require.Eventually(t, func() bool { return h.host.abandoned.Load() == 0 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return h.live.abandoned.Load() == 0 }, 5*time.Second, time.Millisecond)
 	assert.Equal(t, int32(2), returned.Load())
-	_, err = h.Info(t.Context())
-	assert.NoError(t, err)
 }

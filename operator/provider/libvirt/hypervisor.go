@@ -18,6 +18,7 @@ import (
 type hypervisor struct {
 	uri  string
 	conn *golibvirt.Connect
+	live *conn
 	pool *Connector
 	host *host
 }
@@ -36,7 +37,7 @@ func (h *hypervisor) wrap(err error, what string) error {
 		return fmt.Errorf("%s on %s: %w: %v", what, h.uri, provider.ErrNotFound, err)
 	}
 	if isConnectionError(h.conn, err) {
-		h.host.drop(h.conn)
+		h.host.drop(h.live)
 		return fmt.Errorf("%s on %s: %w: %v", what, h.uri, provider.ErrUnreachable, err)
 	}
 	return fmt.Errorf("%s on %s: %w", what, h.uri, err)

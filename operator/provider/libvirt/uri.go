@@ -39,6 +39,16 @@ func (r URIRules) Check(uri string) error {
 	if err != nil {
 		return refuse("not a URI: %v", err)
 	}
+	// libvirt splits parameters on ";" as well as "&", and Go's parser drops
+	// what it cannot read: read them strictly, so that what is checked is
+	// what libvirt gets.
+	if u.Opaque != "" || u.Fragment != "" || strings.Contains(u.RawQuery, ";") {
+		return refuse("not a plain libvirt URI (no ';' in parameters, no fragment)")
+	}
+	query, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return refuse("parameters: %v", err)
+	}
 	switch u.Scheme {
 	case "test":
 		if !r.Test {
@@ -57,7 +67,7 @@ func (r URIRules) Check(uri string) error {
 		if u.Host != "" || u.Path != "/system" {
 			return refuse("a local URI must be qemu:///system")
 		}
-		for k := range u.Query() {
+		for k := range query {
 			if k != "socket" {
 				return refuse("parameter %q is not allowed (only socket)", k)
 			}
@@ -75,7 +85,7 @@ func (r URIRules) Check(uri string) error {
 	if u.Path != "/system" {
 		return refuse("the path must be /system (the system libvirtd), not %q", u.Path)
 	}
-	for k := range u.Query() {
+	for k := range query {
 		if !slices.Contains(safeQuery, k) {
 			return refuse("parameter %q is not allowed (only %s)", k, strings.Join(safeQuery, ", "))
 		}

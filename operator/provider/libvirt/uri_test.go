@@ -35,6 +35,10 @@ func TestURIRules(t *testing.T) {
 		{"qemu:///system?socket=/run/libvirt/libvirt-sock", lab, ""},
 		{"qemu:///system?command=x", lab, `parameter "command"`},
 		{"qemu:///session", lab, "qemu:///system"},
+		{"qemu+tls://node-1/system?no_verify=1;x", lab, "no ';'"},
+		{"qemu+tls://node-1/system?pkipath=/x&no_verify=1;y", lab, "no ';'"},
+		{"qemu+tls://node-1/system?pkipath=%zz", lab, "parameters"},
+		{"qemu+tls://node-1/system#x", lab, "no fragment"},
 		{"test:///default", strict, "--hypervisor-uris=test"},
 		{"test:///tmp/node.xml", lab, ""},
 	} {
