@@ -203,6 +203,14 @@ func passThrough(d *provider.Domain, vm *novacronv1.VirtualMachine, devices nova
 	spec := &vm.Spec.Template.Spec
 	for _, n := range spec.Networks {
 		nic := provider.NIC{MAC: StableMAC(string(vm.UID), n.Name), Network: bridges[n.Name]}
+		if n.Type != novacronv1.NetworkTypeSRIOV {
+			// A tenant's guest sends only as itself: no other VM's (or the
+			// node's) MAC or address, no ARP for them.
+			nic.CleanTraffic = true
+			if ip := n.IPv4; ip != nil && ip.Method == novacronv1.IPv4Static {
+				nic.IP, _, _ = strings.Cut(ip.Address, "/")
+			}
+		}
 		if n.Type == novacronv1.NetworkTypeSRIOV {
 			vf, ok := devices.VFs[n.Name]
 			if !ok {

@@ -122,3 +122,22 @@ func TestBuildPassesAssignedDevicesThrough(t *testing.T) {
 	assert.Equal(t, "0000:5e:02.1", built.Domain.NICs[1].PCIAddress)
 	assert.Empty(t, built.Domain.NICs[0].PCIAddress)
 }
+
+// Every bridge NIC sends only as itself (libvirt's clean-traffic): its static
+// address when it has one, else what DHCP gave it.
+func TestBridgeNICsSendOnlyAsThemselves(t *testing.T) {
+	s := newSetup(t)
+	v := testVM()
+	v.Spec.Template.Spec.Networks = []novacronv1.Network{{Name: "default", Type: novacronv1.NetworkTypeBridge,
+		IPv4: &novacronv1.IPv4Config{Method: novacronv1.IPv4Static, Address: "10.0.1.10/24"}}}
+	built, err := s.b.Build(t.Context(), v, novacronv1.DeviceAssignment{}, s.hvObj, s.host)
+	require.NoError(t, err)
+	require.Len(t, built.Domain.NICs, 1)
+	assert.True(t, built.Domain.NICs[0].CleanTraffic)
+	assert.Equal(t, "10.0.1.10", built.Domain.NICs[0].IP)
+	v.Spec.Template.Spec.Networks[0].IPv4 = nil
+	built, err = s.b.Build(t.Context(), v, novacronv1.DeviceAssignment{}, s.hvObj, s.host)
+	require.NoError(t, err)
+	assert.True(t, built.Domain.NICs[0].CleanTraffic)
+	assert.Empty(t, built.Domain.NICs[0].IP, "learnt from DHCP")
+}

@@ -228,6 +228,11 @@ type NIC struct {
 	Network string
 	// PCIAddress, when set, passes an SR-IOV VF through instead.
 	PCIAddress string
+	// CleanTraffic lets only the NIC's own MAC and IPv4 address out of a
+	// virtio NIC (libvirt's clean-traffic nwfilter): IP when it is static,
+	// otherwise the address its DHCP server gave it.
+	CleanTraffic bool
+	IP           string
 }
 
 // Stats is a domain's resource use.

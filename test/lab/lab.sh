@@ -23,7 +23,10 @@ set -euo pipefail
 
 LAB_DIR=${NOVACRON_LAB_DIR:-/var/tmp/novacron-lab}
 GUEST_DIR=$LAB_DIR/guest
-PACKAGES=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils busybox-static cpio iproute2)
+PACKAGES=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils busybox-static cpio iproute2
+  libvirt-daemon-config-nwfilter ebtables iptables)
+# Bumped when the guest changes, so a cached one is built again.
+GUEST_VERSION=2
 
 log() { echo "lab: $*" >&2; }
 die() { echo "lab: $*" >&2; exit 1; }
@@ -40,6 +43,11 @@ cmd_install() {
   [[ -x /bin/busybox ]] || missing+=(busybox-static)
   command -v ip >/dev/null || missing+=(iproute2)
   command -v cpio >/dev/null || missing+=(cpio)
+  # Bridge NICs carry libvirt's clean-traffic filter: its definition and the
+  # tools it programs.
+  [[ -f /etc/libvirt/nwfilter/clean-traffic.xml ]] || missing+=(libvirt-daemon-config-nwfilter)
+  command -v ebtables >/dev/null || missing+=(ebtables)
+  command -v iptables >/dev/null || missing+=(iptables)
   ((${#missing[@]} == 0)) && return 0
   command -v apt-get >/dev/null || die "missing ${missing[*]}; install them with your package manager"
   log "installing ${missing[*]} (about 2 minutes)"
@@ -52,7 +60,7 @@ cmd_install() {
 
 cmd_guest() {
   need_root
-  if [[ -s $GUEST_DIR/vmlinuz && -s $GUEST_DIR/initrd.img && -s $GUEST_DIR/disk.qcow2 ]]; then return 0; fi
+  if [[ -s $GUEST_DIR/vmlinuz && -s $GUEST_DIR/initrd.img && -s $GUEST_DIR/disk.qcow2 && $(cat "$GUEST_DIR/version" 2>/dev/null) == "$GUEST_VERSION" ]]; then return 0; fi
   mkdir -p "$GUEST_DIR"
   local work; work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
@@ -71,6 +79,11 @@ cmd_guest() {
   mkdir -p "$root"/{bin,dev,proc,sys,lib/modules}
   cp /bin/busybox "$root/bin/busybox"
   find "$work/k/lib/modules" \( -name button.ko -o -name evdev.ko \) -exec cp {} "$root/lib/modules/" \;
+  # A virtio NIC, for the guest's network check (novacron.net= below).
+  local m
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+    find "$work/k/lib/modules" -name "$m.ko" -exec cp {} "$root/lib/modules/" \;
+  done
   cat >"$root/init" <<'EOF'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -80,6 +93,22 @@ mount -t devtmpfs dev /dev
 insmod /lib/modules/evdev.ko 2>/dev/null
 insmod /lib/modules/button.ko 2>/dev/null
 echo "NOVACRON-GUEST-BOOT $(cat /proc/sys/kernel/random/boot_id)"
+# novacron.net=ADDR/LEN,PEER,SPOOF/LEN: ping PEER from the guest's own address,
+# then from a spoofed one, and say what answered (the clean-traffic check).
+net=$(sed -n 's/.*novacron\.net=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$net" ]; then
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+    insmod /lib/modules/$m.ko 2>/dev/null
+  done
+  own=${net%%,*}; rest=${net#*,}; peer=${rest%%,*}; spoof=${rest#*,}
+  i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  ip link set eth0 up
+  ip addr add "$own" dev eth0
+  if ping -c 3 -W 2 "$peer" >/dev/null 2>&1; then echo "NOVACRON-NET-OWN-ANSWERED"; else echo "NOVACRON-NET-OWN-UNANSWERED"; fi
+  ip addr flush dev eth0
+  ip addr add "$spoof" dev eth0
+  if ping -c 3 -W 2 "$peer" >/dev/null 2>&1; then echo "NOVACRON-NET-SPOOF-ANSWERED"; else echo "NOVACRON-NET-SPOOF-UNANSWERED"; fi
+fi
 # No ACPI daemon in busybox: a press of the ACPI power button powers off.
 (
   i=0
@@ -105,6 +134,7 @@ EOF
   (cd "$root" && find . | cpio -o -H newc 2>/dev/null | gzip -1) >"$GUEST_DIR/initrd.img"
   # Internal snapshots need every disk to be qcow2.
   qemu-img create -q -f qcow2 "$GUEST_DIR/disk.qcow2" 64M
+  echo "$GUEST_VERSION" >"$GUEST_DIR/version"
   log "guest ready in $GUEST_DIR"
 }
 

@@ -66,6 +66,15 @@ func domainXML(domType string, d provider.Domain) (string, error) {
 		} else {
 			ni.Source = &libvirtxml.DomainInterfaceSource{Network: &libvirtxml.DomainInterfaceSourceNetwork{Network: nic.Network}}
 			ni.Model = &libvirtxml.DomainInterfaceModel{Type: "virtio"}
+			if nic.CleanTraffic {
+				// Learning from DHCP only: "any" would take the first
+				// address the guest itself sends from.
+				param := libvirtxml.DomainInterfaceFilterParam{Name: "CTRL_IP_LEARNING", Value: "dhcp"}
+				if nic.IP != "" {
+					param = libvirtxml.DomainInterfaceFilterParam{Name: "IP", Value: nic.IP}
+				}
+				ni.FilterRef = &libvirtxml.DomainInterfaceFilterRef{Filter: "clean-traffic", Parameters: []libvirtxml.DomainInterfaceFilterParam{param}}
+			}
 		}
 		dev.Interfaces = append(dev.Interfaces, ni)
 	}

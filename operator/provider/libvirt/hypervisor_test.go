@@ -123,7 +123,9 @@ func TestUnreachableBacksOffThenReconnects(t *testing.T) {
 func TestDomainXML(t *testing.T) {
 	d := testDomain("vm")
 	d.Disks = []provider.Disk{{Path: "/p/root.qcow2", Format: "qcow2"}, {Path: "/p/cidata.iso", Format: "raw", CDROM: true}}
-	d.NICs = append(d.NICs, provider.NIC{MAC: "52:54:00:00:00:02", PCIAddress: "0000:5e:02.1"})
+	d.NICs = append(d.NICs, provider.NIC{MAC: "52:54:00:00:00:02", PCIAddress: "0000:5e:02.1"},
+		provider.NIC{MAC: "52:54:00:00:00:03", Network: "apps", CleanTraffic: true, IP: "10.0.1.10"},
+		provider.NIC{MAC: "52:54:00:00:00:04", Network: "apps", CleanTraffic: true})
 	d.HostDevices = []string{"0000:3b:00.0"}
 	d.Kernel, d.Initrd, d.Cmdline = "/p/vmlinuz", "/p/initrd.img", "console=ttyS0"
 	doc, err := domainXML("kvm", d)
@@ -136,6 +138,8 @@ func TestDomainXML(t *testing.T) {
 		`<interface type="hostdev" managed="yes">`, `<address type="pci" domain="0x0000" bus="0x5e" slot="0x02" function="0x1">`,
 		`<hostdev mode="subsystem" type="pci" managed="yes">`, `bus="0x3b"`,
 		`<serial type="file">`,
+		`<filterref filter="clean-traffic">`, `<parameter name="IP" value="10.0.1.10"></parameter>`,
+		`<parameter name="CTRL_IP_LEARNING" value="dhcp"></parameter>`,
 		`<kernel>/p/vmlinuz</kernel>`, `<initrd>/p/initrd.img</initrd>`, `<cmdline>console=ttyS0</cmdline>`,
 	} {
 		assert.Contains(t, doc, want)
