@@ -89,6 +89,11 @@ type Hypervisor interface {
 	// DeleteSnapshot removes the snapshot; a missing one (or domain) is not an
 	// error.
 	DeleteSnapshot(ctx context.Context, domain, snapshot string) error
+	// Thaw thaws the guest's file systems, should a quiesced snapshot whose
+	// call was given up on (or lost its connection) have left them frozen.
+	// A guest that is not frozen, off, gone or without an agent is not an
+	// error.
+	Thaw(ctx context.Context, domain string) error
 	// Snapshots lists the names of the domain's snapshots.
 	Snapshots(ctx context.Context, domain string) ([]string, error)
 

@@ -171,6 +171,20 @@ func (r *Reconciler) blocked(ctx context.Context, snap *novacronv1.VirtualMachin
 	return "", nil
 }
 
+// thaw thaws the guest after a quiesced snapshot failed: a freeze whose call
+// was given up on, or lost with its connection, must not keep the guest
+// frozen until its next snapshot. It asks afresh, on the connection there is
+// now; a guest it cannot reach is thawed by the next try's failure.
+func (r *Reconciler) thaw(ctx context.Context, snap *novacronv1.VirtualMachineSnapshot, v *novacronv1.VirtualMachine) {
+	_, hv, err := hypervisors.ForNode(ctx, r.Client, r.Hypervisors, snap.Status.NodeName)
+	if err == nil {
+		err = hv.Thaw(ctx, domain.DomainName(v))
+	}
+	if err != nil {
+		log.FromContext(ctx).Error(err, "thawing the guest after a failed quiesced snapshot", "vm", v.Name, "node", snap.Status.NodeName)
+	}
+}
+
 // take asks the VM's node for the snapshot (a repeat after a crash finds the
 // one already taken) and records it.
 func (r *Reconciler) take(ctx context.Context, snap *novacronv1.VirtualMachineSnapshot, v *novacronv1.VirtualMachine) (ctrl.Result, error) {
@@ -189,6 +203,9 @@ func (r *Reconciler) take(ctx context.Context, snap *novacronv1.VirtualMachineSn
 	case errors.Is(err, provider.ErrNotFound):
 		return r.fail(ctx, snap, novacronv1.ReasonDomainNotFound, fmt.Sprintf("VirtualMachine %s has no domain on node %s: %v", v.Name, snap.Status.NodeName, err))
 	case err != nil:
+		if snap.Spec.Quiesce {
+			r.thaw(ctx, snap, v)
+		}
 		snap.Status.FailedAttempts++
 		if snap.Status.FailedAttempts >= r.MaxAttempts {
 			return r.fail(ctx, snap, novacronv1.ReasonSnapshotFailed, fmt.Sprintf("gave up after %d tries: %v", snap.Status.FailedAttempts, err))

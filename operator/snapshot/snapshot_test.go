@@ -163,3 +163,24 @@ func TestASnapshotWaitsForAMigrationAndForAnotherSnapshot(t *testing.T) {
 	assert.Contains(t, readyCondition(e.snapshot(t, "one").Status.Conditions).Message, "snapshot two of VirtualMachine web is in progress")
 	assert.Zero(t, e.host.Calls()["CreateSnapshot"])
 }
+
+// A quiesced snapshot that fails (its call given up on, or its connection
+// lost) thaws the guest at once rather than leaving it frozen until the next
+// try; one without quiesce asks nothing.
+func TestAFailedQuiescedSnapshotThawsTheGuest(t *testing.T) {
+	for _, quiesce := range []bool{false, true} {
+		e := newEnv(t)
+		r := e.snapshots()
+		require.NoError(t, e.Client.Create(t.Context(), &novacronv1.VirtualMachineSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "nightly", Namespace: ns},
+			Spec: novacronv1.VirtualMachineSnapshotSpec{VMName: "web", Quiesce: quiesce}}))
+		run(t, r, "nightly")
+		e.host.FailNext("CreateSnapshot", errors.New("libvirt call abandoned: context deadline exceeded"))
+		run(t, r, "nightly")
+		require.Equal(t, int32(1), e.snapshot(t, "nightly").Status.FailedAttempts)
+		want := 0
+		if quiesce {
+			want = 1
+		}
+		assert.Equal(t, want, e.host.Calls()["Thaw"], "quiesce %t", quiesce)
+	}
+}

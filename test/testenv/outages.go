@@ -97,6 +97,11 @@ func (h *outageHypervisor) Domains(ctx context.Context) ([]string, error) {
 	return do(h, func() ([]string, error) { return h.h.Domains(ctx) })
 }
 
+func (h *outageHypervisor) Thaw(ctx context.Context, name string) error {
+	_, err := do(h, func() (struct{}, error) { return struct{}{}, h.h.Thaw(ctx, name) })
+	return err
+}
+
 func (h *outageHypervisor) UUID(ctx context.Context, name string) (string, error) {
 	return do(h, func() (string, error) { return h.h.UUID(ctx, name) })
 }

@@ -13,6 +13,7 @@ package fake
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -359,6 +360,15 @@ func (h *Host) State(_ context.Context, name string) (provider.DomainState, erro
 	var st provider.DomainState
 	err := h.withDomain("State", name, func(d *domain) error { st = d.state; return nil })
 	return st, err
+}
+
+// Thaw implements provider.Hypervisor (counted in Calls).
+func (h *Host) Thaw(_ context.Context, name string) error {
+	err := h.withDomain("Thaw", name, func(*domain) error { return nil })
+	if errors.Is(err, provider.ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 // UUID implements provider.Hypervisor.

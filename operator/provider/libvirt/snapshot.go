@@ -135,6 +135,24 @@ func (h *hypervisor) DeleteSnapshot(ctx context.Context, domain, snapshot string
 	return err
 }
 
+func (h *hypervisor) Thaw(ctx context.Context, domain string) error {
+	err := h.withDomain(ctx, domain, "thawing the file systems of", func(dom *golibvirt.Domain) error {
+		if active, err := dom.IsActive(); err != nil || !active {
+			return err
+		}
+		err := dom.FSThaw(nil, 0)
+		switch errCode(err) {
+		case golibvirt.ERR_ARGUMENT_UNSUPPORTED, golibvirt.ERR_AGENT_UNRESPONSIVE, golibvirt.ERR_NO_SUPPORT, golibvirt.ERR_OPERATION_UNSUPPORTED:
+			return nil // no agent: nothing was frozen through it
+		}
+		return err
+	})
+	if errors.Is(err, provider.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
 func (h *hypervisor) Snapshots(ctx context.Context, domain string) ([]string, error) {
 	var names []string
 	err := h.withDomain(ctx, domain, "listing snapshots of", func(dom *golibvirt.Domain) error {

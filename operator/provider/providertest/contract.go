@@ -59,6 +59,9 @@ func Lifecycle(t *testing.T, h provider.Hypervisor, image string) {
 	st, _ = h.State(ctx, "vm")
 	assert.Equal(t, provider.StateRunning, st)
 
+	assert.NoError(t, h.Thaw(ctx, "vm"), "thawing a guest that is not frozen")
+	assert.NoError(t, h.Thaw(ctx, "no-such-vm"), "or one that is gone")
+
 	stats, err := h.Stats(ctx, "vm")
 	require.NoError(t, err)
 	assert.Equal(t, int64(512<<20), stats.MemoryUsedBytes)
