@@ -9,12 +9,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/operator/provider"
 )
 
 // Finding 8: a tenant's migration cannot pass for the drain's or the
@@ -85,4 +87,39 @@ func TestATenantCannotTakeEveryMigrationSlot(t *testing.T) {
 	other := migrate(alice, "alice-share", "web", "gpu-1")
 	require.Eventually(t, func() bool { p, _ := phase(other); return p == novacronv1.MigrationScheduling }, timeout, 50*time.Millisecond,
 		"another tenant's migration starts while mallory's wait")
+}
+
+// Finding 9: a tenant who deletes a VM while it migrates leaves nothing
+// running untracked: the migration is cancelled first, its target pod goes,
+// and the VM's domain is removed from its node before the VM is gone.
+func TestDeletingAVMMidMigrationLeavesNothingBehind(t *testing.T) {
+	ctx := context.Background()
+	mallory := tenant(t, "mallory-midmove", "mallory")
+	v := newVM("mallory-midmove", "web")
+	v.Spec.MigrationPolicy = &novacronv1.MigrationPolicy{AllowLiveMigration: true}
+	require.NoError(t, mallory.Create(ctx, v))
+	node := running(t, v).Status.NodeName
+	m := &novacronv1.VirtualMachineMigration{ObjectMeta: metav1.ObjectMeta{Name: "move", Namespace: "mallory-midmove"},
+		Spec: novacronv1.VirtualMachineMigrationSpec{VMName: "web", NodeSelector: map[string]string{"example.com/nowhere": "true"}}}
+	require.NoError(t, mallory.Create(ctx, m))
+	var target string
+	require.Eventually(t, func() bool {
+		got := &novacronv1.VirtualMachineMigration{}
+		if env.Client.Get(ctx, client.ObjectKeyFromObject(m), got) != nil || got.Status.Phase != novacronv1.MigrationScheduling {
+			return false
+		}
+		target = got.Status.TargetPod
+		return target != ""
+	}, timeout, 50*time.Millisecond)
+
+	require.NoError(t, mallory.Delete(ctx, v))
+	require.Eventually(t, func() bool {
+		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(v), &novacronv1.VirtualMachine{}))
+	}, timeout, 50*time.Millisecond, "the VM goes")
+	assert.True(t, apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(m), &novacronv1.VirtualMachineMigration{})), "its migration was cancelled and deleted first")
+	assert.True(t, apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: "mallory-midmove", Name: target}, &corev1.Pod{})), "the target pod is gone")
+	hv, err := defined.Connector.Hypervisor(ctx, nodeURIs[node])
+	require.NoError(t, err)
+	_, err = hv.State(ctx, "mallory-midmove_web")
+	assert.ErrorIs(t, err, provider.ErrNotFound, "no domain left on its node")
 }
