@@ -62,14 +62,7 @@ func unclaimedLegacyDisk(ctx context.Context, vm *novacronv1.VirtualMachine, poo
 	if vm.Status.LegacyVolumeNames || vm.Status.DomainDefined {
 		return nil
 	}
-	if _, err := hv.VolumePath(ctx, pool, RootVolumeName(vm)); !errors.Is(err, provider.ErrNotFound) {
-		return err // its own disk exists (or the node cannot say)
-	}
-	_, err := hv.VolumePath(ctx, pool, legacyRootVolumeName(vm))
-	if errors.Is(err, provider.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	if legacy, err := onlyLegacyRoot(ctx, vm, pool, hv); err != nil || !legacy {
 		return err
 	}
 	return SpecErrorf(novacronv1.ReasonDomainMissing, "node %s holds the disk %s of a VM of this name from before NovaCron named disks by VM UID, and no domain of this VM uses it: NovaCron does not make a blank disk beside it. "+
@@ -85,17 +78,39 @@ func AdoptLegacyVolumes(ctx context.Context, vm *novacronv1.VirtualMachine, ours
 	if vm.Status.LegacyVolumeNames || !ours {
 		return nil
 	}
+	legacy, err := onlyLegacyRoot(ctx, vm, pool, hv)
+	vm.Status.LegacyVolumeNames = legacy
+	return err
+}
+
+// onlyLegacyRoot says whether pool holds the VM's root disk under its name
+// from before UID naming and not under its UID name.
+func onlyLegacyRoot(ctx context.Context, vm *novacronv1.VirtualMachine, pool string, hv provider.Hypervisor) (bool, error) {
 	if _, err := hv.VolumePath(ctx, pool, RootVolumeName(vm)); !errors.Is(err, provider.ErrNotFound) {
-		return err
+		return false, err // its own disk exists (or the node cannot say)
 	}
 	_, err := hv.VolumePath(ctx, pool, legacyRootVolumeName(vm))
 	if errors.Is(err, provider.ErrNotFound) {
-		return nil
+		return false, nil
 	}
-	if err != nil {
-		return err
+	return err == nil, err
+}
+
+// Owner is the UUID of the domain of the VM's name on hv and whether it is
+// the VM's (NovaCron gives a VM's domain the VM's UID), or ErrNotFound. A
+// domain found by name alone may be an earlier VM's of the same name.
+func Owner(ctx context.Context, hv provider.Hypervisor, vm *novacronv1.VirtualMachine) (uuid string, ours bool, err error) {
+	uuid, err = hv.UUID(ctx, DomainName(vm))
+	return uuid, err == nil && strings.EqualFold(uuid, string(vm.UID)), err
+}
+
+// DeleteVolumes removes the VM's volumes from pool; missing ones are no error.
+func DeleteVolumes(ctx context.Context, vm *novacronv1.VirtualMachine, pool string, hv provider.Hypervisor) error {
+	for _, vol := range VolumeNames(vm) {
+		if err := hv.DeleteVolume(ctx, pool, vol); err != nil {
+			return err
+		}
 	}
-	vm.Status.LegacyVolumeNames = true
 	return nil
 }
 

@@ -268,12 +268,12 @@ func (r *Reconciler) adoptLegacyVolumes(ctx context.Context, v *novacronv1.Virtu
 	if v.Status.LegacyVolumeNames {
 		return nil
 	}
-	uuid, err := src.UUID(ctx, domain.DomainName(v))
+	_, ours, err := domain.Owner(ctx, src, v)
 	if err != nil {
 		return err
 	}
 	adopted := v.DeepCopy()
-	if err := domain.AdoptLegacyVolumes(ctx, adopted, strings.EqualFold(uuid, string(v.UID)), hypervisors.Pool(srcObj), src); err != nil || !adopted.Status.LegacyVolumeNames {
+	if err := domain.AdoptLegacyVolumes(ctx, adopted, ours, hypervisors.Pool(srcObj), src); err != nil || !adopted.Status.LegacyVolumeNames {
 		return err
 	}
 	return r.patchVM(ctx, v, func() { v.Status.LegacyVolumeNames = true })
@@ -415,30 +415,17 @@ func (r *Reconciler) cleanSource(ctx context.Context, m *novacronv1.VirtualMachi
 // the VM's name with another UUID is another VM's: it stays, and so do
 // disks under names it may use (the old, name-only ones).
 func removeDomain(ctx context.Context, hvObj *novacronv1.Hypervisor, hv provider.Hypervisor, v *novacronv1.VirtualMachine) error {
-	name := domain.DomainName(v)
-	uuid, err := hv.UUID(ctx, name)
+	_, ours, err := domain.Owner(ctx, hv, v)
 	switch {
 	case errors.Is(err, provider.ErrNotFound):
 	case err != nil:
 		return err
-	case !strings.EqualFold(uuid, string(v.UID)):
-		if v.Status.LegacyVolumeNames {
-			return nil
-		}
-		return deleteVolumes(ctx, hvObj, hv, v)
-	default:
-		if err := hv.Undefine(ctx, name); err != nil {
+	case !ours && v.Status.LegacyVolumeNames:
+		return nil
+	case ours:
+		if err := hv.Undefine(ctx, domain.DomainName(v)); err != nil {
 			return err
 		}
 	}
-	return deleteVolumes(ctx, hvObj, hv, v)
-}
-
-func deleteVolumes(ctx context.Context, hvObj *novacronv1.Hypervisor, hv provider.Hypervisor, v *novacronv1.VirtualMachine) error {
-	for _, vol := range domain.VolumeNames(v) {
-		if err := hv.DeleteVolume(ctx, hypervisors.Pool(hvObj), vol); err != nil {
-			return err
-		}
-	}
-	return nil
+	return domain.DeleteVolumes(ctx, v, hypervisors.Pool(hvObj), hv)
 }

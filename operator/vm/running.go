@@ -247,15 +247,12 @@ func (r *Reconciler) observe(ctx context.Context, s *runScope) (ctrl.Result, boo
 
 // checkOwnDomain refuses a domain of the VM's name whose UUID is not the VM's.
 func (r *Reconciler) checkOwnDomain(ctx context.Context, s *runScope) error {
-	name := domain.DomainName(s.vm)
-	uuid, err := s.hv.UUID(ctx, name)
-	if err != nil {
+	uuid, ours, err := domain.Owner(ctx, s.hv, s.vm)
+	if err != nil || ours {
 		return err
 	}
-	if !strings.EqualFold(uuid, string(s.vm.UID)) {
-		return domain.SpecErrorf(novacronv1.ReasonDomainConflict, "node %s already has a domain named %s that is not this VM's (UUID %s, not %s); remove it from the hypervisor or rename the VM", s.node, name, uuid, s.vm.UID)
-	}
-	return nil
+	return domain.SpecErrorf(novacronv1.ReasonDomainConflict, "node %s already has a domain named %s that is not this VM's (UUID %s, not %s); remove it from the hypervisor or rename the VM",
+		s.node, domain.DomainName(s.vm), uuid, s.vm.UID)
 }
 
 // domainMissing reports a domain NovaCron defined that is gone from its node,

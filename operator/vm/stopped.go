@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -164,16 +163,16 @@ func (r *Reconciler) removeDomain(ctx context.Context, vm *novacronv1.VirtualMac
 		return false, err
 	}
 	if state != "" {
-		uuid, err := hv.UUID(ctx, name)
+		uuid, ours, err := domain.Owner(ctx, hv, vm)
 		if err != nil {
 			return false, err
 		}
-		if !strings.EqualFold(uuid, string(vm.UID)) {
+		if !ours {
 			// Another VM's domain of this name: not this VM's to remove, nor
 			// are the disks it uses; this VM's own (named by its UID) go.
 			r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, novacronv1.ReasonDomainConflict, novacronv1.ActionDelete,
 				"node %s has a domain named %s that is not this VM's (UUID %s); leaving it", vm.Status.NodeName, name, uuid)
-			return true, r.removeVolumes(ctx, vm, hvObj, hv)
+			return true, domain.DeleteVolumes(ctx, vm, hypervisors.Pool(hvObj), hv)
 		}
 		// A VM from before volumes were named by UID removes its disks under
 		// their old names.
@@ -199,21 +198,10 @@ func (r *Reconciler) removeDomain(ctx context.Context, vm *novacronv1.VirtualMac
 	if err := hv.Undefine(ctx, name); err != nil {
 		return false, err
 	}
-	if err := r.removeVolumes(ctx, vm, hvObj, hv); err != nil {
+	if err := domain.DeleteVolumes(ctx, vm, hypervisors.Pool(hvObj), hv); err != nil {
 		return false, err
 	}
 	r.Recorder.Eventf(vm, nil, corev1.EventTypeNormal, novacronv1.ReasonDeleted, novacronv1.ActionDelete, "removed domain %s and its disks from node %s", name, vm.Status.NodeName)
 	log.FromContext(ctx).Info("domain removed", "domain", name, "node", vm.Status.NodeName)
 	return true, nil
-}
-
-// removeVolumes deletes the VM's volumes from its node's pool.
-func (r *Reconciler) removeVolumes(ctx context.Context, vm *novacronv1.VirtualMachine, hvObj *novacronv1.Hypervisor, hv provider.Hypervisor) error {
-	pool := hypervisors.Pool(hvObj)
-	for _, vol := range domain.VolumeNames(vm) {
-		if err := hv.DeleteVolume(ctx, pool, vol); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -45,20 +45,30 @@ func TestAHungDialHoldsUpOnlyItsHost(t *testing.T) {
 	assert.ErrorContains(t, err, "still connecting")
 }
 
-// A call that outlasts its timeout (a big memory snapshot) is given up on
-// without tearing down the host's connection, which others keep using.
-func TestASlowCallKeepsTheConnection(t *testing.T) {
+// connected is a Connector (maxAbandoned unanswered calls per connection,
+// 0: the default) holding a connection to a new node, counting its dials.
+func connected(t *testing.T, maxAbandoned int) (*Connector, string, *atomic.Int32, *hypervisor) {
+	t.Helper()
 	c := NewConnector(URIRules{Test: true})
+	if maxAbandoned > 0 {
+		c.MaxAbandoned = maxAbandoned
+	}
 	t.Cleanup(c.Close)
 	uri := newNode(t, "n1")
-	var dials atomic.Int32
+	dials := &atomic.Int32{}
 	c.Dial = func(u string) (*golibvirt.Connect, error) { dials.Add(1); return golibvirt.NewConnect(u) }
 	hv, err := c.Hypervisor(t.Context(), uri)
 	require.NoError(t, err)
-	h := hv.(*hypervisor)
+	return c, uri, dials, hv.(*hypervisor)
+}
+
+// A call that outlasts its timeout (a big memory snapshot) is given up on
+// without tearing down the host's connection, which others keep using.
+func TestASlowCallKeepsTheConnection(t *testing.T) {
+	c, uri, dials, h := connected(t, 0)
 
 	release := make(chan struct{})
-	err = call(t.Context(), h, 20*time.Millisecond, func() error { <-release; return nil })
+	err := call(t.Context(), h, 20*time.Millisecond, func() error { <-release; return nil })
 	close(release)
 	err = h.wrap(err, "snapshotting domain vm-1")
 	require.Error(t, err)
@@ -75,15 +85,7 @@ func TestASlowCallKeepsTheConnection(t *testing.T) {
 // that connection fail fast instead of piling up goroutines, and the host is
 // dialed again (a wedged connection is not the host's last word).
 func TestAbandonedCallsAreBounded(t *testing.T) {
-	c := NewConnector(URIRules{Test: true})
-	c.MaxAbandoned = 2
-	t.Cleanup(c.Close)
-	uri := newNode(t, "n1")
-	var dials atomic.Int32
-	c.Dial = func(u string) (*golibvirt.Connect, error) { dials.Add(1); return golibvirt.NewConnect(u) }
-	hv, err := c.Hypervisor(t.Context(), uri)
-	require.NoError(t, err)
-	h := hv.(*hypervisor)
+	c, uri, dials, h := connected(t, 2)
 
 	release := make(chan struct{})
 	var returned atomic.Int32
@@ -92,7 +94,7 @@ func TestAbandonedCallsAreBounded(t *testing.T) {
 		require.ErrorIs(t, err, errAbandoned)
 	}
 	ran := false
-	err = call(t.Context(), h, time.Second, func() error { ran = true; return nil })
+	err := call(t.Context(), h, time.Second, func() error { ran = true; return nil })
 	assert.ErrorIs(t, err, provider.ErrUnreachable)
 	assert.ErrorContains(t, err, "2 calls")
 	assert.False(t, ran, "no third call is started")
