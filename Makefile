@@ -9,6 +9,9 @@ GO_TEST_FLAGS ?= -count=1
 # The image `docker-build` makes and `deploy` runs.
 IMG ?= novacron/operator:latest
 CONTAINER_TOOL ?= docker
+# 1: build FROM base images made from Debian's archive (no registry needed);
+# empty: 1 with podman, 0 (the pinned public images) with docker.
+LOCAL_BASES ?=
 KUBECTL ?= kubectl
 # Packages whose tests need no API server.
 UNIT_PKGS := $$(go list ./... | grep -v /test/)
@@ -96,8 +99,8 @@ run: deps ## Run the operator against the current kubeconfig (CRDs installed, na
 	go run ./cmd/novacron-operator --namespace novacron-system --metrics-bind-address :8080 --health-probe-bind-address :8081
 
 .PHONY: docker-build
-docker-build: ## Build the image with both binaries (IMG=..., CONTAINER_TOOL=docker|podman).
-	$(CONTAINER_TOOL) build -t $(IMG) .
+docker-build: ## Build the image with both binaries (IMG=..., CONTAINER_TOOL=docker|podman, LOCAL_BASES=1|0).
+	IMG=$(IMG) CONTAINER_TOOL=$(CONTAINER_TOOL) LOCAL_BASES=$(LOCAL_BASES) hack/docker-build.sh
 
 .PHONY: docker-push
 docker-push: ## Push the image (IMG=...).

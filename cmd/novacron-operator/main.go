@@ -3,6 +3,9 @@
 package main
 
 import (
+	// Snapshot schedules name IANA time zones; the image has no zoneinfo.
+	_ "time/tzdata"
+
 	"flag"
 	"fmt"
 	"os"
