@@ -6,10 +6,14 @@
 #   lab.sh guest            build the tiny test guest (kernel + busybox initramfs + disk)
 #   lab.sh start NODE [IP]  start NODE's own libvirtd; prints its libvirt URI. With IP,
 #                           the node gets its own network namespace with that address
-#                           (/24) on the lab bridge, and its libvirtd listens on TCP
-#                           there (qemu+tcp://IP/system), so nodes can migrate VMs
-#                           to each other
-#   lab.sh uri NODE         print NODE's libvirt URI
+#                           (/24) on the lab bridge, and its libvirtd listens there on
+#                           TLS (qemu+tls://IP/system, certificates from the lab CA)
+#                           and on TCP (qemu+tcp://IP/system), so nodes can migrate
+#                           VMs to each other; QEMU has migration TLS certificates
+#   lab.sh uri NODE         print NODE's libvirt URI (its unix socket)
+#   lab.sh pki              make the lab CA and a client certificate (once); prints the
+#                           folder holding cacert.pem, clientcert.pem and clientkey.pem,
+#                           the keys of the Secret novacron-libvirt-client-tls
 #   lab.sh stop NODE        stop NODE's guests and daemons
 #   lab.sh stop-all         stop every lab node
 #
@@ -23,7 +27,7 @@ set -euo pipefail
 
 LAB_DIR=${NOVACRON_LAB_DIR:-/var/tmp/novacron-lab}
 GUEST_DIR=$LAB_DIR/guest
-PACKAGES=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils busybox-static cpio iproute2
+PACKAGES=(libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils busybox-static cpio iproute2 openssl
   libvirt-daemon-config-nwfilter ebtables iptables)
 # Bumped when the guest changes, so a cached one is built again.
 GUEST_VERSION=2
@@ -43,6 +47,7 @@ cmd_install() {
   [[ -x /bin/busybox ]] || missing+=(busybox-static)
   command -v ip >/dev/null || missing+=(iproute2)
   command -v cpio >/dev/null || missing+=(cpio)
+  command -v openssl >/dev/null || missing+=(openssl)
   # Bridge NICs carry libvirt's clean-traffic filter: its definition and the
   # tools it programs.
   [[ -f /etc/libvirt/nwfilter/clean-traffic.xml ]] || missing+=(libvirt-daemon-config-nwfilter)
@@ -147,9 +152,57 @@ node_bridge() { echo "ncb$(echo -n "$1" | md5sum | cut -c1-10)"; }
 
 cmd_uri() { echo "qemu:///system?socket=$(node_dir "$1")/run/libvirt/libvirt-sock"; }
 
-# The lab bridge joins the nodes' network namespaces (10.200.0.0/24); the root
-# namespace has no address on it and reaches the nodes by their unix sockets.
+# The lab bridge joins the nodes' network namespaces (10.200.0.0/24). The root
+# namespace has HOST_IP on it, so clients here (and containers, routed through
+# here) reach the nodes' libvirtd over TLS, as an operator reaches real nodes.
 LAB_BRIDGE=nclabbr0
+HOST_IP=10.200.0.254
+PKI_DIR=$LAB_DIR/pki
+
+# leaf NAME CN [IP]: a key and certificate signed by the lab CA, for both TLS
+# ends (libvirt checks the key usages and the server's IP address).
+leaf() {
+  local name=$1 cn=$2 ip=${3:-} san=""
+  [[ -n $ip ]] && san="subjectAltName = IP:$ip"
+  openssl req -newkey rsa:2048 -nodes -keyout "$name-key.pem" -subj "/O=NovaCron lab/CN=$cn" -out "$name.csr" 2>/dev/null
+  printf '%s\nbasicConstraints = CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth, clientAuth\n' "$san" >"$name.ext"
+  openssl x509 -req -in "$name.csr" -CA "$PKI_DIR/cacert.pem" -CAkey "$PKI_DIR/ca-key.pem" -CAcreateserial \
+    -days 365 -extfile "$name.ext" -out "$name-cert.pem" 2>/dev/null
+  rm -f "$name.csr" "$name.ext"
+}
+
+cmd_pki() {
+  if [[ ! -s $PKI_DIR/client/clientkey.pem ]]; then
+    mkdir -p "$PKI_DIR/client"
+    (
+      cd "$PKI_DIR"
+      openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out cacert.pem -days 3650 \
+        -subj "/O=NovaCron lab/CN=NovaCron lab CA" \
+        -addext "basicConstraints = critical, CA:TRUE" -addext "keyUsage = critical, keyCertSign, cRLSign" 2>/dev/null
+      cd client && leaf client novacron-operator
+      mv client-key.pem clientkey.pem && mv client-cert.pem clientcert.pem && cp ../cacert.pem .
+    )
+  fi
+  echo "$PKI_DIR/client"
+}
+
+# node_pki NODE IP: NODE's /etc/pki (bound there in its mount namespace), in
+# the layouts libvirtd (server and, for peer-to-peer migration, client) and
+# QEMU's migration TLS expect.
+node_pki() {
+  local pki; pki=$(node_dir "$1")/pki
+  cmd_pki >/dev/null
+  mkdir -p "$pki"/CA "$pki"/libvirt/private "$pki"/qemu
+  cp "$PKI_DIR/cacert.pem" "$pki/CA/cacert.pem"
+  cp "$PKI_DIR/cacert.pem" "$pki/qemu/ca-cert.pem"
+  (
+    cd "$pki/libvirt"
+    leaf server "$1" "$2" && mv server-cert.pem servercert.pem && mv server-key.pem private/serverkey.pem
+    leaf client "$1" && mv client-cert.pem clientcert.pem && mv client-key.pem private/clientkey.pem
+    cd ../qemu
+    leaf server "$1" "$2" && leaf client "$1"
+  )
+}
 
 node_netns() { echo "nclab-$1"; }
 
@@ -157,6 +210,7 @@ node_netns() { echo "nclab-$1"; }
 node_net() {
   local node=$1 ip=$2 ns; ns=$(node_netns "$1")
   ip link show "$LAB_BRIDGE" >/dev/null 2>&1 || { ip link add "$LAB_BRIDGE" type bridge && ip link set "$LAB_BRIDGE" up; }
+  ip addr show dev "$LAB_BRIDGE" | grep -q "inet $HOST_IP/" || ip addr add "$HOST_IP/24" dev "$LAB_BRIDGE"
   ip netns del "$ns" 2>/dev/null || true
   ip netns add "$ns"
   local host; host="ncv$(echo -n "$node" | md5sum | cut -c1-10)"
@@ -170,6 +224,8 @@ node_net() {
   ip -n "$ns" addr add "$ip/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" link set lo up
+  # Replies to clients beyond the lab network (containers on this machine).
+  ip -n "$ns" route add default via "$HOST_IP"
 }
 
 cmd_start() {
@@ -188,8 +244,8 @@ cmd_start() {
   cp -a /etc/libvirt/. "$dir/etc/"
   rm -f "$dir"/etc/qemu/networks/autostart/*.xml
   cat >"$dir/etc/libvirtd.conf" <<EOF
-# NovaCron lab node $node: its own host UUID; TCP without auth only inside the
-# lab's own network namespaces.
+# NovaCron lab node $node: its own host UUID; TLS with the lab CA's
+# certificates, and TCP without auth on the lab's own network only.
 host_uuid = "$(cat /proc/sys/kernel/random/uuid)"
 unix_sock_rw_perms = "0770"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
@@ -199,7 +255,8 @@ EOF
     node_net "$node" "$ip"
     netns="nsenter --net=/run/netns/$(node_netns "$node") --"
     listen="--listen"
-    printf 'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "%s"\nauth_tcp = "none"\n' "$ip" >>"$dir/etc/libvirtd.conf"
+    printf 'listen_tls = 1\nlisten_tcp = 1\nlisten_addr = "%s"\nauth_tcp = "none"\nauth_tls = "none"\n' "$ip" >>"$dir/etc/libvirtd.conf"
+    node_pki "$node" "$ip"
   fi
   cat >"$dir/etc/qemu.conf" <<EOF
 # Lab only: QEMU as root (kernel and logs anywhere; post-copy needs it), no
@@ -229,6 +286,7 @@ EOF
     mkdir -p /var/log/libvirt /var/cache/libvirt &&
     mount --bind '$dir/log' /var/log/libvirt &&
     mount --bind '$dir/cache' /var/cache/libvirt &&
+    if [ -d '$dir/pki' ]; then mkdir -p /etc/pki && mount --bind '$dir/pki' /etc/pki; fi &&
     mount --bind '$dir/run' /run &&
     mkdir -p /run/libvirt &&
     virtlogd -d -p /run/virtlogd.pid &&
@@ -298,7 +356,8 @@ case ${1:-} in
   guest) cmd_guest ;;
   start) shift; cmd_start "$@" ;;
   uri) shift; cmd_uri "$@" ;;
+  pki) cmd_pki ;;
   stop) shift; cmd_stop "$@" ;;
   stop-all) cmd_stop_all ;;
-  *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac

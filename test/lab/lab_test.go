@@ -336,16 +336,20 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	t.Cleanup(func() { _ = env.Stop() })
 	ctx := context.Background()
 	installLabCatalog(t, env)
+	// The operator reaches the nodes over TLS with the lab's client
+	// certificate, and the nodes migrate to each other over TLS with their
+	// own: the shipped URI rules (TLS only) apply to both.
+	clientPKI := labSh(t, "pki")
 	for n, ip := range nodes {
-		uri := labSh(t, "start", n, ip)
+		labSh(t, "start", n, ip)
 		t.Cleanup(func() { labSh(t, "stop", n) })
 		require.NoError(t, env.Client.Create(ctx, &novacronv1.Hypervisor{
 			ObjectMeta: metav1.ObjectMeta{Name: n},
-			Spec: novacronv1.HypervisorSpec{URI: uri, StoragePool: "default", DomainType: "qemu",
-				MigrationURI: "qemu+tcp://" + ip + "/system"},
+			Spec: novacronv1.HypervisorSpec{URI: "qemu+tls://" + ip + "/system?pkipath=" + clientPKI, StoragePool: "default", DomainType: "qemu",
+				MigrationURI: "qemu+tls://" + ip + "/system"},
 		}))
 	}
-	connector := libvirt.NewConnector(libvirt.URIRules{TCP: true, Local: true})
+	connector := libvirt.NewConnector(libvirt.URIRules{})
 	t.Cleanup(connector.Close)
 	opts := manager.DefaultOptions()
 	opts.MetricsAddr, opts.ProbeAddr, opts.Webhooks = "0", "0", false
@@ -356,7 +360,8 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	t.Cleanup(func() { stopOperator() })
 
 	v := labGuestVM("mover")
-	v.Spec.MigrationPolicy = &novacronv1.MigrationPolicy{AllowLiveMigration: true}
+	// Encrypted: QEMU's own migration stream goes over TLS too.
+	v.Spec.MigrationPolicy = &novacronv1.MigrationPolicy{AllowLiveMigration: true, Encrypted: true}
 	key := client.ObjectKeyFromObject(v)
 	require.NoError(t, env.Client.Create(ctx, v))
 	env.Bind(t, key, "lab-m1", nil, time.Minute)
@@ -394,6 +399,21 @@ func TestRealQEMULiveMigration(t *testing.T) {
 	assert.Less(t, ticks(after)[0], before+6)
 	assert.Contains(t, virsh(t, labSh(t, "uri", "lab-m2"), "list", "--name"), dom)
 	assert.NotContains(t, virsh(t, labSh(t, "uri", "lab-m1"), "list", "--all", "--name"), dom, "gone from lab-m1")
+
+	// A target without QEMU's migration certificates: the encrypted migration
+	// is refused rather than sent in clear, and the VM stays where it runs.
+	qemuPKI := filepath.Join(labDir(), "nodes", "lab-m1", "pki", "qemu")
+	require.NoError(t, os.Rename(qemuPKI, qemuPKI+".off"))
+	refused := migrateTo(t, env, v.Name, "in-clear", "lab-m1")
+	require.NoError(t, os.Rename(qemuPKI+".off", qemuPKI))
+	assert.Equal(t, novacronv1.MigrationFailed, refused.Status.Phase)
+	assert.Contains(t, meta.FindStatusCondition(refused.Status.Conditions, novacronv1.ConditionReady).Message, "refused rather than sent in clear")
+	env.WaitVM(t, key, time.Minute, "still Running on lab-m2", func(x *novacronv1.VirtualMachine) bool {
+		return x.Status.Phase == novacronv1.VMRunning && x.Status.NodeName == "lab-m2" && x.Status.MigrationState == nil
+	})
+	assert.Contains(t, virsh(t, labSh(t, "uri", "lab-m2"), "list", "--name"), dom)
+	assert.NotContains(t, virsh(t, labSh(t, "uri", "lab-m1"), "list", "--all", "--name"), dom)
+	step("encrypted migration to a node without migration TLS refused")
 
 	// And back.
 	start = time.Now()
