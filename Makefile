@@ -84,6 +84,12 @@ test-e2e: deps ## Start `novacron dev` and run the README's kubectl workflow aga
 test-lab: deps ## Run the VM lifecycle against a real libvirtd + QEMU lab node (root; installs libvirt and QEMU).
 	@assets=$$(hack/envtest.sh); NOVACRON_LAB=1 KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) -v -run . ./test/lab/
 
+.PHONY: test-deploy
+test-deploy: deps ## Build the image (podman) and run the shipped Deployments, RBAC and certificates against qemu+tls lab nodes (root).
+	@assets=$$(hack/envtest.sh); \
+	IMG=$(IMG) CONTAINER_TOOL=podman LOCAL_BASES=$(LOCAL_BASES) hack/docker-build.sh; \
+	NOVACRON_DEPLOY=1 NOVACRON_IMAGE=$(IMG) KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) -v -run 'TestTheShipped' ./test/e2e/
+
 .PHONY: lab-stop
 lab-stop: ## Stop every hypervisor lab node (test/lab/lab.sh stop-all).
 	test/lab/lab.sh stop-all

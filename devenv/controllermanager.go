@@ -28,6 +28,13 @@ var kcmControllers = []string{
 	"serviceaccount-token-controller",
 	"root-ca-certificate-publisher-controller",
 	"clusterrole-aggregation-controller",
+	// For the shipped Deployments (novacron dev --image): their ReplicaSets
+	// and pods, the webhook Service's endpoints, the PodDisruptionBudget.
+	"deployment-controller",
+	"replicaset-controller",
+	"endpointslice-controller",
+	"endpoints-controller",
+	"disruption-controller",
 }
 
 // controllerManager runs the real kube-controller-manager against env until

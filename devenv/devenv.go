@@ -57,6 +57,13 @@ type Config struct {
 	LabScript string
 	// MetricsAddr is where the operator serves /metrics ("0": off).
 	MetricsAddr string
+	// Image, when set, runs the operator and novacron-scheduler as the
+	// shipped Deployments do, in podman from this image (`make
+	// docker-build`), instead of in this process: their pod specs, RBAC,
+	// webhook certificates and two replicas each. It needs LabScript: the
+	// containers reach lab nodes over qemu+tls as an operator reaches real
+	// ones.
+	Image string
 	// Out gets progress and the instructions; Log gets the components' logs.
 	Out io.Writer
 }
@@ -85,6 +92,9 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 		return err
 	}
 	nodes := profile.Expand(cfg.Nodes)
+	if cfg.Image != "" && cfg.LabScript == "" {
+		return errors.New("--image needs --lab: the shipped operator reaches hypervisors over qemu+tls, which the lab nodes serve")
+	}
 	for _, bin := range []string{"kube-apiserver", "etcd", "kubectl", "kube-controller-manager"} {
 		if _, err := os.Stat(filepath.Join(cfg.AssetsDir, bin)); err != nil {
 			return fmt.Errorf("%s not found in %s: run `make envtest` first (`make dev` does)", bin, cfg.AssetsDir)
@@ -97,8 +107,30 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 	defer os.RemoveAll(dir)
 	p := &progress{out: cfg.Out}
 
+	// The shipped components reach the API server and the lab nodes on the
+	// lab bridge, so the lab nodes come first.
+	var lab *labNodes
+	var uris, migrationURIs map[string]string
+	if cfg.LabScript != "" {
+		lab = &labNodes{script: cfg.LabScript, tls: cfg.Image != ""}
+		defer func() {
+			p.step("stopping the lab nodes")
+			lab.stop()
+			p.done()
+		}()
+		p.step(fmt.Sprintf("starting %d real libvirtd + QEMU lab nodes", len(nodes)))
+		if uris, migrationURIs, err = lab.start(ctx, nodes); err != nil {
+			return err
+		}
+		p.done()
+	}
+
 	p.step("starting etcd and kube-apiserver")
-	env, err := apiServer(cfg.AssetsDir, dir)
+	apiHost := ""
+	if cfg.Image != "" {
+		apiHost = labHostIP
+	}
+	env, err := apiServer(cfg.AssetsDir, dir, apiHost)
 	if err != nil {
 		fmt.Fprintln(cfg.Out, "failed")
 		return err
@@ -144,44 +176,36 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 	})
 	p.done()
 
-	p.step("starting the operator (controllers, webhooks) and novacron-scheduler")
-	// Simulated nodes are test-driver files; lab nodes are reached over
-	// their own libvirtd socket and migrate over qemu+tcp (test/lab/lab.sh).
-	connector := libvirt.NewConnector(libvirt.URIRules{Test: true, Local: cfg.LabScript != "", TCP: cfg.LabScript != ""})
-	defer connector.Close()
-	opts := manager.DefaultOptions()
-	opts.Namespace = OperatorNamespace
-	opts.MetricsAddr, opts.ProbeAddr, opts.LeaderElection = cfg.MetricsAddr, "0", false
-	opts.StatsInterval = 5 * time.Second
-	hooks := env.WebhookInstallOptions
-	opts.Webhooks, opts.WebhookHost, opts.WebhookPort, opts.WebhookCertDir = true, hooks.LocalServingHost, hooks.LocalServingPort, hooks.LocalServingCertDir
-	mgr, err := manager.New(env.Config, opts, connector)
-	if err != nil {
-		return err
+	if cfg.Image != "" {
+		p.step(fmt.Sprintf("running the shipped operator and novacron-scheduler Deployments in podman (%s)", cfg.Image))
+		kubelet, err := newKubelet(env.Config, nodes, controlPlaneNodes)
+		if err != nil {
+			return err
+		}
+		if err := startShipped(ctx, c, env, kubelet, cfg.Image, lab, dir); err != nil {
+			return err
+		}
+		goRun("simulated kubelet and pod runner", kubelet.Start)
+		if err := waitDeployments(ctx, c, 3*time.Minute); err != nil {
+			return err
+		}
+		p.done()
+	} else {
+		p.step("starting the operator (controllers, webhooks) and novacron-scheduler")
+		if err := startInProcess(ctx, cfg, env, kubeconfig, dir, goRun); err != nil {
+			return err
+		}
+		kubelet, err := newKubelet(env.Config, nodes, nil)
+		if err != nil {
+			return err
+		}
+		goRun("simulated kubelet", kubelet.Start)
+		hooks := env.WebhookInstallOptions
+		if err := waitWebhook(ctx, hooks.LocalServingHost, hooks.LocalServingPort); err != nil {
+			return err
+		}
+		p.done()
 	}
-	goRun("operator", mgr.Start)
-	schedRaw, err := manifests.FS.ReadFile("scheduler/config.yaml")
-	if err != nil {
-		return err
-	}
-	schedCfg, err := server.LocalConfig(schedRaw, kubeconfig)
-	if err != nil {
-		return err
-	}
-	schedFile := filepath.Join(dir, "scheduler.yaml")
-	if err := os.WriteFile(schedFile, []byte(schedCfg), 0o600); err != nil {
-		return err
-	}
-	goRun("novacron-scheduler", func(ctx context.Context) error { return server.Run(ctx, schedFile) })
-	kubelet, err := newKubelet(env.Config, nodes)
-	if err != nil {
-		return err
-	}
-	goRun("simulated kubelet", kubelet.Start)
-	if err := waitWebhook(ctx, hooks.LocalServingHost, hooks.LocalServingPort); err != nil {
-		return err
-	}
-	p.done()
 
 	p.step("installing the built-in policies, image catalog and sample network")
 	catalog, err := install(ctx, c, cfg.LabScript != "")
@@ -195,23 +219,15 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 		backing = "real libvirtd + QEMU lab nodes"
 	}
 	p.step(fmt.Sprintf("registering %d hypervisor nodes (%s)", len(nodes), backing))
-	var uris map[string]string
-	if cfg.LabScript != "" {
-		lab := &labNodes{script: cfg.LabScript}
-		defer func() {
-			stopComponents()
-			p.step("stopping the lab nodes")
-			lab.stop()
-			p.done()
-		}()
-		uris, err = lab.start(ctx, nodes)
-	} else {
-		uris, err = SimulatedNodes(filepath.Join(dir, "nodes"), nodes, catalog)
+	if lab == nil {
+		if uris, err = SimulatedNodes(filepath.Join(dir, "nodes"), nodes, catalog); err != nil {
+			return err
+		}
 	}
-	if err != nil {
+	if err := Register(ctx, c, nodes, uris, lab != nil); err != nil {
 		return err
 	}
-	if err := Register(ctx, c, nodes, uris, cfg.LabScript != ""); err != nil {
+	if err := setMigrationURIs(ctx, c, migrationURIs); err != nil {
 		return err
 	}
 	p.done()
@@ -231,6 +247,43 @@ func Run(ctx context.Context, cfg Config, ready func(Ready)) (err error) {
 	}
 }
 
+// startInProcess runs the operator (with its webhooks) and novacron-scheduler
+// in this process, against env.
+func startInProcess(ctx context.Context, cfg Config, env *envtest.Environment, kubeconfig, dir string, goRun func(string, func(context.Context) error)) error {
+	// Simulated nodes are test-driver files; lab nodes are reached over
+	// their own libvirtd socket and migrate over qemu+tcp (test/lab/lab.sh).
+	connector := libvirt.NewConnector(libvirt.URIRules{Test: true, Local: cfg.LabScript != "", TCP: cfg.LabScript != ""})
+	opts := manager.DefaultOptions()
+	opts.Namespace = OperatorNamespace
+	opts.MetricsAddr, opts.ProbeAddr, opts.LeaderElection = cfg.MetricsAddr, "0", false
+	opts.StatsInterval = 5 * time.Second
+	hooks := env.WebhookInstallOptions
+	opts.Webhooks, opts.WebhookHost, opts.WebhookPort, opts.WebhookCertDir = true, hooks.LocalServingHost, hooks.LocalServingPort, hooks.LocalServingCertDir
+	mgr, err := manager.New(env.Config, opts, connector)
+	if err != nil {
+		connector.Close()
+		return err
+	}
+	goRun("operator", func(ctx context.Context) error {
+		defer connector.Close()
+		return mgr.Start(ctx)
+	})
+	schedRaw, err := manifests.FS.ReadFile("scheduler/config.yaml")
+	if err != nil {
+		return err
+	}
+	schedCfg, err := server.LocalConfig(schedRaw, kubeconfig)
+	if err != nil {
+		return err
+	}
+	schedFile := filepath.Join(dir, "scheduler.yaml")
+	if err := os.WriteFile(schedFile, []byte(schedCfg), 0o600); err != nil {
+		return err
+	}
+	goRun("novacron-scheduler", func(ctx context.Context) error { return server.Run(ctx, schedFile) })
+	return nil
+}
+
 // scheme knows what devenv writes: Kubernetes' types, CRDs, NovaCron's.
 func scheme() *runtime.Scheme {
 	s := manager.Scheme()
@@ -243,7 +296,13 @@ func scheme() *runtime.Scheme {
 // configurations pointed at this process, with certificates envtest makes.
 // Their files live in dir; a server that does not start is reported with what
 // it said.
-func apiServer(assets, dir string) (*envtest.Environment, error) {
+//
+// With host set (--image), it serves there instead of on loopback, for the
+// containers, installs no webhook configurations (the shipped ones come with
+// the Deployments), and runs as a cluster's does: the ServiceAccount
+// admission plugin gives pods their token volume, and webhook Services are
+// reached at their endpoints (there is no kube-proxy).
+func apiServer(assets, dir, host string) (*envtest.Environment, error) {
 	var crds []*apiextensionsv1.CustomResourceDefinition
 	var mutating []*admissionv1.MutatingWebhookConfiguration
 	var validating []*admissionv1.ValidatingWebhookConfiguration
@@ -279,6 +338,21 @@ func apiServer(assets, dir string) (*envtest.Environment, error) {
 			APIServer: &envtest.APIServer{Path: filepath.Join(assets, "kube-apiserver"), CertDir: certs, Out: apiOut, Err: apiOut},
 			Etcd:      &envtest.Etcd{Path: filepath.Join(assets, "etcd"), Out: etcdOut, Err: etcdOut},
 		},
+	}
+	if host != "" {
+		env.WebhookInstallOptions = envtest.WebhookInstallOptions{}
+		api := env.ControlPlane.APIServer
+		// Both or neither: envtest picks a loopback address for a half-set one.
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("an API server port on %s: %w", host, err)
+		}
+		api.SecureServing.Address, api.SecureServing.Port = host, strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+		_ = l.Close()
+		api.Configure().
+			Set("advertise-address", host).
+			Set("enable-aggregator-routing", "true").
+			Disable("disable-admission-plugins")
 	}
 	if _, err := env.Start(); err != nil {
 		_ = env.Stop()

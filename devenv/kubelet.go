@@ -30,7 +30,9 @@ type kubelet struct {
 	nodes sets.Set[string]
 }
 
-func newKubelet(cfg *rest.Config, nodes []SimNode) (ctrl.Manager, error) {
+// newKubelet makes the manager of the simulated kubelets of nodes; the
+// Leases of extra (the control-plane nodes of --image) are renewed too.
+func newKubelet(cfg *rest.Config, nodes []SimNode, extra []string) (ctrl.Manager, error) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -44,7 +46,7 @@ func newKubelet(cfg *rest.Config, nodes []SimNode) (ctrl.Manager, error) {
 	for _, n := range nodes {
 		k.nodes.Insert(n.Name)
 	}
-	if err := mgr.Add(heartbeat{c: mgr.GetClient(), nodes: sets.List(k.nodes)}); err != nil {
+	if err := mgr.Add(heartbeat{c: mgr.GetClient(), nodes: append(sets.List(k.nodes), extra...)}); err != nil {
 		return nil, err
 	}
 	onOurNodes := predicate.NewPredicateFuncs(func(o client.Object) bool {

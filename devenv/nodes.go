@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
@@ -46,27 +47,8 @@ func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[st
 		for k, v := range n.Kind.Labels {
 			labels[k] = v
 		}
-		kn := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: labels}}
-		if err := c.Create(ctx, kn); err != nil {
-			return fmt.Errorf("creating Node %s: %w", n.Name, err)
-		}
-		// Patches, not updates: kube-controller-manager (in novacron dev)
-		// writes the new Node too.
-		created := kn.DeepCopy()
-		alloc := n.Allocatable()
-		kn.Status = corev1.NodeStatus{Capacity: alloc, Allocatable: alloc,
-			NodeInfo: corev1.NodeSystemInfo{KubeletVersion: kubernetesVersion(), OperatingSystem: "linux", Architecture: runtime.GOARCH},
-			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-				Message: "simulated by novacron dev", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}}
-		if err := c.Status().Patch(ctx, kn, client.MergeFrom(created)); err != nil {
-			return fmt.Errorf("publishing Node %s status: %w", n.Name, err)
-		}
-		// The API server taints new Nodes not-ready until the node lifecycle
-		// controller sees them Ready; tests run none, so do its part.
-		tainted := kn.DeepCopy()
-		kn.Spec.Taints = nil
-		if err := c.Patch(ctx, kn, client.MergeFrom(tainted)); err != nil {
-			return fmt.Errorf("untainting Node %s: %w", n.Name, err)
+		if err := registerNode(ctx, c, n.Name, labels, n.Allocatable()); err != nil {
+			return err
 		}
 		hv := &novacronv1.Hypervisor{ObjectMeta: metav1.ObjectMeta{Name: n.Name},
 			Spec: novacronv1.HypervisorSpec{URI: uris[n.Name], StoragePool: "default", Overcommit: n.Kind.Overcommit}}
@@ -90,6 +72,32 @@ func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[st
 	return nil
 }
 
+// registerNode publishes a Ready Node, as its kubelet would.
+func registerNode(ctx context.Context, c client.Client, name string, labels map[string]string, alloc corev1.ResourceList) error {
+	kn := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	if err := c.Create(ctx, kn); err != nil {
+		return fmt.Errorf("creating Node %s: %w", name, err)
+	}
+	// Patches, not updates: kube-controller-manager (in novacron dev)
+	// writes the new Node too.
+	created := kn.DeepCopy()
+	kn.Status = corev1.NodeStatus{Capacity: alloc, Allocatable: alloc,
+		NodeInfo: corev1.NodeSystemInfo{KubeletVersion: kubernetesVersion(), OperatingSystem: "linux", Architecture: runtime.GOARCH},
+		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			Message: "simulated by novacron dev", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}}
+	if err := c.Status().Patch(ctx, kn, client.MergeFrom(created)); err != nil {
+		return fmt.Errorf("publishing Node %s status: %w", name, err)
+	}
+	// The API server taints new Nodes not-ready until the node lifecycle
+	// controller sees them Ready; tests run none, so do its part.
+	tainted := kn.DeepCopy()
+	kn.Spec.Taints = nil
+	if err := c.Patch(ctx, kn, client.MergeFrom(tainted)); err != nil {
+		return fmt.Errorf("untainting Node %s: %w", name, err)
+	}
+	return nil
+}
+
 // kubernetesVersion is the Kubernetes release this program is built with
 // (the module k8s.io/kubernetes), which the simulated kubelets report as
 // theirs: the API server `make envtest` builds is the same release. Test
@@ -106,10 +114,21 @@ func kubernetesVersion() string {
 }
 
 // labNodes starts and stops real libvirtd + QEMU nodes with test/lab/lab.sh.
+// With tls, each node gets an address on the lab bridge and is reached, and
+// migrated to, over qemu+tls (the shipped operator allows nothing else);
+// otherwise over its unix socket.
 type labNodes struct {
 	script  string
+	tls     bool
 	started []string
 }
+
+// labHostIP is this machine's address on the lab bridge (lab.sh's HOST_IP).
+const labHostIP = "10.200.0.254"
+
+// labNodeIP is the lab-bridge address of the i-th dev node; the lab's own
+// tests use addresses below 100.
+func labNodeIP(i int) string { return fmt.Sprintf("10.200.0.%d", 100+i) }
 
 func (l *labNodes) run(ctx context.Context, args ...string) (string, error) {
 	var out, errb bytes.Buffer
@@ -121,26 +140,53 @@ func (l *labNodes) run(ctx context.Context, args ...string) (string, error) {
 	return strings.TrimSpace(out.String()), nil
 }
 
-func (l *labNodes) start(ctx context.Context, nodes []SimNode) (map[string]string, error) {
+// start starts a lab node per node and returns their URIs, and with tls
+// their migration URIs.
+func (l *labNodes) start(ctx context.Context, nodes []SimNode) (uris, migrationURIs map[string]string, err error) {
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("--lab needs root: it starts libvirtd and QEMU for each node")
+		return nil, nil, fmt.Errorf("--lab needs root: it starts libvirtd and QEMU for each node")
 	}
 	if _, err := l.run(ctx, "install"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if _, err := l.run(ctx, "guest"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	uris := map[string]string{}
-	for _, n := range nodes {
-		uri, err := l.run(ctx, "start", "novacron-dev-"+n.Name)
+	uris, migrationURIs = map[string]string{}, map[string]string{}
+	for i, n := range nodes {
+		// Empty, whatever an earlier novacron dev that was killed left on
+		// a node of the same name.
+		if _, err := l.run(ctx, "stop", "novacron-dev-"+n.Name); err != nil {
+			return nil, nil, err
+		}
+		args := []string{"start", "novacron-dev-" + n.Name}
+		if l.tls {
+			args = append(args, labNodeIP(i))
+		}
+		uri, err := l.run(ctx, args...)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		l.started = append(l.started, "novacron-dev-"+n.Name)
 		uris[n.Name] = uri
+		if l.tls {
+			uris[n.Name] = "qemu+tls://" + labNodeIP(i) + "/system"
+			migrationURIs[n.Name] = uris[n.Name]
+		}
 	}
-	return uris, nil
+	return uris, migrationURIs, nil
+}
+
+// setMigrationURIs sets the Hypervisors' migration URIs.
+func setMigrationURIs(ctx context.Context, c client.Client, uris map[string]string) error {
+	for name, uri := range uris {
+		hv := &novacronv1.Hypervisor{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		patch := []byte(fmt.Sprintf(`{"spec":{"migrationURI":%q}}`, uri))
+		if err := c.Patch(ctx, hv, client.RawPatch(types.MergePatchType, patch)); err != nil {
+			return fmt.Errorf("setting Hypervisor %s's migration URI: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // stop stops every node started, even after ctx ended.

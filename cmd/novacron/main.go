@@ -41,6 +41,7 @@ func main() {
 	lab := fs.Bool("lab", false, "back the nodes with real libvirtd + QEMU lab nodes (root; test/lab/lab.sh installs them) instead of libvirt's test driver")
 	labScript := fs.String("lab-script", "test/lab/lab.sh", "the lab script --lab runs")
 	metrics := fs.String("metrics-bind-address", "127.0.0.1:8080", "where the operator serves /metrics (0: off)")
+	image := fs.String("image", "", "run the operator and novacron-scheduler as the shipped Deployments, in podman from this image (make docker-build CONTAINER_TOOL=podman); needs --lab")
 	verbose := fs.Bool("v", false, "show the components' logs")
 	_ = fs.Parse(os.Args[2:])
 
@@ -57,7 +58,7 @@ func main() {
 		klog.SetLogger(logger)
 	}
 
-	cfg := devenv.Config{AssetsDir: *assets, Nodes: *nodes, MetricsAddr: *metrics, Out: os.Stdout}
+	cfg := devenv.Config{AssetsDir: *assets, Nodes: *nodes, MetricsAddr: *metrics, Image: *image, Out: os.Stdout}
 	if *profile != "" {
 		raw, err := os.ReadFile(*profile)
 		if err != nil {

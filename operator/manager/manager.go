@@ -157,8 +157,11 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// Leader election keeps its lease in the operator's namespace.
+// Leader election keeps its lease in the operator's namespace, and says who
+// became leader in a core Event there (client-go's leader election records
+// with the core API, not events.k8s.io).
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=novacron-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",namespace=novacron-system,resources=events,verbs=create;patch
 
 // The metrics server asks the API server who calls and whether they may.
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
@@ -262,6 +265,13 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 	}
 	if err := mgr.AddReadyzCheck("policies", policyLoader.Synced); err != nil {
 		return nil, err
+	}
+	// A replica the webhook Service sends admission requests to must be
+	// able to answer them: not ready until its webhook server serves TLS.
+	if opts.Webhooks {
+		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+			return nil, err
+		}
 	}
 	if err := addControllers(mgr, opts, hypervisors, engine); err != nil {
 		return nil, err

@@ -128,6 +128,10 @@ func (r *Reconciler) createLauncherPod(ctx context.Context, vm *novacronv1.Virtu
 	case apierrors.IsAlreadyExists(err):
 		// The cache has not seen our own pod yet; its event brings us back.
 		return nil
+	case apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
+		// The namespace is being deleted, and with it the pod just gone and
+		// the VM: nothing to place. The VM's deletion brings us back.
+		return nil
 	case isQuotaRefusal(err):
 		r.setPhase(ctx, vm, novacronv1.VMPending)
 		msg := fmt.Sprintf("the namespace's ResourceQuota has no room for the VM's launcher pod; free some or ask for a larger quota: %v", err)

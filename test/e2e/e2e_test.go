@@ -63,8 +63,9 @@ func freePort(t *testing.T) string {
 }
 
 // startDev builds cmd/novacron and starts `novacron dev` with its own TMPDIR,
-// so the test can check afterwards that nothing was left behind.
-func startDev(t *testing.T) *dev {
+// so the test can check afterwards that nothing was left behind; args are
+// added to its command line.
+func startDev(t *testing.T, args ...string) *dev {
 	root, err := testenv.RepoRoot()
 	require.NoError(t, err)
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
@@ -79,7 +80,7 @@ func startDev(t *testing.T) *dev {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = os.RemoveAll(tmp) })
 	d := &dev{tmp: tmp, root: root, assets: assets, metrics: freePort(t), out: &syncBuffer{}}
-	d.cmd = exec.Command(bin, "dev", "--metrics-bind-address", d.metrics)
+	d.cmd = exec.Command(bin, append([]string{"dev", "--metrics-bind-address", d.metrics}, args...)...)
 	d.cmd.Dir = root
 	d.cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "KUBEBUILDER_ASSETS="+assets)
 	d.cmd.Stderr = d.out
