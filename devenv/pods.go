@@ -402,9 +402,9 @@ func (r *podRunner) volumes(ctx context.Context, pod *corev1.Pod) (map[string]vo
 			out[v.Name] = volume{path: dir}
 			continue
 		case v.Secret != nil:
-			err = r.secretFiles(ctx, pod.Namespace, v.Secret.SecretName, v.Secret.Items, ptr.Deref(v.Secret.Optional, false), mode(v.Secret.DefaultMode), files)
+			err = r.sourceFiles(ctx, &corev1.Secret{}, pod.Namespace, v.Secret.SecretName, v.Secret.Items, ptr.Deref(v.Secret.Optional, false), mode(v.Secret.DefaultMode), files)
 		case v.ConfigMap != nil:
-			err = r.configMapFiles(ctx, pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Items, ptr.Deref(v.ConfigMap.Optional, false), mode(v.ConfigMap.DefaultMode), files)
+			err = r.sourceFiles(ctx, &corev1.ConfigMap{}, pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Items, ptr.Deref(v.ConfigMap.Optional, false), mode(v.ConfigMap.DefaultMode), files)
 		case v.Projected != nil:
 			err = r.projectedFiles(ctx, pod, v.Projected, files)
 		case v.HostPath != nil:
@@ -459,10 +459,11 @@ func writeVolumeFile(dir, name string, f file, fsGroup *int64) error {
 	return os.Chmod(path, m)
 }
 
-func pick[T any](data map[string]T, items []corev1.KeyToPath, m os.FileMode, conv func(T) []byte, files map[string]file) error {
+// pick adds a source's keys (or the items asked for) as files.
+func pick(data map[string][]byte, items []corev1.KeyToPath, m os.FileMode, files map[string]file) error {
 	if len(items) == 0 {
 		for k, v := range data {
-			files[k] = file{conv(v), m}
+			files[k] = file{v, m}
 		}
 		return nil
 	}
@@ -475,33 +476,34 @@ func pick[T any](data map[string]T, items []corev1.KeyToPath, m os.FileMode, con
 		if it.Mode != nil {
 			fm = os.FileMode(*it.Mode)
 		}
-		files[it.Path] = file{conv(v), fm}
+		files[it.Path] = file{v, fm}
 	}
 	return nil
 }
 
-func (r *podRunner) secretFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional bool, m os.FileMode, files map[string]file) error {
-	var s corev1.Secret
-	err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &s)
+// sourceFiles adds the files of a Secret or a ConfigMap (obj, empty, says
+// which); a missing optional one adds none.
+func (r *podRunner) sourceFiles(ctx context.Context, obj client.Object, ns, name string, items []corev1.KeyToPath, optional bool, m os.FileMode, files map[string]file) error {
+	err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, obj)
 	if apierrors.IsNotFound(err) && optional {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("secret %s: %w", name, err)
+		return fmt.Errorf("%T %s: %w", obj, name, err)
 	}
-	return pick(s.Data, items, m, func(b []byte) []byte { return b }, files)
-}
-
-func (r *podRunner) configMapFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional bool, m os.FileMode, files map[string]file) error {
-	var cm corev1.ConfigMap
-	err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cm)
-	if apierrors.IsNotFound(err) && optional {
-		return nil
+	data := map[string][]byte{}
+	switch o := obj.(type) {
+	case *corev1.Secret:
+		data = o.Data
+	case *corev1.ConfigMap:
+		for k, v := range o.Data {
+			data[k] = []byte(v)
+		}
+		for k, v := range o.BinaryData {
+			data[k] = v
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("configmap %s: %w", name, err)
-	}
-	return pick(cm.Data, items, m, func(s string) []byte { return []byte(s) }, files)
+	return pick(data, items, m, files)
 }
 
 // projectedFiles serves the projected volume the ServiceAccount admission
@@ -525,11 +527,11 @@ func (r *podRunner) projectedFiles(ctx context.Context, pod *corev1.Pod, p *core
 			}
 			files[t.Path] = file{[]byte(tok.Status.Token), m}
 		case src.ConfigMap != nil:
-			if err := r.configMapFiles(ctx, pod.Namespace, src.ConfigMap.Name, src.ConfigMap.Items, ptr.Deref(src.ConfigMap.Optional, false), m, files); err != nil {
+			if err := r.sourceFiles(ctx, &corev1.ConfigMap{}, pod.Namespace, src.ConfigMap.Name, src.ConfigMap.Items, ptr.Deref(src.ConfigMap.Optional, false), m, files); err != nil {
 				return err
 			}
 		case src.Secret != nil:
-			if err := r.secretFiles(ctx, pod.Namespace, src.Secret.Name, src.Secret.Items, ptr.Deref(src.Secret.Optional, false), m, files); err != nil {
+			if err := r.sourceFiles(ctx, &corev1.Secret{}, pod.Namespace, src.Secret.Name, src.Secret.Items, ptr.Deref(src.Secret.Optional, false), m, files); err != nil {
 				return err
 			}
 		case src.DownwardAPI != nil:

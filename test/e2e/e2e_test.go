@@ -107,7 +107,11 @@ func startDev(t *testing.T, args ...string) *dev {
 	for d.kubeconfig == "" || !strings.Contains(d.out.String(), "Ctrl-C stops everything") {
 		select {
 		case l, ok := <-lines:
-			require.True(t, ok, "novacron dev exited before it was ready:\n%s", d.out.String())
+			if !ok {
+				// Wait copies the rest of what it wrote to stderr: its error.
+				err := d.cmd.Wait()
+				t.Fatalf("novacron dev exited (%v) before it was ready:\n%s", err, d.out.String())
+			}
 			if k, ok := strings.CutPrefix(strings.TrimSpace(l), "export KUBECONFIG="); ok {
 				d.kubeconfig = k
 			}

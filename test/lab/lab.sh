@@ -210,7 +210,8 @@ node_netns() { echo "nclab-$1"; }
 node_net() {
   local node=$1 ip=$2 ns; ns=$(node_netns "$1")
   ip link show "$LAB_BRIDGE" >/dev/null 2>&1 || { ip link add "$LAB_BRIDGE" type bridge && ip link set "$LAB_BRIDGE" up; }
-  ip addr show dev "$LAB_BRIDGE" | grep -q "inet $HOST_IP/" || ip addr add "$HOST_IP/24" dev "$LAB_BRIDGE"
+  # Not `ip | grep -q`: grep leaving early fails the pipe under pipefail.
+  [[ $(ip addr show dev "$LAB_BRIDGE") == *"inet $HOST_IP/"* ]] || ip addr add "$HOST_IP/24" dev "$LAB_BRIDGE"
   ip netns del "$ns" 2>/dev/null || true
   ip netns add "$ns"
   local host; host="ncv$(echo -n "$node" | md5sum | cut -c1-10)"
