@@ -223,6 +223,15 @@ func TestTheShippedDeploymentRunsVMs(t *testing.T) {
 	d.kubectl(t, "kubectl apply -f manifests/samples/vm-basic.yaml")
 	d.kubectl(t, "kubectl wait --for=jsonpath='{.status.phase}'=Running vm/my-vm --timeout=110s")
 	assert.Len(t, onNodes(d.domains(t), "default_my-vm"), 1, "one domain")
+
+	// A snapshot of the running guest, and a restore of it (the VM stopped,
+	// reverted, started again), as the README does them.
+	d.guestTicking(t, "default_my-vm")
+	d.kubectl(t, "kubectl apply -f manifests/samples/snapshot.yaml")
+	d.kubectl(t, "kubectl wait vmsnap/my-vm-before-upgrade --for=jsonpath='{.status.phase}'=Ready --timeout=110s")
+	d.kubectl(t, "kubectl apply -f manifests/samples/restore.yaml")
+	d.kubectl(t, "kubectl wait vmrestore/my-vm-rollback --for=jsonpath='{.status.phase}'=Succeeded --timeout=110s")
+	d.kubectl(t, "kubectl wait vm/my-vm --for=jsonpath='{.status.phase}'=Running --timeout=110s")
 	assert.NotContains(t, events(), "default_cloud-init-vm", "no change to the running VM's domain through the upgrade")
 
 	// The operator's leader dies mid-migration (encrypted, over QEMU's
