@@ -20,7 +20,8 @@ RUN if ! pkg-config --exists libvirt 2>/dev/null; then \
     fi
 # -trimpath keeps build-machine paths out of the binaries. A local build that
 # shares the host's Go build cache (podman build --volume) passes it empty so
-# the cache entries of the host's own builds match and nothing recompiles.
+# the dependencies' cache entries (same module cache path) match the host's
+# own builds; only NovaCron's packages, built here under /src, compile again.
 ARG GO_TRIMPATH=-trimpath
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -87,7 +87,7 @@ test-lab: deps ## Run the VM lifecycle against a real libvirtd + QEMU lab node (
 .PHONY: test-deploy
 test-deploy: deps ## Build the image (podman) and run the shipped Deployments, RBAC and certificates against qemu+tls lab nodes (root).
 	@assets=$$(hack/envtest.sh); \
-	IMG=$(IMG) CONTAINER_TOOL=podman LOCAL_BASES=$(LOCAL_BASES) hack/docker-build.sh; \
+	IMG=$(IMG) CONTAINER_TOOL=podman LOCAL_BASES=$(LOCAL_BASES) hack/docker-build.sh && \
 	NOVACRON_DEPLOY=1 NOVACRON_IMAGE=$(IMG) KUBEBUILDER_ASSETS=$$assets go test $(GO_TEST_FLAGS) -v -run 'TestTheShipped' ./test/e2e/
 
 .PHONY: lab-stop

@@ -61,19 +61,24 @@ type podRunner struct {
 	// nodes are the control-plane Nodes pods are bound to.
 	nodes []string
 
-	mu   sync.Mutex
-	pods map[types.NamespacedName]*runningPod
+	mu       sync.Mutex
+	pods     map[types.NamespacedName]*runningPod
+	inflight sync.WaitGroup
 }
 
 // runningPod is what the runner knows of a pod it started.
 type runningPod struct {
-	uid      types.UID
-	network  string
-	ip       string
-	started  time.Time
+	uid     types.UID
+	network string
+	ip      string
+	started time.Time
+	// Per container: when it last (re)started, its restarts, its
+	// consecutive failed liveness probes, when it was last probed, whether
+	// its readiness probe passed.
+	since    map[string]time.Time
 	restarts map[string]int32
-	// failures counts consecutive failed liveness probes per container.
 	failures map[string]int
+	probed   map[string]time.Time
 	ready    map[string]bool
 }
 
@@ -81,7 +86,8 @@ type runningPod struct {
 // a killed one left.
 const podmanLabel = "io.novacron.dev"
 
-// podman runs podman with the project's containers.conf (hack/containers.conf).
+// podman runs podman; CONTAINERS_CONF (set by startShipped) points it at
+// this machine's settings (hack/containers.conf).
 func podman(ctx context.Context, args ...string) (string, error) {
 	var out, errb bytes.Buffer
 	cmd := exec.CommandContext(ctx, "podman", args...)
@@ -127,6 +133,9 @@ func (r *podRunner) setup(mgr ctrl.Manager) error {
 const probeEvery = time.Second
 
 func (r *podRunner) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	// stopAllOnExit waits for a container being started to be recorded.
+	r.inflight.Add(1)
+	defer r.inflight.Done()
 	var pod corev1.Pod
 	err := r.Get(ctx, req.NamespacedName, &pod)
 	if apierrors.IsNotFound(err) {
@@ -155,11 +164,18 @@ func (r *podRunner) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resul
 		rp = nil
 	}
 	if rp == nil {
+		if err := unsupported(&pod); err != nil {
+			return ctrl.Result{}, r.waiting(ctx, &pod, err)
+		}
 		if rp, err = r.start(ctx, &pod); err != nil {
+			// Reported in the pod's status; tried again as a kubelet would.
 			return ctrl.Result{RequeueAfter: 2 * time.Second}, r.waiting(ctx, &pod, err)
 		}
 	}
-	return ctrl.Result{RequeueAfter: probeEvery}, r.observe(ctx, &pod, rp)
+	if err := r.observe(ctx, &pod, rp); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: probeEvery}, nil
 }
 
 // bind places the pod as the default scheduler would with the shipped
@@ -191,11 +207,17 @@ func containerName(pod *corev1.Pod, c string) string { return "ncdev-" + pod.Nam
 func (r *podRunner) start(ctx context.Context, pod *corev1.Pod) (*runningPod, error) {
 	sum := sha256.Sum256([]byte(pod.UID))
 	rp := &runningPod{uid: pod.UID, network: "ncdev-" + hex.EncodeToString(sum[:5]), started: time.Now(),
-		restarts: map[string]int32{}, failures: map[string]int{}, ready: map[string]bool{}}
+		since: map[string]time.Time{}, restarts: map[string]int32{}, failures: map[string]int{}, probed: map[string]time.Time{}, ready: map[string]bool{}}
 	_, _ = podman(ctx, "network", "rm", "-f", rp.network)
 	if _, err := podman(ctx, "network", "create", "--label", podmanLabel+"=1", rp.network); err != nil {
 		return nil, err
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			r.stopPod(ctx, rp, 0)
+		}
+	}()
 	subnet, err := podman(ctx, "network", "inspect", "--format", "{{range .Subnets}}{{.Subnet}}{{end}}", rp.network)
 	if err != nil {
 		return nil, err
@@ -209,15 +231,15 @@ func (r *podRunner) start(ctx context.Context, pod *corev1.Pod) (*runningPod, er
 
 	volumes, err := r.volumes(ctx, pod)
 	if err != nil {
-		_, _ = podman(ctx, "network", "rm", "-f", rp.network)
 		return nil, err
 	}
 	for _, c := range pod.Spec.Containers {
 		if err := r.run(ctx, pod, &c, rp, volumes); err != nil {
-			r.stopPod(ctx, pod.Name, pod.Spec.Containers, rp, 0)
 			return nil, err
 		}
+		rp.since[c.Name] = time.Now()
 	}
+	ok = true
 	r.mu.Lock()
 	r.pods[client.ObjectKeyFromObject(pod)] = rp
 	r.mu.Unlock()
@@ -236,28 +258,12 @@ func (r *podRunner) run(ctx context.Context, pod *corev1.Pod, c *corev1.Containe
 		sc = &corev1.SecurityContext{}
 	}
 	image := c.Image
-	uid, gid := ptr.Deref(sc.RunAsUser, ptr.Deref(psc.RunAsUser, -1)), ptr.Deref(sc.RunAsGroup, ptr.Deref(psc.RunAsGroup, -1))
-	imageUser, err := podman(ctx, "image", "inspect", "--format", "{{.Config.User}}", image)
+	user, err := runAs(ctx, image, c.Name, psc, sc)
 	if err != nil {
 		return err
 	}
-	if uid < 0 {
-		u, _, _ := strings.Cut(imageUser, ":")
-		if uid, err = strconv.ParseInt(u, 10, 64); err != nil && ptr.Deref(sc.RunAsNonRoot, ptr.Deref(psc.RunAsNonRoot, false)) {
-			return fmt.Errorf("container %s: image %s has non-numeric user %q, cannot verify it is non-root", c.Name, image, imageUser)
-		}
-		if err != nil {
-			uid = 0
-		}
-	}
-	if uid == 0 && ptr.Deref(sc.RunAsNonRoot, ptr.Deref(psc.RunAsNonRoot, false)) {
-		return fmt.Errorf("container %s: runAsNonRoot and the image runs as root", c.Name)
-	}
-	user := strconv.FormatInt(uid, 10)
-	if gid >= 0 {
-		user += ":" + strconv.FormatInt(gid, 10)
-	}
 	args := []string{"run", "-d", "--name", containerName(pod, c.Name), "--label", podmanLabel + "=1",
+		"--label", podmanLabel + ".pod=" + string(pod.UID),
 		"--network", rp.network, "--ip", rp.ip, "--hostname", pod.Name, "--user", user,
 		// Kubernetes mounts no tmpfs of its own over a read-only root.
 		"--read-only-tmpfs=false"}
@@ -316,6 +322,91 @@ func (r *podRunner) run(ctx context.Context, pod *corev1.Pod, c *corev1.Containe
 	return err
 }
 
+// runAs is the user:group a container runs as, as the kubelet and the
+// container runtime decide it: the image's USER, each part replaced by
+// runAsUser / runAsGroup where the spec sets them (container over pod); and
+// with runAsNonRoot, a refusal to start as root or as a user it cannot check.
+func runAs(ctx context.Context, image, container string, psc *corev1.PodSecurityContext, sc *corev1.SecurityContext) (string, error) {
+	imageUser, err := podman(ctx, "image", "inspect", "--format", "{{.Config.User}}", image)
+	if err != nil {
+		return "", err
+	}
+	u, g, _ := strings.Cut(imageUser, ":")
+	if u == "" {
+		u = "0"
+	}
+	if id := ptr.Deref(sc.RunAsUser, ptr.Deref(psc.RunAsUser, -1)); id >= 0 {
+		u = strconv.FormatInt(id, 10)
+	}
+	if id := ptr.Deref(sc.RunAsGroup, ptr.Deref(psc.RunAsGroup, -1)); id >= 0 {
+		g = strconv.FormatInt(id, 10)
+	}
+	if ptr.Deref(sc.RunAsNonRoot, ptr.Deref(psc.RunAsNonRoot, false)) {
+		uid, err := strconv.ParseInt(u, 10, 64)
+		if err != nil {
+			return "", fmt.Errorf("container %s: runAsNonRoot, and image %s has non-numeric user %q, which cannot be checked", container, image, u)
+		}
+		if uid == 0 {
+			return "", fmt.Errorf("container %s: runAsNonRoot, and the image runs as root", container)
+		}
+	}
+	if g == "" {
+		return u, nil
+	}
+	return u + ":" + g, nil
+}
+
+// unsupported names what a pod asks for that this runner does not do, so
+// that such a pod fails instead of running otherwise than its spec says.
+func unsupported(pod *corev1.Pod) error {
+	var what []string
+	if len(pod.Spec.InitContainers) > 0 {
+		what = append(what, "initContainers")
+	}
+	if pod.Spec.HostNetwork || pod.Spec.HostPID || pod.Spec.HostIPC {
+		what = append(what, "host namespaces")
+	}
+	for _, c := range pod.Spec.Containers {
+		if len(c.EnvFrom) > 0 {
+			what = append(what, c.Name+": envFrom")
+		}
+		if c.WorkingDir != "" {
+			what = append(what, c.Name+": workingDir")
+		}
+		if c.Lifecycle != nil {
+			what = append(what, c.Name+": lifecycle")
+		}
+		if c.StartupProbe != nil {
+			what = append(what, c.Name+": startupProbe")
+		}
+		for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+			if p != nil && p.HTTPGet == nil {
+				what = append(what, c.Name+": probes other than httpGet")
+			}
+		}
+		for _, m := range c.VolumeMounts {
+			if m.SubPathExpr != "" {
+				what = append(what, c.Name+": subPathExpr")
+			}
+		}
+		if sc := c.SecurityContext; sc != nil && sc.SeccompProfile != nil && sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			what = append(what, c.Name+": a seccomp profile other than RuntimeDefault")
+		}
+	}
+	if sc := pod.Spec.SecurityContext; sc != nil && sc.SeccompProfile != nil && sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		what = append(what, "a seccomp profile other than RuntimeDefault")
+	}
+	for _, v := range pod.Spec.Volumes {
+		if v.EmptyDir != nil && v.EmptyDir.Medium != "" {
+			what = append(what, "volume "+v.Name+": emptyDir medium "+string(v.EmptyDir.Medium))
+		}
+	}
+	if len(what) > 0 {
+		return fmt.Errorf("not served by novacron dev's pod runner: %s", strings.Join(what, ", "))
+	}
+	return nil
+}
+
 // env is the container's environment as the kubelet makes it: the API
 // server's service variables, then the container's own.
 func (r *podRunner) env(ctx context.Context, pod *corev1.Pod, c *corev1.Container, rp *runningPod) ([]string, error) {
@@ -343,13 +434,21 @@ func (r *podRunner) env(ctx context.Context, pod *corev1.Pod, c *corev1.Containe
 			if err := r.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: e.ValueFrom.SecretKeyRef.Name}, &s); err != nil {
 				return nil, fmt.Errorf("container %s: env %s: %w", c.Name, e.Name, err)
 			}
-			value = string(s.Data[e.ValueFrom.SecretKeyRef.Key])
+			v, ok := s.Data[e.ValueFrom.SecretKeyRef.Key]
+			if !ok && !ptr.Deref(e.ValueFrom.SecretKeyRef.Optional, false) {
+				return nil, fmt.Errorf("container %s: env %s: secret %s has no key %s", c.Name, e.Name, s.Name, e.ValueFrom.SecretKeyRef.Key)
+			}
+			value = string(v)
 		case e.ValueFrom.ConfigMapKeyRef != nil:
 			var cm corev1.ConfigMap
 			if err := r.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: e.ValueFrom.ConfigMapKeyRef.Name}, &cm); err != nil {
 				return nil, fmt.Errorf("container %s: env %s: %w", c.Name, e.Name, err)
 			}
-			value = cm.Data[e.ValueFrom.ConfigMapKeyRef.Key]
+			v, ok := cm.Data[e.ValueFrom.ConfigMapKeyRef.Key]
+			if !ok && !ptr.Deref(e.ValueFrom.ConfigMapKeyRef.Optional, false) {
+				return nil, fmt.Errorf("container %s: env %s: configmap %s has no key %s", c.Name, e.Name, cm.Name, e.ValueFrom.ConfigMapKeyRef.Key)
+			}
+			value = v
 		default:
 			return nil, fmt.Errorf("container %s: env %s: this valueFrom is not served by novacron dev", c.Name, e.Name)
 		}
@@ -562,24 +661,24 @@ func (r *podRunner) observe(ctx context.Context, pod *corev1.Pod, rp *runningPod
 		}
 		fields := strings.Fields(state)
 		running := len(fields) == 3 && fields[0] == "running"
-		since := time.Since(rp.started)
-		if running && c.LivenessProbe != nil && since > time.Duration(c.LivenessProbe.InitialDelaySeconds)*time.Second {
-			if probe(ctx, c.LivenessProbe, &c, rp.ip) {
+		up := time.Since(rp.since[c.Name])
+		if lp := c.LivenessProbe; running && lp != nil && up > seconds(lp.InitialDelaySeconds, 0) && time.Since(rp.probed[c.Name]) >= seconds(lp.PeriodSeconds, 10) {
+			rp.probed[c.Name] = time.Now()
+			if probe(ctx, lp, &c, rp.ip) {
 				rp.failures[c.Name] = 0
-			} else if rp.failures[c.Name]++; rp.failures[c.Name] >= int(max(c.LivenessProbe.FailureThreshold, 3)) {
+			} else if rp.failures[c.Name]++; rp.failures[c.Name] >= int(threshold(lp.FailureThreshold)) {
 				running = false
 			}
 		}
 		if !running {
 			// restartPolicy Always, as every Deployment's pods have.
 			rp.restarts[c.Name]++
-			rp.failures[c.Name], rp.ready[c.Name] = 0, false
+			rp.failures[c.Name], rp.ready[c.Name], rp.since[c.Name] = 0, false, time.Now()
 			if _, err := podman(ctx, "restart", "-t", "0", name); err != nil {
 				return err
 			}
 		} else {
-			ready := c.ReadinessProbe == nil || (since > time.Duration(c.ReadinessProbe.InitialDelaySeconds)*time.Second && probe(ctx, c.ReadinessProbe, &c, rp.ip))
-			rp.ready[c.Name] = ready
+			rp.ready[c.Name] = c.ReadinessProbe == nil || (up > seconds(c.ReadinessProbe.InitialDelaySeconds, 0) && probe(ctx, c.ReadinessProbe, &c, rp.ip))
 		}
 		allReady = allReady && rp.ready[c.Name]
 		id := ""
@@ -644,13 +743,26 @@ func equalStatus(a, b corev1.PodStatus) bool {
 	return true
 }
 
+// seconds is a probe's duration field, or its API default when unset.
+func seconds(v, dflt int32) time.Duration {
+	if v <= 0 {
+		v = dflt
+	}
+	return time.Duration(v) * time.Second
+}
+
+// threshold is a probe's failureThreshold, or the API default of 3.
+func threshold(v int32) int32 {
+	if v <= 0 {
+		return 3
+	}
+	return v
+}
+
 // probe runs an HTTP(S) GET probe against the pod, as the kubelet does: a
 // status from 200 to 399 within the timeout passes; certificates are not
 // checked.
 func probe(ctx context.Context, p *corev1.Probe, c *corev1.Container, ip string) bool {
-	if p.HTTPGet == nil {
-		return true // exec and TCP probes are not used by the shipped pods
-	}
 	port := p.HTTPGet.Port.IntValue()
 	if p.HTTPGet.Port.Type == intstr.String {
 		for _, cp := range c.Ports {
@@ -692,7 +804,7 @@ func (r *podRunner) waiting(ctx context.Context, pod *corev1.Pod, cause error) e
 	if err := r.Status().Patch(ctx, want, client.MergeFrom(pod)); err != nil {
 		return errors.Join(cause, err)
 	}
-	return cause
+	return nil
 }
 
 // remove stops a pod's containers and removes its network and volumes.
@@ -704,20 +816,13 @@ func (r *podRunner) remove(ctx context.Context, key types.NamespacedName, grace 
 	if rp == nil {
 		return
 	}
-	ids, _ := podman(ctx, "ps", "-aq", "--filter", "name=^ncdev-"+key.Name+"-")
-	r.stopIDs(ctx, strings.Fields(ids), rp, grace)
+	r.stopPod(ctx, rp, grace)
 }
 
-func (r *podRunner) stopPod(ctx context.Context, name string, containers []corev1.Container, rp *runningPod, grace int64) {
-	var names []string
-	for _, c := range containers {
-		names = append(names, containerName(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}}, c.Name))
-	}
-	r.stopIDs(ctx, names, rp, grace)
-}
-
-func (r *podRunner) stopIDs(ctx context.Context, ids []string, rp *runningPod, grace int64) {
-	if len(ids) > 0 {
+// stopPod removes the containers, network and volumes of a pod.
+func (r *podRunner) stopPod(ctx context.Context, rp *runningPod, grace int64) {
+	ids, _ := podman(ctx, "ps", "-aq", "--filter", "label="+podmanLabel+".pod="+string(rp.uid))
+	if ids := strings.Fields(ids); len(ids) > 0 {
 		_, _ = podman(ctx, append([]string{"rm", "-f", "-t", strconv.FormatInt(grace, 10)}, ids...)...)
 	}
 	_, _ = podman(ctx, "network", "rm", "-f", rp.network)
@@ -735,9 +840,13 @@ func (r *podRunner) stopAllOnExit() runnableFunc {
 		}
 		r.mu.Unlock()
 		slices.SortFunc(keys, func(a, b types.NamespacedName) int { return strings.Compare(a.Name, b.Name) })
+		// A reconcile cut short may have started a container it did not
+		// record: once none runs, remove everything labelled ours.
+		r.inflight.Wait()
 		for _, k := range keys {
 			r.remove(context.Background(), k, 0)
 		}
+		removeLeftovers(context.Background())
 		return nil
 	}
 }

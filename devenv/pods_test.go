@@ -67,3 +67,18 @@ func TestPodVolumesGetTheKubeletsModes(t *testing.T) {
 		Volumes: []corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "none"}}}}}})
 	assert.ErrorContains(t, err, "volume tls", "a Secret that must exist and does not keeps the pod from starting")
 }
+
+// A pod asking for what the runner does not do fails, naming it, instead of
+// running otherwise than its spec says.
+func TestWhatThePodRunnerDoesNotServeIsRefused(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c",
+		LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz"}}}}}}}
+	require.NoError(t, unsupported(pod))
+	pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}
+	pod.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{}}
+	pod.Spec.InitContainers = []corev1.Container{{Name: "init"}}
+	err := unsupported(pod)
+	for _, what := range []string{"initContainers", "c: envFrom", "c: probes other than httpGet"} {
+		assert.ErrorContains(t, err, what)
+	}
+}

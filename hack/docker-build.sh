@@ -27,6 +27,8 @@ fi
 local_bases=0
 [[ $(basename "$TOOL") == podman ]] && local_bases=1
 if [[ ${LOCAL_BASES:-$local_bases} == 1 ]]; then
+  # hack/base-images.sh puts them in podman's store, which docker does not see.
+  [[ $(basename "$TOOL") == podman ]] || { echo "docker-build: LOCAL_BASES=1 needs CONTAINER_TOOL=podman" >&2; exit 1; }
   hack/base-images.sh
   args+=(--build-arg BUILD_IMAGE=localhost/novacron/golang:1.26-bookworm
     --build-arg RUNTIME_IMAGE=localhost/novacron/debian:bookworm-slim)

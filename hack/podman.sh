@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure podman can build and run containers here: installs podman, runc
-# and debootstrap from Debian's archive when missing (root with apt-get), and
-# checks that a container starts with hack/containers.conf. Scripts that use
-# podman export CONTAINERS_CONF themselves; to use podman by hand:
+# and debootstrap from Debian's archive when missing (root with apt-get).
+# hack/containers.conf holds the settings this machine kind needs; scripts
+# that use podman export CONTAINERS_CONF themselves; to use podman by hand:
 #   export CONTAINERS_CONF=$PWD/hack/containers.conf
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -67,13 +67,45 @@ func (d *deployed) containers(t *testing.T, prefix string) []string {
 	return strings.Fields(d.podman(t, "ps", "-a", "--format", "{{.Names}}", "--filter", "label=io.novacron.dev", "--filter", "name=^ncdev-"+prefix))
 }
 
-// leader is the pod holding a leader-election Lease in novacron-system.
+// until polls cond, in the test's goroutine (cond may fail the test), until
+// it holds or timeout passes.
+func until(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// leader is the pod holding a leader-election Lease in novacron-system, once
+// the holder is a pod that exists (after a rollout the Lease can name an old
+// one until a new pod takes it).
 func (d *deployed) leader(t *testing.T, lease string) string {
 	t.Helper()
-	holder := strings.TrimSpace(d.kubectl(t, "kubectl -n novacron-system get lease "+lease+" -o jsonpath='{.spec.holderIdentity}'"))
-	pod, _, ok := strings.Cut(holder, "_")
-	require.True(t, ok, "lease %s holder %q", lease, holder)
+	var pod string
+	until(t, time.Minute, "a running pod holds lease "+lease, func() bool {
+		holder := strings.TrimSpace(d.kubectl(t, "kubectl -n novacron-system get lease "+lease+" -o jsonpath='{.spec.holderIdentity}'"))
+		var ok bool
+		pod, _, ok = strings.Cut(holder, "_")
+		return ok && len(d.containers(t, pod)) > 0
+	})
 	return pod
+}
+
+// rbacRefusals fails the test for each RBAC refusal in the logs of the
+// components' containers as they are now (restarted ones keep their logs).
+func (d *deployed) rbacRefusals(t *testing.T) {
+	t.Helper()
+	for _, c := range d.containers(t, "") {
+		for _, l := range strings.Split(d.podman(t, "logs", c), "\n") {
+			if rbacDenied.MatchString(l) {
+				t.Errorf("%s: %s", c, l)
+			}
+		}
+	}
 }
 
 // kill kills a pod's containers with SIGKILL, as a node losing power would;
@@ -176,8 +208,9 @@ func TestTheShippedDeploymentRunsVMs(t *testing.T) {
 	require.Len(t, ops, 2)
 	require.Len(t, d.containers(t, "novacron-scheduler-"), 2)
 	assert.Equal(t, "65532:65532 true []", d.podman(t, "inspect", "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{.EffectiveCaps}}", ops[0]))
-	assert.Contains(t, d.kubectl(t, "kubectl -n novacron-system get endpointslices -l kubernetes.io/service-name=novacron-webhook-service -o jsonpath='{.items[*].endpoints[*].conditions.ready}'"), "true true",
-		"both webhook servers are ready endpoints of the webhook Service")
+	until(t, time.Minute, "both webhook servers are ready endpoints of the webhook Service", func() bool {
+		return strings.Contains(d.kubectl(t, "kubectl -n novacron-system get endpointslices -l kubernetes.io/service-name=novacron-webhook-service -o jsonpath='{.items[*].endpoints[*].conditions.ready}'"), "true true")
+	})
 
 	// The operator's leader dies just after a create (a VM with cloud-init,
 	// whose ISO is staged in /tmp): the other replica takes over and the VM
@@ -202,8 +235,11 @@ func TestTheShippedDeploymentRunsVMs(t *testing.T) {
 	// CRDs applied over the installed ones. Its hypervisor sees nothing
 	// happen to its domain (libvirt reports every change of a domain as an
 	// event), and the new operator still runs VMs.
-	node := onNodes(d.domains(t), "default_cloud-init-vm")[0]
-	events := d.domainEvents(t, node)
+	// The first pods' logs go with them: read them now.
+	d.rbacRefusals(t)
+	nodes := onNodes(d.domains(t), "default_cloud-init-vm")
+	require.Len(t, nodes, 1)
+	events := d.domainEvents(t, nodes[0])
 	d.kubectl(t, "kubectl apply --server-side -f manifests/crd/bases")
 	d.podman(t, "tag", os.Getenv("NOVACRON_IMAGE"), "novacron/operator:upgraded")
 	d.kubectl(t, "kubectl -n novacron-system set image deployment/novacron-controller-manager manager=novacron/operator:upgraded")
@@ -211,11 +247,10 @@ func TestTheShippedDeploymentRunsVMs(t *testing.T) {
 	d.kubectl(t, "kubectl -n novacron-system rollout status deployment/novacron-controller-manager --timeout=110s")
 	d.kubectl(t, "kubectl -n novacron-system rollout status deployment/novacron-scheduler --timeout=110s")
 	// The old pods stop within their grace period.
-	images := ""
-	require.Eventually(t, func() bool {
-		images = d.kubectl(t, "kubectl -n novacron-system get pods -o jsonpath='{.items[*].spec.containers[*].image}'")
+	until(t, time.Minute, "four pods, all of the new image, and their containers only", func() bool {
+		images := d.kubectl(t, "kubectl -n novacron-system get pods -o jsonpath='{.items[*].spec.containers[*].image}'")
 		return images+" " == strings.Repeat("novacron/operator:upgraded ", 4) && len(d.containers(t, "novacron-")) == 4
-	}, time.Minute, 200*time.Millisecond, "four pods, all of the new image, and their containers only; last seen %s", images)
+	})
 
 	// The scheduler's leader dies: the other places the next VM.
 	schedLeader := d.leader(t, "novacron-scheduler")
@@ -278,14 +313,7 @@ EOF`)
 	}
 
 	// Only the shipped RBAC, and it was enough.
-	for _, c := range d.containers(t, "") {
-		logs := d.podman(t, "logs", c)
-		for _, l := range strings.Split(logs, "\n") {
-			if rbacDenied.MatchString(l) {
-				t.Errorf("%s: %s", c, l)
-			}
-		}
-	}
+	d.rbacRefusals(t)
 
 	d.stop(t)
 	assert.Empty(t, d.containers(t, ""), "novacron dev removed its containers")

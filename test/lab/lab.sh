@@ -164,15 +164,19 @@ PKI_DIR=$LAB_DIR/pki
 leaf() {
   local name=$1 cn=$2 ip=${3:-} san=""
   [[ -n $ip ]] && san="subjectAltName = IP:$ip"
-  openssl req -newkey rsa:2048 -nodes -keyout "$name-key.pem" -subj "/O=NovaCron lab/CN=$cn" -out "$name.csr" 2>/dev/null
+  # Explicit checks: callers chain leaf with &&, which turns errexit off here.
+  openssl req -newkey rsa:2048 -nodes -keyout "$name-key.pem" -subj "/O=NovaCron lab/CN=$cn" -out "$name.csr" 2>"$name.err" ||
+    die "openssl req for $cn: $(cat "$name.err")"
   printf '%s\nbasicConstraints = CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth, clientAuth\n' "$san" >"$name.ext"
   openssl x509 -req -in "$name.csr" -CA "$PKI_DIR/cacert.pem" -CAkey "$PKI_DIR/ca-key.pem" -CAcreateserial \
-    -days 365 -extfile "$name.ext" -out "$name-cert.pem" 2>/dev/null
-  rm -f "$name.csr" "$name.ext"
+    -days 365 -extfile "$name.ext" -out "$name-cert.pem" 2>"$name.err" || die "openssl x509 for $cn: $(cat "$name.err")"
+  rm -f "$name.csr" "$name.ext" "$name.err"
 }
 
 cmd_pki() {
-  if [[ ! -s $PKI_DIR/client/clientkey.pem ]]; then
+  # Made again when missing or within a day of expiry (the leaves last a year).
+  if [[ ! -s $PKI_DIR/client/clientkey.pem ]] || ! openssl x509 -checkend 86400 -noout -in "$PKI_DIR/client/clientcert.pem" >/dev/null 2>&1; then
+    rm -rf "$PKI_DIR"
     mkdir -p "$PKI_DIR/client"
     (
       cd "$PKI_DIR"
@@ -246,7 +250,8 @@ cmd_start() {
   rm -f "$dir"/etc/qemu/networks/autostart/*.xml
   cat >"$dir/etc/libvirtd.conf" <<EOF
 # NovaCron lab node $node: its own host UUID; TLS with the lab CA's
-# certificates, and TCP without auth on the lab's own network only.
+# certificates, and TCP without auth on the lab bridge, which this machine
+# and its containers reach too (test lab only).
 host_uuid = "$(cat /proc/sys/kernel/random/uuid)"
 unix_sock_rw_perms = "0770"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
