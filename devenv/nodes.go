@@ -131,11 +131,17 @@ const labHostIP = "10.200.0.254"
 func labNodeIP(i int) string { return fmt.Sprintf("10.200.0.%d", 100+i) }
 
 func (l *labNodes) run(ctx context.Context, args ...string) (string, error) {
+	return command(ctx, l.script, args...)
+}
+
+// command runs a program and returns what it printed; when it fails, the
+// error says what it was asked and what it said on stderr.
+func command(ctx context.Context, name string, args ...string) (string, error) {
 	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, l.script, args...)
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%s %s: %w: %s", l.script, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return strings.TrimSpace(out.String()), nil
 }

@@ -1,7 +1,6 @@
 package devenv
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -12,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -89,13 +87,7 @@ const podmanLabel = "io.novacron.dev"
 // podman runs podman; CONTAINERS_CONF (set by startShipped) points it at
 // this machine's settings (hack/containers.conf).
 func podman(ctx context.Context, args ...string) (string, error) {
-	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, "podman", args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("podman %s: %w: %s", args[0], err, strings.TrimSpace(errb.String()))
-	}
-	return strings.TrimSpace(out.String()), nil
+	return command(ctx, "podman", args...)
 }
 
 // removeLeftovers removes the containers and networks of an earlier run that
