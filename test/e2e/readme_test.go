@@ -16,8 +16,9 @@ import (
 // block is one sh block of README.md's "Using NovaCron" section.
 type block struct {
 	lines []string
-	// skip is what the block needs that `novacron dev` is not ("cluster",
-	// "lab"), from an <!-- e2e: cluster --> before it.
+	// skip is what the block needs that not every environment has
+	// ("cluster", "lab", "simulated": the simulated GPUs and VFs of `make
+	// dev` nodes), from an <!-- e2e: cluster --> before it.
 	skip string
 	// until is the line a watch in the block waits for, from an
 	// <!-- e2e: until REGEX --> before it.
@@ -25,7 +26,7 @@ type block struct {
 	line  int // where it starts in README.md
 }
 
-var marker = regexp.MustCompile(`^<!-- e2e: (cluster|lab|until (.+)) -->$`)
+var marker = regexp.MustCompile(`^<!-- e2e: (cluster|lab|simulated|until (.+)) -->$`)
 
 // usingNovaCron reads the sh blocks of README.md's "Using NovaCron" section,
 // in order, with what their markers say.
