@@ -1,5 +1,6 @@
-# One image with both NovaCron binaries (novacron-operator, novacron-scheduler);
-# the Deployments in manifests/ pick theirs with `command`.
+# One image with NovaCron's binaries (novacron-operator, novacron-scheduler,
+# novacron-node); the Deployments and the DaemonSet in manifests/ pick theirs
+# with `command`.
 #
 #   make docker-build IMG=registry.example.com/novacron/operator:v0.1.0
 #
@@ -27,15 +28,16 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=1 go build ${GO_TRIMPATH} -ldflags="-s -w" -o /out/ ./cmd/novacron-operator ./cmd/novacron-scheduler
+RUN CGO_ENABLED=1 go build ${GO_TRIMPATH} -ldflags="-s -w" -o /out/ ./cmd/novacron-operator ./cmd/novacron-scheduler ./cmd/novacron-node
 
-# The runtime needs only libvirt's client library and the CA roots: no daemon,
+# The runtime needs only libvirt's client library, the CA roots and the PCI ID
+# table (novacron-node names GPUs by it where NVML does not run): no daemon,
 # no QEMU (those run on the hypervisor nodes), no shell tools beyond the base.
 # Time zones come from the binaries (time/tzdata), not from the image.
 FROM ${RUNTIME_IMAGE}
-RUN if ! ldconfig -p | grep -q 'libvirt\.so\.0 ' || [ ! -e /etc/ssl/certs/ca-certificates.crt ]; then \
+RUN if ! ldconfig -p | grep -q 'libvirt\.so\.0 ' || [ ! -e /etc/ssl/certs/ca-certificates.crt ] || [ ! -e /usr/share/misc/pci.ids ]; then \
       apt-get update \
-      && apt-get install -y --no-install-recommends libvirt0 ca-certificates \
+      && apt-get install -y --no-install-recommends libvirt0 ca-certificates pci.ids \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
  && mkdir -p /home/nonroot && chown 65532:65532 /home/nonroot

@@ -33,18 +33,19 @@ generate: ## Generate deepcopy code for the API types.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: ## Generate CRDs (manifests/crd/bases), RBAC (manifests/rbac), webhooks and built-in policies.
+manifests: ## Generate CRDs (manifests/crd/bases), RBAC (manifests/rbac, manifests/node), webhooks and built-in policies.
 	$(CONTROLLER_GEN) crd rbac:roleName=novacron-manager webhook paths=./api/... paths=./operator/... \
 		output:crd:artifacts:config=manifests/crd/bases output:rbac:artifacts:config=manifests/rbac \
 		output:webhook:artifacts:config=manifests/webhook
+	$(CONTROLLER_GEN) rbac:roleName=novacron-node paths=./devices/agent/... output:rbac:artifacts:config=manifests/node
 	hack/webhook-manifests.sh
 	go run ./hack/genpolicies manifests/policies
 
 .PHONY: verify-generated
 verify-generated: generate manifests ## Fail when checked-in generated files are stale.
-	@if [ -n "$$(git status --porcelain -- api/v1alpha1/zz_generated.deepcopy.go manifests/crd manifests/rbac manifests/webhook manifests/policies)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api/v1alpha1/zz_generated.deepcopy.go manifests/crd manifests/rbac manifests/node/role.yaml manifests/webhook manifests/policies)" ]; then \
 		echo "Generated files are stale; run 'make generate manifests' and commit:"; \
-		git status --porcelain -- api/v1alpha1/zz_generated.deepcopy.go manifests/crd manifests/rbac manifests/webhook manifests/policies; exit 1; fi
+		git status --porcelain -- api/v1alpha1/zz_generated.deepcopy.go manifests/crd manifests/rbac manifests/node/role.yaml manifests/webhook manifests/policies; exit 1; fi
 	@echo "generated files are up to date"
 
 .PHONY: fmt
@@ -123,15 +124,15 @@ uninstall: ## Remove the CRDs (and with them every NovaCron object).
 	$(KUBECTL) delete --ignore-not-found -f manifests/crd/bases
 
 .PHONY: deploy
-deploy: install ## Deploy operator, scheduler, webhooks (needs cert-manager), catalog and policies with IMG.
+deploy: install ## Deploy operator, scheduler, node agent, webhooks (needs cert-manager), catalog and policies with IMG.
 	$(KUBECTL) apply -f manifests/operator/namespace.yaml
 	$(KUBECTL) apply -f manifests/rbac -f manifests/webhook -f manifests/images
-	for f in manifests/operator/*.yaml manifests/scheduler/*.yaml; do sed 's|image: novacron/operator:latest|image: $(IMG)|' $$f; echo ---; done | $(KUBECTL) apply -f -
+	for f in manifests/operator/*.yaml manifests/scheduler/*.yaml manifests/node/*.yaml; do sed 's|image: novacron/operator:latest|image: $(IMG)|' $$f; echo ---; done | $(KUBECTL) apply -f -
 	$(KUBECTL) -n novacron-system rollout status deployment/novacron-controller-manager --timeout=5m
 	$(KUBECTL) apply -f manifests/policies
 	if $(KUBECTL) get crd servicemonitors.monitoring.coreos.com >/dev/null 2>&1; then $(KUBECTL) apply -f manifests/monitoring; fi
 
 .PHONY: undeploy
 undeploy: ## Remove what deploy installed, CRDs excepted.
-	$(KUBECTL) delete --ignore-not-found -f manifests/monitoring -f manifests/policies -f manifests/scheduler -f manifests/webhook -f manifests/rbac -f manifests/images
+	$(KUBECTL) delete --ignore-not-found -f manifests/monitoring -f manifests/policies -f manifests/node -f manifests/scheduler -f manifests/webhook -f manifests/rbac -f manifests/images
 	$(KUBECTL) delete --ignore-not-found -f manifests/operator

@@ -62,7 +62,11 @@ func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[st
 		// A patch of what the node publishes: the operator's probe may have
 		// written the Reachable condition since the create.
 		hvCreated := hv.DeepCopy()
-		hv.Status = n.HypervisorStatus()
+		st, err := n.HypervisorStatus()
+		if err != nil {
+			return err
+		}
+		hv.Status = st
 		now := metav1.Now()
 		hv.Status.LastHeartbeatTime = &now
 		if err := c.Status().Patch(ctx, hv, client.MergeFrom(hvCreated)); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/devices"
+	"github.com/novacron/operator/devices/discovery"
 )
 
 // Profile is a node profile file (devenv/nodes.yaml documents it): the
@@ -82,6 +83,12 @@ func ParseProfile(raw []byte) (*Profile, error) {
 			if g.Vendor == "" || g.Model == "" {
 				return nil, fmt.Errorf("node profile: %s.gpus[%d]: vendor and model are required", f, j)
 			}
+			if _, ok := gpuVendorIDs[g.Vendor]; !ok {
+				return nil, fmt.Errorf("node profile: %s.gpus[%d].vendor %q: must be nvidia, amd or intel", f, j, g.Vendor)
+			}
+			if discovery.Slug(g.Model) != g.Model {
+				return nil, fmt.Errorf("node profile: %s.gpus[%d].model %q: lowercase letters, digits and dashes, such as tesla-t4", f, j, g.Model)
+			}
 			if g.Count < 1 || g.Count > 16 {
 				return nil, fmt.Errorf("node profile: %s.gpus[%d].count: must be 1 to 16, got %d", f, j, g.Count)
 			}
@@ -144,9 +151,10 @@ func (n SimNode) Allocatable() corev1.ResourceList {
 	return alloc
 }
 
-// HypervisorStatus is what novacron-node would discover on the node: capacity,
-// CPU model, GPUs and VFs with made-up but distinct PCI addresses.
-func (n SimNode) HypervisorStatus() novacronv1.HypervisorStatus {
+// HypervisorStatus is what the node publishes: the capacity and CPU model
+// of its profile, and its GPUs and VFs as novacron-node's discovery finds
+// them in the node's simulated sysfs (Machine).
+func (n SimNode) HypervisorStatus() (novacronv1.HypervisorStatus, error) {
 	st := novacronv1.HypervisorStatus{
 		Capacity: corev1.ResourceList{
 			corev1.ResourceCPU:    *resource.NewQuantity(n.Kind.CPUs, resource.DecimalSI),
@@ -154,24 +162,13 @@ func (n SimNode) HypervisorStatus() novacronv1.HypervisorStatus {
 		},
 		CPUModel:          n.Kind.CPUModel,
 		CPUVendor:         "Intel",
-		NUMANodes:         2,
 		HypervisorVersion: "libvirt test driver",
 	}
-	bus := 0x3b
-	for _, g := range n.Kind.GPUs {
-		for i := 0; i < g.Count; i++ {
-			st.GPUs = append(st.GPUs, novacronv1.GPU{Vendor: g.Vendor, Model: g.Model,
-				PCIAddress: fmt.Sprintf("0000:%02x:00.0", bus), NUMANode: int32(len(st.GPUs) % 2)})
-			bus++
-		}
+	inv, err := n.discover()
+	if err != nil {
+		return st, err
 	}
-	for p, s := range n.Kind.SRIOV {
-		pool := novacronv1.SRIOVPool{ResourceName: s.ResourceName, PhysicalFunction: s.PhysicalFunction}
-		for i := 0; i < s.VFs; i++ {
-			pool.VirtualFunctions = append(pool.VirtualFunctions, novacronv1.VirtualFunction{
-				PCIAddress: fmt.Sprintf("0000:%02x:%02x.%d", 0x5e+p, 2+i/8, i%8)})
-		}
-		st.SRIOV = append(st.SRIOV, pool)
-	}
-	return st
+	found := discovery.HypervisorStatus(inv)
+	st.GPUs, st.SRIOV, st.NUMANodes = found.GPUs, found.SRIOV, found.NUMANodes
+	return st, nil
 }

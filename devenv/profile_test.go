@@ -23,11 +23,13 @@ func TestDefaultProfile(t *testing.T) {
 	alloc := gpu.Allocatable()
 	q := alloc[corev1.ResourceName("devices.novacron.io/nvidia-tesla-t4")]
 	assert.Equal(t, int64(2), q.Value())
-	st := gpu.HypervisorStatus()
+	st, err := gpu.HypervisorStatus()
+	require.NoError(t, err)
 	require.Len(t, st.GPUs, 2)
 	assert.NotEqual(t, st.GPUs[0].PCIAddress, st.GPUs[1].PCIAddress)
 
-	sriov := nodes[2].HypervisorStatus()
+	sriov, err := nodes[2].HypervisorStatus()
+	require.NoError(t, err)
 	require.Len(t, sriov.SRIOV, 1)
 	assert.Len(t, sriov.SRIOV[0].VirtualFunctions, 4)
 	seen := map[string]bool{}
@@ -48,6 +50,8 @@ func TestProfileErrorsNameTheField(t *testing.T) {
 		{"nodes: [{name: a, cpus: 4, memory: 8Gi}, {name: a, cpus: 4, memory: 8Gi}]", "nodes[1].name \"a\": used twice"},
 		{"nodes: [{name: a, cpus: 4, memory: 8Gi, gpus: [{vendor: nvidia, count: 1}]}]", "nodes[0].gpus[0]: vendor and model"},
 		{"nodes: [{name: a, cpus: 4, memory: 8Gi, gpus: [{vendor: nvidia, model: t4, count: 0}]}]", "nodes[0].gpus[0].count"},
+		{"nodes: [{name: a, cpus: 4, memory: 8Gi, gpus: [{vendor: acme, model: t4, count: 1}]}]", `nodes[0].gpus[0].vendor "acme"`},
+		{"nodes: [{name: a, cpus: 4, memory: 8Gi, gpus: [{vendor: nvidia, model: Tesla T4, count: 1}]}]", `nodes[0].gpus[0].model "Tesla T4"`},
 		{"nodes: [{name: a, cpus: 4, memory: 8Gi, sriov: [{vfs: 2}]}]", "nodes[0].sriov[0].resourceName"},
 		{"nodes: [{name: a, cpus: 4, memory: 8Gi, sriov: [{resourceName: x/y, vfs: 100}]}]", "nodes[0].sriov[0].vfs"},
 		{"nodes: [{name: a, cpus: 4, memory: 8Gi, overcommit: {cpu: \"0\"}}]", "nodes[0].overcommit.cpu"},

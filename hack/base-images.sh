@@ -3,7 +3,7 @@
 # for machines that reach no container registry (this project's CI does not).
 # They stand in for the public images the Dockerfile pins by digest:
 #
-#   localhost/novacron/debian:bookworm-slim   debootstrap minbase + libvirt0, CA roots
+#   localhost/novacron/debian:bookworm-slim   debootstrap minbase + libvirt0, CA roots, pci.ids
 #   localhost/novacron/golang:1.26-bookworm   the same + gcc, libvirt-dev, pkg-config,
 #                                             and this machine's Go toolchain
 #
@@ -30,8 +30,8 @@ slim() {
     "$1"/var/cache/apt/archives/*.deb "$1"/var/log/*.log
 }
 
-echo "base-images: debootstrap bookworm (minbase + libvirt0) into $work/runtime" >&2
-debootstrap --variant=minbase --include=libvirt0,ca-certificates bookworm "$work/runtime" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
+echo "base-images: debootstrap bookworm (minbase + libvirt0, pci.ids) into $work/runtime" >&2
+debootstrap --variant=minbase --include=libvirt0,ca-certificates,pci.ids bookworm "$work/runtime" "$MIRROR" >"$work/debootstrap.log" 2>&1 ||
   { tail -20 "$work/debootstrap.log" >&2; exit 1; }
 # Apt inside later builds reaches the same mirror.
 echo "deb $MIRROR bookworm main" >"$work/runtime/etc/apt/sources.list"

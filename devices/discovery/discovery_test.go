@@ -1,0 +1,210 @@
+package discovery
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	resourceapi "k8s.io/api/resource/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/novacron/operator/devices/sysfs"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from what discovery publishes now")
+
+func pciIDs(t *testing.T) *PCIIDs {
+	t.Helper()
+	ids, err := LoadPCIIDs("testdata/no-such-file", "testdata/pci.ids")
+	require.NoError(t, err)
+	return ids
+}
+
+func machine(t *testing.T, m sysfs.Machine) string {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "sys")
+	require.NoError(t, sysfs.Write(root, m))
+	return root
+}
+
+// Each fixture machine publishes exactly what its golden file holds (read
+// it: it is the review of what an admin sees); the asserts beside it pin
+// what matters most.
+func TestFixtureMachinesPublishExactly(t *testing.T) {
+	cases := []struct {
+		name  string
+		m     sysfs.Machine
+		cfg   Config
+		nvml  NVML
+		check func(t *testing.T, inv Inventory)
+	}{
+		{name: "dgx-h100", m: dgxH100(), nvml: dgxNVML(), cfg: Config{GPUs: []string{"10de:2330"}},
+			check: func(t *testing.T, inv Inventory) {
+				require.Len(t, inv.GPUs, 8, "the eight H100s, not the NVSwitches or the BMC display")
+				assert.Equal(t, "h100-80gb-hbm3", inv.GPUs[0].Model, "NVML names the model where it runs")
+				assert.Equal(t, int64(81559<<20), inv.GPUs[0].MemoryBytes)
+				assert.Equal(t, []int{0, 0, 0, 0, 1, 1, 1, 1}, numa(inv.GPUs))
+				assert.Contains(t, inv.Skipped, Skipped{PCIAddress: "0000:03:00.0", Why: "the host's boot display"})
+			}},
+		{name: "t4-vfio", m: t4VFIO(),
+			check: func(t *testing.T, inv Inventory) {
+				require.Len(t, inv.GPUs, 2, "vfio-pci binding marks them passthrough candidates without config")
+				assert.Equal(t, "tesla-t4", inv.GPUs[1].Model, "from pci.ids where NVML does not run")
+				assert.Equal(t, "nvidia", inv.GPUs[1].Vendor)
+				assert.Equal(t, []int{0, 1}, numa(inv.GPUs))
+			}},
+		{name: "e810", m: e810(), cfg: Config{SRIOV: []SRIOVConfig{{PF: "ens1f0", ResourceName: "intel.com/sriov_data"}, {PF: "0000:5e:00.1", ResourceName: "intel.com/sriov_mgmt"}}},
+			check: func(t *testing.T, inv Inventory) {
+				require.Len(t, inv.VFs, 8)
+				assert.Equal(t, "0000:5e:01.7", inv.VFs[7].PCIAddress, "in virtfn order")
+				assert.True(t, inv.VFs[0].LinkUp)
+				assert.Contains(t, inv.Skipped, Skipped{PCIAddress: "0000:5e:00.1", Why: "sriov[1]: 0000:5e:00.1 has no VFs enabled (sriov_numvfs is 0)"})
+			}},
+		{name: "no-iommu", m: noIOMMU(), cfg: Config{GPUs: []string{"0000:3b:00.0"}, SRIOV: []SRIOVConfig{{PF: "ens1f0", ResourceName: "intel.com/sriov_data"}}},
+			check: func(t *testing.T, inv Inventory) {
+				assert.Empty(t, inv.GPUs, "nothing passes through without an IOMMU")
+				assert.Empty(t, inv.VFs)
+				assert.Len(t, inv.Skipped, 9)
+				assert.Equal(t, 1, inv.NUMANodes)
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			root := machine(t, c.m)
+			inv, err := Discover(root, c.cfg, pciIDs(t), c.nvml)
+			require.NoError(t, err)
+			c.check(t, inv)
+			got, err := Report(c.name, root, inv)
+			require.NoError(t, err)
+			golden := filepath.Join("testdata", c.name+".golden.yaml")
+			if *update {
+				require.NoError(t, os.WriteFile(golden, got, 0o644))
+			}
+			want, err := os.ReadFile(golden)
+			require.NoError(t, err, "run go test ./devices/discovery -update once, and read the file")
+			assert.Equal(t, string(want), string(got))
+		})
+	}
+}
+
+func numa(gpus []GPU) []int {
+	var out []int
+	for _, g := range gpus {
+		out = append(out, g.NUMANode)
+	}
+	return out
+}
+
+// A GPU bound to the host's own driver is no passthrough candidate unless
+// the admin lists it; a listed one the admin also excludes is not offered.
+func TestOnlyCandidatesAreOffered(t *testing.T) {
+	root := machine(t, dgxH100())
+	inv, err := Discover(root, Config{}, pciIDs(t), dgxNVML())
+	require.NoError(t, err)
+	assert.Empty(t, inv.GPUs)
+	assert.Contains(t, inv.Skipped, Skipped{PCIAddress: "0000:18:00.0", Why: "bound to nvidia and not in the device config's gpus"})
+
+	inv, err = Discover(root, Config{GPUs: []string{"0000:18:00.0", "0000:03:00.0"}, Exclude: []string{"0000:18:00.0"}}, pciIDs(t), dgxNVML())
+	require.NoError(t, err)
+	assert.Empty(t, inv.GPUs, "excluded wins over listed; the boot display is never offered")
+}
+
+// Without NVML (no driver, or the library missing) the GPUs are named from
+// pci.ids; an admin model map makes such nodes agree with NVML ones.
+func TestModelsWithoutNVML(t *testing.T) {
+	root := machine(t, dgxH100())
+	inv, err := Discover(root, Config{GPUs: []string{"10de:2330"}}, pciIDs(t), fakeNVML{err: ErrNoNVML})
+	require.NoError(t, err)
+	require.Len(t, inv.GPUs, 8)
+	assert.Equal(t, "h100-sxm5-80gb", inv.GPUs[0].Model)
+	assert.Zero(t, inv.GPUs[0].MemoryBytes)
+
+	inv, err = Discover(root, Config{GPUs: []string{"10de:2330"}, Models: map[string]string{"10de:2330": "h100-80gb-hbm3"}}, &PCIIDs{}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, "h100-80gb-hbm3", inv.GPUs[0].Model)
+	assert.Equal(t, "nvidia", inv.GPUs[0].Vendor, "known vendors need no pci.ids")
+
+	_, err = Discover(root, Config{}, pciIDs(t), fakeNVML{err: errors.New("NVML init: Unknown Error")})
+	assert.ErrorContains(t, err, "Unknown Error", "a broken driver is reported, not taken for no driver")
+}
+
+// An unhealthy GPU stays published, with a NoSchedule taint: never
+// NoExecute, which would evict the launcher pod of the VM that has it.
+func TestUnhealthyGPUsAreTaintedNoSchedule(t *testing.T) {
+	root := machine(t, dgxH100())
+	inv, err := Discover(root, Config{GPUs: []string{"10de:2330"}}, pciIDs(t), dgxNVML())
+	require.NoError(t, err)
+	slice, err := ResourceSlice("dgx-1", root, inv)
+	require.NoError(t, err)
+	var tainted []string
+	for _, d := range slice.Spec.Devices {
+		for _, taint := range d.Taints {
+			assert.Equal(t, resourceapi.DeviceTaintEffectNoSchedule, taint.Effect)
+			tainted = append(tainted, d.Name)
+		}
+	}
+	assert.Equal(t, []string{"gpu-0000-ba-00-0"}, tainted)
+}
+
+// A device another DRA driver (NVIDIA's, here in its vfio shape) already
+// publishes on the node is not offered again.
+func TestDevicesOfAnotherDriverAreNotOfferedTwice(t *testing.T) {
+	root := machine(t, t4VFIO())
+	inv, err := Discover(root, Config{}, pciIDs(t), nil)
+	require.NoError(t, err)
+	theirs := resourceapi.ResourceSlice{Spec: resourceapi.ResourceSliceSpec{Driver: "gpu.nvidia.com", NodeName: ptr.To("node-1"),
+		Devices: []resourceapi.Device{{Name: "gpu-0", Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{
+			"resource.kubernetes.io/pciBusID": {StringValue: ptr.To("0000:3b:00.0")}}}}}}
+	elsewhere := *theirs.DeepCopy()
+	elsewhere.Spec.NodeName = ptr.To("node-2")
+	elsewhere.Spec.Devices[0].Attributes["resource.kubernetes.io/pciBusID"] = resourceapi.DeviceAttribute{StringValue: ptr.To("0000:af:00.0")}
+	left := WithoutOthers(inv, "node-1", []resourceapi.ResourceSlice{theirs, elsewhere})
+	require.Len(t, left.GPUs, 1)
+	assert.Equal(t, "0000:af:00.0", left.GPUs[0].PCIAddress, "the same address on another node is another device")
+	assert.Contains(t, left.Skipped, Skipped{PCIAddress: "0000:3b:00.0", Why: "published by DRA driver gpu.nvidia.com"})
+	assert.Len(t, inv.GPUs, 2, "the inventory given is left as it was")
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	for cfg, want := range map[*Config]string{
+		{GPUs: []string{"3b:00.0"}}:                                 "gpus[0] \"3b:00.0\"",
+		{Models: map[string]string{"10de:1eb8": "Tesla T4"}}:        "models[\"10de:1eb8\"] \"Tesla T4\"",
+		{SRIOV: []SRIOVConfig{{PF: "ens1f0"}}}:                      "sriov[0].resourceName: required",
+		{SRIOV: []SRIOVConfig{{ResourceName: "intel.com/sriov_a"}}}: "sriov[0].pf: required",
+		{Exclude: []string{"10de:1eb8"}}:                            "exclude[0] \"10de:1eb8\"",
+	} {
+		assert.ErrorContains(t, cfg.Validate(), want)
+	}
+	assert.NoError(t, Config{GPUs: []string{"0000:3b:00.0", "10de:1eb8"}, Exclude: []string{"0000:af:00.0"}}.Validate())
+}
+
+func TestSlugsAndBusIDs(t *testing.T) {
+	assert.Equal(t, "h100-sxm5-80gb", Slug("H100 SXM5 80GB"))
+	assert.Equal(t, "0000:3b:00.0", NormalizeBusID("00000000:3B:00.0"))
+	assert.Equal(t, "gpu-0000-3b-00-0", DeviceName(TypeGPU, "0000:3b:00.0"))
+}
+
+// The real NVML, where this machine has NVIDIA's driver: every GPU it
+// reports is a PCI device sysfs shows, with a name, UUID and memory.
+// Read-only: it binds and unbinds nothing.
+func TestSystemNVML(t *testing.T) {
+	gpus, err := SystemNVML{}.GPUs()
+	if errors.Is(err, ErrNoNVML) {
+		t.Skip("no NVIDIA driver on this machine: the real NVML path runs on a GPU machine")
+	}
+	require.NoError(t, err)
+	require.NotEmpty(t, gpus)
+	for _, g := range gpus {
+		_, err := os.Stat(filepath.Join("/sys/bus/pci/devices", g.PCIAddress))
+		assert.NoError(t, err, "NVML's %s is in sysfs", g.PCIAddress)
+		assert.NotEmpty(t, g.Name)
+		assert.NotEmpty(t, g.UUID)
+		assert.Positive(t, g.MemoryBytes)
+		t.Logf("%s %s %s %d MiB unhealthy=%q", g.PCIAddress, g.Name, g.UUID, g.MemoryBytes>>20, g.Unhealthy)
+	}
+}
