@@ -127,6 +127,7 @@ uninstall: ## Remove the CRDs (and with them every NovaCron object).
 deploy: install ## Deploy operator, scheduler, node agent, webhooks (needs cert-manager), catalog and policies with IMG.
 	$(KUBECTL) apply -f manifests/operator/namespace.yaml
 	$(KUBECTL) apply -f manifests/rbac -f manifests/webhook -f manifests/images
+	$(KUBECTL) get -f manifests/node/config/devices.yaml >/dev/null 2>&1 || $(KUBECTL) create -f manifests/node/config/devices.yaml
 	for f in manifests/operator/*.yaml manifests/scheduler/*.yaml manifests/node/*.yaml; do sed 's|image: novacron/operator:latest|image: $(IMG)|' $$f; echo ---; done | $(KUBECTL) apply -f -
 	$(KUBECTL) -n novacron-system rollout status deployment/novacron-controller-manager --timeout=5m
 	$(KUBECTL) apply -f manifests/policies

@@ -6,6 +6,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 )
 
 func TestDefaultProfile(t *testing.T) {
@@ -26,11 +28,15 @@ func TestDefaultProfile(t *testing.T) {
 	st, err := gpu.HypervisorStatus()
 	require.NoError(t, err)
 	require.Len(t, st.GPUs, 2)
-	assert.NotEqual(t, st.GPUs[0].PCIAddress, st.GPUs[1].PCIAddress)
+	assert.Equal(t, novacronv1.GPU{Vendor: "nvidia", Model: "tesla-t4", PCIAddress: "0000:3b:00.0", NUMANode: 0}, st.GPUs[0], "as novacron-node's discovery finds it")
+	assert.Equal(t, novacronv1.GPU{Vendor: "nvidia", Model: "tesla-t4", PCIAddress: "0000:3c:00.0", NUMANode: 1}, st.GPUs[1])
+	assert.Equal(t, int32(2), st.NUMANodes)
 
 	sriov, err := nodes[2].HypervisorStatus()
 	require.NoError(t, err)
 	require.Len(t, sriov.SRIOV, 1)
+	assert.Equal(t, "ens1f0", sriov.SRIOV[0].PhysicalFunction)
+	assert.Equal(t, "intel.com/sriov_data", sriov.SRIOV[0].ResourceName)
 	assert.Len(t, sriov.SRIOV[0].VirtualFunctions, 4)
 	seen := map[string]bool{}
 	for _, vf := range sriov.SRIOV[0].VirtualFunctions {

@@ -22,6 +22,10 @@ const (
 	VMConditionHooksSucceeded = "HooksSucceeded"
 	// VMConditionCloudInit is True when the VM's cloud-init disk is attached.
 	VMConditionCloudInit = "CloudInit"
+	// VMConditionDevicesHealthy is False while a host device the VM holds
+	// is unhealthy or gone from its node (novacron-node taints it); the
+	// message names the device and the taint. VMs without devices have none.
+	VMConditionDevicesHealthy = "DevicesHealthy"
 
 	// HypervisorConditionReachable is True while NovaCron can talk to the
 	// node's hypervisor.
@@ -116,6 +120,10 @@ const (
 	ReasonPreStopHookFailed     = "PreStopHookFailed"
 	// ReasonAttached: the cloud-init disk is attached.
 	ReasonAttached = "Attached"
+	// ReasonDevicesHealthy and ReasonDeviceUnhealthy are the
+	// DevicesHealthy condition's two sides (the latter also an event).
+	ReasonDevicesHealthy  = "DevicesHealthy"
+	ReasonDeviceUnhealthy = "DeviceUnhealthy"
 
 	// Problems with a VM's spec, or with what it names, that retrying cannot
 	// fix: the VM is Failed with one of these until its spec (or the image

@@ -118,8 +118,8 @@ func run(ctx context.Context, w io.Writer, f flags) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(ctx, agent.Options{Node: f.node, Namespace: f.namespace, SysfsRoot: f.sysfsRoot, Config: cfg, IDs: ids,
-		NVML: discovery.SystemNVML{}, Interval: f.interval, Client: c, Kube: kube})
+	a, err := agent.New(ctx, agent.Options{Node: f.node, Namespace: f.namespace, SysfsRoot: f.sysfsRoot, ConfigPath: f.config, IDs: ids,
+		NVML: discovery.RememberNVML(discovery.SystemNVML{}), Interval: f.interval, Client: c, Kube: kube})
 	if err != nil {
 		return err
 	}

@@ -51,11 +51,14 @@ func TestDryRunPrintsWhatTheNodeWouldPublish(t *testing.T) {
 // The shipped DaemonSet runs this binary with flags it has, and its
 // ConfigMap is a device config the agent accepts.
 func TestTheShippedDaemonSetRunsTheAgent(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("..", "..", "manifests", "node", "daemonset.yaml"))
+	ds1, err := os.ReadFile(filepath.Join("..", "..", "manifests", "node", "daemonset.yaml"))
 	require.NoError(t, err)
+	ds2, err := os.ReadFile(filepath.Join("..", "..", "manifests", "node", "config", "devices.yaml"))
+	require.NoError(t, err)
+	raw := string(ds1) + "\n---\n" + string(ds2)
 	var ds appsv1.DaemonSet
 	var cm corev1.ConfigMap
-	for _, doc := range strings.Split(string(raw), "\n---\n") {
+	for _, doc := range strings.Split(raw, "\n---\n") {
 		var meta metav1.TypeMeta
 		require.NoError(t, yaml.Unmarshal([]byte(doc), &meta))
 		switch meta.Kind {
@@ -66,6 +69,7 @@ func TestTheShippedDaemonSetRunsTheAgent(t *testing.T) {
 		}
 	}
 	require.Len(t, ds.Spec.Template.Spec.Containers, 1)
+	require.Equal(t, cm.Name, ds.Spec.Template.Spec.Volumes[1].ConfigMap.Name)
 	cmd := ds.Spec.Template.Spec.Containers[0].Command
 	require.Equal(t, "/novacron-node", cmd[0])
 	fs := flag.NewFlagSet("novacron-node", flag.ContinueOnError)

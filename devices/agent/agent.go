@@ -7,6 +7,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/dynamic-resource-allocation/deviceattribute"
 	"k8s.io/dynamic-resource-allocation/resourceslice"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -31,7 +33,7 @@ import (
 // What the agent touches, and no more: manifests/node/role.yaml is
 // generated from these, and manifests/node/node-restriction.yaml narrows
 // each agent's writes to its own node.
-// +kubebuilder:rbac:groups=novacron.io,resources=hypervisors/status,verbs=get;patch
+// +kubebuilder:rbac:groups=novacron.io,resources=hypervisors/status,verbs=patch
 // +kubebuilder:rbac:groups=resource.k8s.io,resources=resourceslices,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=novacron-system
@@ -39,11 +41,6 @@ import (
 // FieldManager is the agent's name in server-side apply: it owns the
 // Hypervisor status's device inventory, the operator the rest.
 const FieldManager = "novacron-node"
-
-// TaintVanished marks a device that was published and is no longer on the
-// PCI bus. It stays published, NoSchedule (NoExecute would evict the
-// launcher pod of a VM that holds it), until it comes back.
-const TaintVanished = discovery.DriverName + "/vanished"
 
 // LeaseName is a node's heartbeat Lease in the agent's namespace.
 func LeaseName(node string) string { return "novacron-node-" + node }
@@ -54,8 +51,10 @@ type Options struct {
 	Namespace string // of the heartbeat Lease
 	SysfsRoot string
 	Config    discovery.Config
-	IDs       *discovery.PCIIDs
-	NVML      discovery.NVML
+	// ConfigPath, when set, is read every round instead of Config.
+	ConfigPath string
+	IDs        *discovery.PCIIDs
+	NVML       discovery.NVML
 	// Interval between rounds; the Lease lasts three of them.
 	Interval time.Duration
 	Client   client.Client
@@ -86,15 +85,21 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	var published []resourceapi.Device
 	for _, s := range mine {
 		for _, d := range s.Spec.Devices {
 			a.known[d.Name] = d
+			published = append(published, d)
 		}
 	}
 	a.slices, err = resourceslice.StartController(ctx, resourceslice.Options{
 		DriverName: discovery.DriverName,
 		KubeClient: opts.Kube,
 		Owner:      &resourceslice.Owner{APIVersion: "v1", Kind: "Node", Name: opts.Node},
+		// What is published stays published until a round says otherwise:
+		// a controller started empty would delete it if the first round
+		// failed.
+		Resources: a.resources(published),
 		ErrorHandler: func(ctx context.Context, err error, msg string) {
 			log.FromContext(ctx).Error(err, msg, "node", opts.Node)
 		},
@@ -125,10 +130,46 @@ func (a *Agent) Run(ctx context.Context) {
 	}
 }
 
-// Round discovers the node once and publishes what it found.
+// MaxDevicesPerSlice keeps every slice within the API's limit for slices
+// with taints (64; 128 without).
+const MaxDevicesPerSlice = 64
+
+// resources is the node's pool: its devices in slices of at most
+// MaxDevicesPerSlice.
+func (a *Agent) resources(devs []resourceapi.Device) *resourceslice.DriverResources {
+	var slices []resourceslice.Slice
+	for i := 0; i < len(devs); i += MaxDevicesPerSlice {
+		slices = append(slices, resourceslice.Slice{Devices: devs[i:min(i+MaxDevicesPerSlice, len(devs))]})
+	}
+	if len(slices) == 0 {
+		// An empty pool says the driver runs and the node has nothing.
+		slices = []resourceslice.Slice{{}}
+	}
+	return &resourceslice.DriverResources{Pools: map[string]resourceslice.Pool{a.opts.Node: {Slices: slices}}}
+}
+
+// Round discovers the node once and publishes what it found. The heartbeat
+// is renewed whatever else failed: the agent runs.
 func (a *Agent) Round(ctx context.Context) error {
+	err := a.publish(ctx)
+	if hb := a.heartbeat(ctx); hb != nil {
+		return errors.Join(err, hb)
+	}
+	return err
+}
+
+func (a *Agent) publish(ctx context.Context) error {
 	o := a.opts
-	inv, err := discovery.Discover(o.SysfsRoot, o.Config, o.IDs, o.NVML)
+	cfg := o.Config
+	if o.ConfigPath != "" {
+		var err error
+		// Read every round: the platform team's edits take effect
+		// without a restart.
+		if cfg, err = discovery.LoadConfig(o.ConfigPath); err != nil {
+			return err
+		}
+	}
+	inv, err := discovery.Discover(o.SysfsRoot, cfg, o.IDs, o.NVML)
 	if err != nil {
 		return err
 	}
@@ -136,38 +177,30 @@ func (a *Agent) Round(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	onBus := map[string]bool{}
-	for _, g := range inv.GPUs {
-		onBus[discovery.DeviceName(discovery.TypeGPU, g.PCIAddress)] = true
-	}
-	for _, vf := range inv.VFs {
-		onBus[discovery.DeviceName(discovery.TypeVF, vf.PCIAddress)] = true
-	}
 	inv = discovery.WithoutOthers(inv, o.Node, others)
 	devs, err := discovery.Devices(o.SysfsRoot, inv)
 	if err != nil {
 		return err
 	}
-	devs = a.withVanished(devs, onBus)
-	a.slices.Update(&resourceslice.DriverResources{Pools: map[string]resourceslice.Pool{
-		o.Node: {Slices: []resourceslice.Slice{{Devices: devs}}},
-	}})
-	if err := a.applyInventory(ctx, inv); err != nil {
-		return err
-	}
-	return a.heartbeat(ctx)
+	devs = a.withVanished(devs, inv.Bus)
+	a.slices.Update(a.resources(devs))
+	return a.applyInventory(ctx, inv)
 }
 
 // withVanished adds the devices published before and no longer on the bus,
-// tainted. One still on the bus but left out (another DRA driver publishes
-// it now) is forgotten, not tainted.
-func (a *Agent) withVanished(devs []resourceapi.Device, onBus map[string]bool) []resourceapi.Device {
+// tainted. One still on the bus but no longer offered (excluded, bound to
+// the host's driver, published by another DRA driver) is withdrawn.
+func (a *Agent) withVanished(devs []resourceapi.Device, bus []string) []resourceapi.Device {
+	onBus := map[string]bool{}
+	for _, addr := range bus {
+		onBus[addr] = true
+	}
 	var gone []resourceapi.Device
-	for name, d := range a.known {
-		if !onBus[name] {
+	for _, d := range a.known {
+		if !onBus[pciAddress(d)] {
 			d = *d.DeepCopy()
-			if !hasTaint(d, TaintVanished) {
-				d.Taints = append(d.Taints, resourceapi.DeviceTaint{Key: TaintVanished, Effect: resourceapi.DeviceTaintEffectNoSchedule})
+			if !hasTaint(d, discovery.TaintVanished) {
+				d.Taints = append(d.Taints, resourceapi.DeviceTaint{Key: discovery.TaintVanished, Effect: resourceapi.DeviceTaintEffectNoSchedule})
 			}
 			gone = append(gone, d)
 		}
@@ -179,6 +212,13 @@ func (a *Agent) withVanished(devs []resourceapi.Device, onBus map[string]bool) [
 		a.known[d.Name] = d
 	}
 	return devs
+}
+
+func pciAddress(d resourceapi.Device) string {
+	if a, ok := d.Attributes[deviceattribute.StandardDeviceAttributePCIBusID]; ok && a.StringValue != nil {
+		return *a.StringValue
+	}
+	return ""
 }
 
 func hasTaint(d resourceapi.Device, key string) bool {

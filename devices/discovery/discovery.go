@@ -119,6 +119,9 @@ type Skipped struct {
 
 // Inventory is what discovery found on a node.
 type Inventory struct {
+	// Bus is every PCI address on the node, offered or not: a device
+	// published before and still here was withdrawn, not lost.
+	Bus       []string
 	NUMANodes int
 	GPUs      []GPU
 	VFs       []VF
@@ -136,8 +139,14 @@ func Discover(sysfsRoot string, cfg Config, ids *PCIIDs, nv NVML) (Inventory, er
 		return Inventory{}, err
 	}
 	byNVML := map[string]NVMLGPU{}
+	var nvidia []string
+	for _, d := range devs {
+		if d.IsGPU() && d.Driver == "nvidia" {
+			nvidia = append(nvidia, d.Address)
+		}
+	}
 	if nv != nil {
-		gpus, err := nv.GPUs()
+		gpus, err := nv.GPUs(nvidia)
 		if err != nil && !errors.Is(err, ErrNoNVML) {
 			return Inventory{}, err
 		}
@@ -152,7 +161,9 @@ func Discover(sysfsRoot string, cfg Config, ids *PCIIDs, nv NVML) (Inventory, er
 	byAddr := map[string]sysfs.PCIDevice{}
 	for _, d := range devs {
 		byAddr[d.Address] = d
+		inv.Bus = append(inv.Bus, d.Address)
 	}
+	offered := map[string]bool{}
 	for _, d := range devs {
 		if !d.IsGPU() {
 			continue
@@ -165,6 +176,9 @@ func Discover(sysfsRoot string, cfg Config, ids *PCIIDs, nv NVML) (Inventory, er
 			continue
 		case d.BootVGA:
 			skip(d.Address, "the host's boot display")
+			continue
+		case !isAddress(d.Address):
+			skip(d.Address, "a PCI domain beyond 16 bits (a VMD domain): not offered")
 			continue
 		case d.IOMMUGroup == "":
 			skip(d.Address, "no IOMMU group (the IOMMU is off): it cannot be passed through")
@@ -188,14 +202,21 @@ func Discover(sysfsRoot string, cfg Config, ids *PCIIDs, nv NVML) (Inventory, er
 		if g.Model == "" {
 			g.Model = d.Device
 		}
+		offered[d.Address] = true
 		inv.GPUs = append(inv.GPUs, g)
 	}
+	pfs := map[string]int{}
 	for i, s := range cfg.SRIOV {
 		pf, ok := findPF(devs, s.PF)
 		if !ok {
 			skip("", "sriov[%d]: no physical function %s on this node", i, s.PF)
 			continue
 		}
+		if j, dup := pfs[pf.Address]; dup {
+			skip(pf.Address, "sriov[%d]: %s is sriov[%d]'s physical function already", i, s.PF, j)
+			continue
+		}
+		pfs[pf.Address] = i
 		if len(pf.VFs) == 0 {
 			skip(pf.Address, "sriov[%d]: %s has no VFs enabled (sriov_numvfs is 0)", i, s.PF)
 			continue
@@ -216,7 +237,14 @@ func Discover(sysfsRoot string, cfg Config, ids *PCIIDs, nv NVML) (Inventory, er
 			case vf.IOMMUGroup == "":
 				skip(addr, "no IOMMU group (the IOMMU is off): it cannot be passed through")
 				continue
+			case offered[addr]:
+				skip(addr, "offered as a GPU already")
+				continue
+			case !isAddress(addr):
+				skip(addr, "a PCI domain beyond 16 bits (a VMD domain): not offered")
+				continue
 			}
+			offered[addr] = true
 			inv.VFs = append(inv.VFs, VF{PCIAddress: addr, VendorID: vf.Vendor, DeviceID: vf.Device,
 				NUMANode: vf.NUMANode, IOMMUGroup: vf.IOMMUGroup, Driver: vf.Driver, ResourceName: s.ResourceName,
 				PF: ifname, PFAddress: pf.Address, LinkUp: pf.LinkUp})

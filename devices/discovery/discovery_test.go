@@ -186,6 +186,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 func TestSlugsAndBusIDs(t *testing.T) {
 	assert.Equal(t, "h100-sxm5-80gb", Slug("H100 SXM5 80GB"))
 	assert.Equal(t, "0000:3b:00.0", NormalizeBusID("00000000:3B:00.0"))
+	assert.Equal(t, "10000:01:00.0", NormalizeBusID("00010000:01:00.0"), "a VMD domain is not domain 0")
 	assert.Equal(t, "gpu-0000-3b-00-0", DeviceName(TypeGPU, "0000:3b:00.0"))
 }
 
@@ -193,7 +194,15 @@ func TestSlugsAndBusIDs(t *testing.T) {
 // reports is a PCI device sysfs shows, with a name, UUID and memory.
 // Read-only: it binds and unbinds nothing.
 func TestSystemNVML(t *testing.T) {
-	gpus, err := SystemNVML{}.GPUs()
+	devs, err := sysfs.Scan("/sys")
+	require.NoError(t, err)
+	var nvidia []string
+	for _, d := range devs {
+		if d.IsGPU() && d.Driver == "nvidia" {
+			nvidia = append(nvidia, d.Address)
+		}
+	}
+	gpus, err := SystemNVML{}.GPUs(nvidia)
 	if errors.Is(err, ErrNoNVML) {
 		t.Skip("no NVIDIA driver on this machine: the real NVML path runs on a GPU machine")
 	}
@@ -207,4 +216,53 @@ func TestSystemNVML(t *testing.T) {
 		assert.Positive(t, g.MemoryBytes)
 		t.Logf("%s %s %s %d MiB unhealthy=%q", g.PCIAddress, g.Name, g.UUID, g.MemoryBytes>>20, g.Unhealthy)
 	}
+}
+
+// One device is offered once: a PF named twice in the config (by name and
+// by address) makes one pool, and a GPU that is also a VF of a listed PF is
+// not offered again as a VF.
+func TestADeviceIsOfferedOnce(t *testing.T) {
+	m := e810()
+	m.Devices = append(m.Devices, sysfs.PCIDevice{Address: "0000:5e:02.0", Vendor: "10de", Device: "1eb8", Class: "030200", NUMANode: 0, Driver: "vfio-pci", PhysFn: "0000:5e:00.0"})
+	root := machine(t, m)
+	inv, err := Discover(root, Config{SRIOV: []SRIOVConfig{{PF: "ens1f0", ResourceName: "intel.com/sriov_data"}, {PF: "0000:5e:00.0", ResourceName: "intel.com/sriov_other"}}}, pciIDs(t), nil)
+	require.NoError(t, err)
+	assert.Len(t, inv.GPUs, 1)
+	assert.Len(t, inv.VFs, 8, "the GPU function is not a VF of the pool too")
+	assert.Contains(t, inv.Skipped, Skipped{PCIAddress: "0000:5e:00.0", Why: "sriov[1]: 0000:5e:00.0 is sriov[0]'s physical function already"})
+	assert.Contains(t, inv.Skipped, Skipped{PCIAddress: "0000:5e:02.0", Why: "offered as a GPU already"})
+	devs, err := Devices(root, inv)
+	require.NoError(t, err)
+	names := map[string]bool{}
+	for _, d := range devs {
+		assert.False(t, names[d.Name], "device %s published twice", d.Name)
+		names[d.Name] = true
+	}
+	assert.Contains(t, inv.Bus, "0000:5e:00.1", "the bus lists what is not offered too")
+}
+
+// A GPU NVML cannot reach (lost off the bus as far as the driver is
+// concerned) is published tainted, the others as usual; a GPU rebound to
+// vfio-pci keeps what NVML said of it.
+func TestNVMLFactsSurviveALostGPUAndARebinding(t *testing.T) {
+	root := machine(t, dgxH100())
+	nv := dgxNVML()
+	nv.gpus = nv.gpus[1:] // 0000:18:00.0 is lost
+	rem := RememberNVML(nv)
+	inv, err := Discover(root, Config{GPUs: []string{"10de:2330"}}, pciIDs(t), rem)
+	require.NoError(t, err)
+	require.Len(t, inv.GPUs, 8)
+	assert.Equal(t, "NVML cannot reach the GPU: ERROR_GPU_IS_LOST", inv.GPUs[0].Unhealthy)
+	assert.Equal(t, "h100-80gb-hbm3", inv.GPUs[1].Model)
+
+	// The kubelet plugin binds 0000:2a:00.0 to vfio-pci for a VM.
+	drv := filepath.Join(root, "bus", "pci", "devices", "0000:2a:00.0", "driver")
+	require.NoError(t, os.Remove(drv))
+	require.NoError(t, os.Symlink("../../../bus/pci/drivers/vfio-pci", drv))
+	inv, err = Discover(root, Config{GPUs: []string{"10de:2330"}}, pciIDs(t), rem)
+	require.NoError(t, err)
+	assert.Equal(t, "vfio-pci", inv.GPUs[1].Driver)
+	assert.Equal(t, "h100-80gb-hbm3", inv.GPUs[1].Model, "not pci.ids' h100-sxm5-80gb")
+	assert.Equal(t, int64(81559<<20), inv.GPUs[1].MemoryBytes)
+	assert.Equal(t, "GPU-6f7a1c2e-0b4d-4e1a-9c3b-000000000001", inv.GPUs[1].UUID)
 }

@@ -85,4 +85,21 @@ type fakeNVML struct {
 	err  error
 }
 
-func (f fakeNVML) GPUs() ([]NVMLGPU, error) { return f.gpus, f.err }
+// GPUs answers for the addresses asked, as NVML does: a GPU it does not know
+// is unreachable.
+func (f fakeNVML) GPUs(addresses []string) ([]NVMLGPU, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	var out []NVMLGPU
+	for _, a := range addresses {
+		g := NVMLGPU{PCIAddress: a, Unhealthy: "NVML cannot reach the GPU: ERROR_GPU_IS_LOST"}
+		for _, known := range f.gpus {
+			if known.PCIAddress == a {
+				g = known
+			}
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}

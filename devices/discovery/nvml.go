@@ -19,10 +19,12 @@ type NVMLGPU struct {
 	Unhealthy string
 }
 
-// NVML lists the GPUs the NVIDIA driver runs. Discovery reads it only where
-// the driver is loaded; unit tests give a fake.
+// NVML reports on the GPUs the NVIDIA driver runs, by PCI address (those
+// sysfs shows bound to it). A GPU NVML cannot reach comes back unhealthy,
+// not as an error: one lost GPU must not stop the node's publishing. Unit
+// tests give a fake.
 type NVML interface {
-	GPUs() ([]NVMLGPU, error)
+	GPUs(addresses []string) ([]NVMLGPU, error)
 }
 
 // ErrNoNVML is NVML's answer where the NVIDIA driver is not installed: GPUs
@@ -32,9 +34,10 @@ var ErrNoNVML = errors.New("NVML not available (no NVIDIA driver loaded)")
 // SystemNVML is the host's libnvidia-ml, loaded at first use.
 type SystemNVML struct{}
 
-// GPUs opens NVML, reads every device and closes it again: discovery runs
-// now and then, and a held handle would keep the driver from reloading.
-func (SystemNVML) GPUs() ([]NVMLGPU, error) {
+// GPUs opens NVML, reads the GPUs at addresses and closes it again:
+// discovery runs now and then, and a held handle would keep the driver from
+// reloading.
+func (SystemNVML) GPUs(addresses []string) ([]NVMLGPU, error) {
 	lib := nvml.New()
 	if ret := lib.Init(); ret != nvml.SUCCESS {
 		if ret == nvml.ERROR_LIBRARY_NOT_FOUND || ret == nvml.ERROR_DRIVER_NOT_LOADED {
@@ -43,21 +46,15 @@ func (SystemNVML) GPUs() ([]NVMLGPU, error) {
 		return nil, fmt.Errorf("NVML init: %v", ret)
 	}
 	defer lib.Shutdown()
-	n, ret := lib.DeviceGetCount()
-	if ret != nvml.SUCCESS {
-		return nil, fmt.Errorf("NVML device count: %v", ret)
-	}
 	var out []NVMLGPU
-	for i := range n {
-		d, ret := lib.DeviceGetHandleByIndex(i)
+	for _, addr := range addresses {
+		g := NVMLGPU{PCIAddress: addr}
+		d, ret := lib.DeviceGetHandleByPciBusId(addr)
 		if ret != nvml.SUCCESS {
-			return nil, fmt.Errorf("NVML device %d: %v", i, ret)
+			g.Unhealthy = fmt.Sprintf("NVML cannot reach the GPU: %v", ret)
+			out = append(out, g)
+			continue
 		}
-		pci, ret := d.GetPciInfo()
-		if ret != nvml.SUCCESS {
-			return nil, fmt.Errorf("NVML device %d PCI info: %v", i, ret)
-		}
-		g := NVMLGPU{PCIAddress: NormalizeBusID(cString(pci.BusId[:]))}
 		g.Name, _ = d.GetName()
 		g.UUID, _ = d.GetUUID()
 		if mem, ret := d.GetMemoryInfo(); ret == nvml.SUCCESS {
@@ -67,6 +64,36 @@ func (SystemNVML) GPUs() ([]NVMLGPU, error) {
 		out = append(out, g)
 	}
 	return out, nil
+}
+
+// RememberNVML keeps what NVML said of each GPU: once a GPU is bound to
+// vfio-pci (for a VM) NVML no longer sees it, and its model, memory and
+// health must not change with its binding.
+func RememberNVML(inner NVML) NVML { return &remembered{inner: inner, seen: map[string]NVMLGPU{}} }
+
+type remembered struct {
+	inner NVML
+	seen  map[string]NVMLGPU
+}
+
+func (r *remembered) GPUs(addresses []string) ([]NVMLGPU, error) {
+	got, err := r.inner.GPUs(addresses)
+	if err != nil && !errors.Is(err, ErrNoNVML) {
+		return nil, err
+	}
+	asked := map[string]bool{}
+	for _, a := range addresses {
+		asked[a] = true
+	}
+	for _, g := range got {
+		r.seen[g.PCIAddress] = g
+	}
+	for addr, g := range r.seen {
+		if !asked[addr] {
+			got = append(got, g)
+		}
+	}
+	return got, nil
 }
 
 // health says why a GPU is not fit for a new VM: memory it can no longer
@@ -82,23 +109,17 @@ func health(d nvml.Device) string {
 	return ""
 }
 
-func cString(b []int8) string {
-	var sb strings.Builder
-	for _, c := range b {
-		if c == 0 {
-			break
-		}
-		sb.WriteByte(byte(c))
-	}
-	return sb.String()
-}
-
 // NormalizeBusID turns NVML's "00000000:3B:00.0" into sysfs's
-// "0000:3b:00.0".
+// "0000:3b:00.0"; a domain beyond 16 bits keeps its digits ("10000:01:00.0",
+// as sysfs names a VMD domain's devices).
 func NormalizeBusID(id string) string {
 	id = strings.ToLower(id)
 	if dom, rest, ok := strings.Cut(id, ":"); ok && len(dom) > 4 {
-		id = dom[len(dom)-4:] + ":" + rest
+		dom = strings.TrimLeft(dom, "0")
+		for len(dom) < 4 {
+			dom = "0" + dom
+		}
+		id = dom + ":" + rest
 	}
 	return id
 }

@@ -25,6 +25,11 @@ const (
 	TypeVF  = "vf"
 )
 
+// TaintVanished marks a device that was published and is no longer on the
+// PCI bus. It stays published, NoSchedule (NoExecute would evict the
+// launcher pod of a VM that holds it), until it comes back.
+const TaintVanished = DriverName + "/vanished"
+
 // TaintUnhealthy marks a device that should take no new VM. It is always
 // NoSchedule: NoExecute would evict the launcher pod and so kill the VM
 // that holds the device.
@@ -185,5 +190,22 @@ func WithoutOthers(inv Inventory, node string, others []resourceapi.ResourceSlic
 		out.VFs = append(out.VFs, vf)
 	}
 	sort.SliceStable(out.Skipped, func(i, j int) bool { return out.Skipped[i].PCIAddress < out.Skipped[j].PCIAddress })
+	return out
+}
+
+// Taints are the taints on the node's devices.novacron.io devices, by PCI
+// address: what the operator shows on VMs holding them.
+func Taints(slices []resourceapi.ResourceSlice, node string) map[string][]resourceapi.DeviceTaint {
+	out := map[string][]resourceapi.DeviceTaint{}
+	for _, s := range slices {
+		if s.Spec.Driver != DriverName || s.Spec.NodeName == nil || *s.Spec.NodeName != node {
+			continue
+		}
+		for _, d := range s.Spec.Devices {
+			if a, ok := d.Attributes[deviceattribute.StandardDeviceAttributePCIBusID]; ok && a.StringValue != nil && len(d.Taints) > 0 {
+				out[*a.StringValue] = append(out[*a.StringValue], d.Taints...)
+			}
+		}
+	}
 	return out
 }

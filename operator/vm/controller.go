@@ -14,6 +14,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -95,6 +96,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, maxConcurrent int) error
 		WatchesRawSource(source.Channel(r.Hooks.Done, &handler.TypedEnqueueRequestForObject[*novacronv1.VirtualMachine]{})).
 		Watches(&novacronv1.Hypervisor{}, handler.EnqueueRequestsFromMapFunc(r.vmsOnHypervisor),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&resourceapi.ResourceSlice{}, handler.EnqueueRequestsFromMapFunc(r.vmsOnSliceNode)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: maxConcurrent}).
 		Complete(conflict.Retry(metrics.Instrument("virtualmachine", r)))
 }
@@ -118,7 +120,11 @@ func (r *Reconciler) setDefaults() {
 }
 
 func (r *Reconciler) vmsOnHypervisor(ctx context.Context, o client.Object) []reconcile.Request {
-	vms, err := hypervisors.VMsOn(ctx, r.Client, o.GetName())
+	return r.vmsOnNode(ctx, o.GetName())
+}
+
+func (r *Reconciler) vmsOnNode(ctx context.Context, node string) []reconcile.Request {
+	vms, err := hypervisors.VMsOn(ctx, r.Client, node)
 	if err != nil {
 		return nil
 	}

@@ -205,6 +205,9 @@ func (r *Reconciler) connect(ctx context.Context, s *runScope) (ctrl.Result, boo
 	}
 	s.vm.Status.Devices = s.devices.GPUs
 	s.vm.Status.Interfaces = domain.Interfaces(s.vm, s.devices)
+	if err := r.showDeviceHealth(ctx, s.vm, s.node); err != nil {
+		return ctrl.Result{}, true, err
+	}
 	return ctrl.Result{}, false, nil
 }
 

@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -81,32 +82,42 @@ func (n *node) hypervisor(t *testing.T) *novacronv1.Hypervisor {
 	return &hv
 }
 
-// devices waits for the node's NovaCron ResourceSlice to hold exactly the
-// devices named, and returns them by name.
-func (n *node) devices(t *testing.T, names ...string) map[string]resourceapi.Device {
+// published is the node's NovaCron devices in its ResourceSlices now, by
+// name.
+func (n *node) published() (map[string]resourceapi.Device, error) {
+	list, err := n.kube.ResourceV1().ResourceSlices().List(suite.Ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.name})
+	if err != nil {
+		return nil, err
+	}
+	got := map[string]resourceapi.Device{}
+	for _, s := range list.Items {
+		if s.Spec.Driver == discovery.DriverName {
+			for _, d := range s.Spec.Devices {
+				got[d.Name] = d
+			}
+		}
+	}
+	return got, nil
+}
+
+// devices waits for the node's NovaCron ResourceSlices to hold exactly the
+// devices named and, when ok is given, for ok to hold of them; it returns
+// them by name.
+func (n *node) devices(t *testing.T, names []string, ok ...func(map[string]resourceapi.Device) bool) map[string]resourceapi.Device {
 	t.Helper()
 	var got map[string]resourceapi.Device
 	require.Eventually(t, func() bool {
-		list, err := n.kube.ResourceV1().ResourceSlices().List(suite.Ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.name})
-		require.NoError(t, err)
-		got = map[string]resourceapi.Device{}
-		for _, s := range list.Items {
-			if s.Spec.Driver == discovery.DriverName {
-				for _, d := range s.Spec.Devices {
-					got[d.Name] = d
-				}
-			}
-		}
-		if len(got) != len(names) {
+		var err error
+		if got, err = n.published(); err != nil || len(got) != len(names) {
 			return false
 		}
 		for _, name := range names {
-			if _, ok := got[name]; !ok {
+			if _, found := got[name]; !found {
 				return false
 			}
 		}
-		return true
-	}, timeout, testenv.Poll, "the slice of %s holds %v (last: %d devices)", n.name, names, len(got))
+		return len(ok) == 0 || ok[0](got)
+	}, timeout, testenv.Poll, "the slices of %s hold %v (last: %d devices)", n.name, names, len(got))
 	return got
 }
 
@@ -149,7 +160,7 @@ func TestTheAgentPublishesItsNode(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{"novacron-operator/Update", "novacron-node/Apply"}, managers)
 
-	devs := n.devices(t, t4Devices...)
+	devs := n.devices(t, t4Devices)
 	assert.Equal(t, int64(1), *devs["gpu-0000-af-00-0"].Attributes["resource.kubernetes.io/numaNode"].IntValue)
 	assert.Equal(t, "0000:af:00.0", *devs["gpu-0000-af-00-0"].Attributes["resource.kubernetes.io/pciBusID"].StringValue)
 	assert.Equal(t, "intel.com/sriov_data", *devs["vf-0000-5e-01-1"].Attributes["resourceName"].StringValue)
@@ -172,30 +183,27 @@ func TestAVanishedDeviceIsTaintedNoSchedule(t *testing.T) {
 	n := newNode(t, "gpu-node-2", t4Node())
 	a := n.agent(t)
 	require.NoError(t, a.Round(ctx))
-	n.devices(t, t4Devices...)
+	n.devices(t, t4Devices)
 
 	link := filepath.Join(n.sys, "bus", "pci", "devices", "0000:af:00.0")
 	target, err := os.Readlink(link)
 	require.NoError(t, err)
 	require.NoError(t, os.Remove(link))
 	require.NoError(t, a.Round(ctx))
-	require.Eventually(t, func() bool {
-		d := n.devices(t, t4Devices...)
-		return assert.ObjectsAreEqual([]string{agent.TaintVanished + ":NoSchedule"}, taints(d["gpu-0000-af-00-0"])) && len(d["gpu-0000-3b-00-0"].Taints) == 0
-	}, timeout, testenv.Poll, "the vanished GPU is tainted NoSchedule, the other not")
+	n.devices(t, t4Devices, func(d map[string]resourceapi.Device) bool {
+		return assert.ObjectsAreEqual([]string{discovery.TaintVanished + ":NoSchedule"}, taints(d["gpu-0000-af-00-0"])) && len(d["gpu-0000-3b-00-0"].Taints) == 0
+	})
 	assert.Len(t, n.hypervisor(t).Status.GPUs, 1)
 
 	a.Stop()
 	a = n.agent(t)
 	require.NoError(t, a.Round(ctx))
-	assert.Equal(t, []string{agent.TaintVanished + ":NoSchedule"}, taints(n.devices(t, t4Devices...)["gpu-0000-af-00-0"]),
+	assert.Equal(t, []string{discovery.TaintVanished + ":NoSchedule"}, taints(n.devices(t, t4Devices)["gpu-0000-af-00-0"]),
 		"a restarted agent still knows it")
 
 	require.NoError(t, os.Symlink(target, link))
 	require.NoError(t, a.Round(ctx))
-	require.Eventually(t, func() bool {
-		return len(n.devices(t, t4Devices...)["gpu-0000-af-00-0"].Taints) == 0
-	}, timeout, testenv.Poll, "back on the bus, untainted")
+	n.devices(t, t4Devices, func(d map[string]resourceapi.Device) bool { return len(d["gpu-0000-af-00-0"].Taints) == 0 })
 	assert.Len(t, n.hypervisor(t).Status.GPUs, 2)
 }
 
@@ -207,7 +215,7 @@ func TestADeviceAnotherDriverPublishesIsNotOfferedTwice(t *testing.T) {
 	n := newNode(t, "gpu-node-3", t4Node())
 	a := n.agent(t)
 	require.NoError(t, a.Round(ctx))
-	n.devices(t, t4Devices...)
+	n.devices(t, t4Devices)
 
 	theirs := &resourceapi.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: "gpu-node-3-vfio-gpu-nvidia-com"}, Spec: resourceapi.ResourceSliceSpec{
 		Driver: "vfio.gpu.nvidia.com", NodeName: ptr.To(n.name), Pool: resourceapi.ResourcePool{Name: n.name, ResourceSliceCount: 1},
@@ -219,7 +227,7 @@ func TestADeviceAnotherDriverPublishesIsNotOfferedTwice(t *testing.T) {
 	_, err := n.kube.ResourceV1().ResourceSlices().Create(ctx, theirs, metav1.CreateOptions{})
 	require.NoError(t, err)
 	require.NoError(t, a.Round(ctx))
-	devs := n.devices(t, "gpu-0000-af-00-0", "vf-0000-5e-01-0", "vf-0000-5e-01-1")
+	devs := n.devices(t, []string{"gpu-0000-af-00-0", "vf-0000-5e-01-0", "vf-0000-5e-01-1"})
 	assert.Empty(t, devs["gpu-0000-af-00-0"].Taints)
 	assert.Len(t, n.hypervisor(t).Status.GPUs, 1)
 }
@@ -229,4 +237,63 @@ func TestAnUnregisteredNodeIsReported(t *testing.T) {
 	n := newNode(t, "gpu-node-4", t4Node())
 	require.NoError(t, suite.Env.Client.Delete(suite.Ctx, n.hypervisor(t)))
 	assert.ErrorContains(t, n.agent(t).Round(suite.Ctx), "no Hypervisor gpu-node-4: the platform team registers the node")
+}
+
+// A device still on the bus that is no longer offered (the platform team
+// excludes it in the device config, read again every round) is withdrawn,
+// not tainted as gone; with no GPU left, the Hypervisor lists none (the
+// agent no longer applies the list, and nobody else owns it).
+func TestAWithdrawnDeviceIsRemovedAndTheConfigIsReread(t *testing.T) {
+	ctx := suite.Ctx
+	n := newNode(t, "gpu-node-5", t4Node())
+	cfg := filepath.Join(t.TempDir(), "devices.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("sriov: [{pf: ens1f0, resourceName: intel.com/sriov_data}]\n"), 0o644))
+	a, err := agent.New(ctx, agent.Options{Node: n.name, Namespace: "default", SysfsRoot: n.sys, ConfigPath: cfg, Interval: time.Second,
+		Client: suite.Env.Client, Kube: n.kube})
+	require.NoError(t, err)
+	t.Cleanup(a.Stop)
+	require.NoError(t, a.Round(ctx))
+	n.devices(t, t4Devices)
+	require.Len(t, n.hypervisor(t).Status.GPUs, 2)
+
+	require.NoError(t, os.WriteFile(cfg, []byte("sriov: [{pf: ens1f0, resourceName: intel.com/sriov_data}]\nexclude: [\"0000:3b:00.0\", \"0000:af:00.0\"]\n"), 0o644))
+	require.NoError(t, a.Round(ctx))
+	devs := n.devices(t, []string{"vf-0000-5e-01-0", "vf-0000-5e-01-1"})
+	for _, d := range devs {
+		assert.Empty(t, d.Taints)
+	}
+	hv := n.hypervisor(t)
+	assert.Empty(t, hv.Status.GPUs, "no GPU left to list")
+	assert.Len(t, hv.Status.SRIOV, 1)
+
+	require.NoError(t, os.WriteFile(cfg, []byte("sriov: [{pf: ens1f0, resourceNam: typo}]\n"), 0o644))
+	assert.ErrorContains(t, a.Round(ctx), `unknown field "resourceNam"`, "a broken config is reported")
+	var lease coordinationv1.Lease
+	require.NoError(t, suite.Env.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: agent.LeaseName(n.name)}, &lease), "and the heartbeat goes on")
+	n.devices(t, []string{"vf-0000-5e-01-0", "vf-0000-5e-01-1"})
+}
+
+// A node with more devices than one slice may hold (64 with taints)
+// publishes them in several slices of one pool.
+func TestManyDevicesGoInSeveralSlices(t *testing.T) {
+	ctx := suite.Ctx
+	m := sysfs.Machine{NUMANodes: 1, Devices: []sysfs.PCIDevice{
+		{Address: "0000:5e:00.0", Vendor: "8086", Device: "1593", Class: "020000", NUMANode: 0, Driver: "ice", NetDevs: []string{"ens1f0"}, LinkUp: true}}}
+	var names []string
+	for i := range 100 {
+		addr := fmt.Sprintf("0000:5e:%02x.%d", 1+i/8, i%8)
+		m.Devices = append(m.Devices, sysfs.PCIDevice{Address: addr, Vendor: "8086", Device: "1889", Class: "020000", NUMANode: 0, Driver: "vfio-pci", PhysFn: "0000:5e:00.0"})
+		names = append(names, discovery.DeviceName(discovery.TypeVF, addr))
+	}
+	n := newNode(t, "vf-node-1", m)
+	a := n.agent(t)
+	require.NoError(t, a.Round(ctx))
+	n.devices(t, names)
+	list, err := n.kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.name})
+	require.NoError(t, err)
+	assert.Len(t, list.Items, 2)
+	for _, s := range list.Items {
+		assert.LessOrEqual(t, len(s.Spec.Devices), agent.MaxDevicesPerSlice)
+		assert.Equal(t, int64(2), s.Spec.Pool.ResourceSliceCount)
+	}
 }

@@ -115,28 +115,28 @@ func TestAnAgentWritesOnlyItsOwnNode(t *testing.T) {
 	// Each agent publishes its own node with the shipped RBAC alone.
 	require.NoError(t, idA.agent(t, a).Round(ctx))
 	require.NoError(t, idB.agent(t, b).Round(ctx))
-	a.devices(t, t4Devices...)
-	slicesB := b.devices(t, t4Devices...)
+	a.devices(t, t4Devices)
+	slicesB := b.devices(t, t4Devices)
 	assert.Len(t, slicesB, 4)
 
 	// Node B's slice, as node A's token: neither create, change nor delete.
 	forged := &resourceapi.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: "forged-" + b.name}, Spec: resourceapi.ResourceSliceSpec{
 		Driver: discovery.DriverName, NodeName: ptr.To(b.name), Pool: resourceapi.ResourcePool{Name: b.name, ResourceSliceCount: 1}}}
 	_, err = idA.kube.ResourceV1().ResourceSlices().Create(ctx, forged, metav1.CreateOptions{})
-	assert.ErrorContains(t, err, "may write only ResourceSlices of node node-a")
+	assert.ErrorContains(t, err, "may write only devices.novacron.io ResourceSlices of pool and node node-a")
 	list, err := idA.kube.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + b.name})
 	require.NoError(t, err)
 	require.NotEmpty(t, list.Items)
 	theirs := list.Items[0]
 	theirs.Spec.Devices = nil
 	_, err = idA.kube.ResourceV1().ResourceSlices().Update(ctx, &theirs, metav1.UpdateOptions{})
-	assert.ErrorContains(t, err, "may write only ResourceSlices of node node-a")
+	assert.ErrorContains(t, err, "may write only devices.novacron.io ResourceSlices of pool and node node-a")
 	moved := list.Items[0].DeepCopy()
 	moved.Spec.NodeName = ptr.To(a.name)
 	_, err = idA.kube.ResourceV1().ResourceSlices().Update(ctx, moved, metav1.UpdateOptions{})
 	assert.ErrorContains(t, err, "field is immutable", "nor take it over by renaming its node (the API refuses that before the policy)")
 	err = idA.kube.ResourceV1().ResourceSlices().Delete(ctx, list.Items[0].Name, metav1.DeleteOptions{})
-	assert.ErrorContains(t, err, "may write only ResourceSlices of node node-a")
+	assert.ErrorContains(t, err, "may write only devices.novacron.io ResourceSlices of pool and node node-a")
 
 	// Node B's heartbeat, as node A's token.
 	var lease coordinationv1.Lease
@@ -144,12 +144,34 @@ func TestAnAgentWritesOnlyItsOwnNode(t *testing.T) {
 	lease.Spec.HolderIdentity = ptr.To(a.name)
 	assert.ErrorContains(t, idA.client.Update(ctx, &lease), "may write only Lease novacron-node-node-a")
 
+	// On its own node: nothing of the operator's part of the status, and
+	// nothing of another DRA driver's slices.
+	u := &unstructured.Unstructured{Object: map[string]any{"status": map[string]any{"cpuModel": "Forged-CPU",
+		"conditions": []any{map[string]any{"type": "Reachable", "status": "True", "reason": "Connected", "message": "forged", "lastTransitionTime": "2026-01-01T00:00:00Z"}}}}}
+	u.SetAPIVersion("novacron.io/v1alpha1")
+	u.SetKind("Hypervisor")
+	u.SetName(a.name)
+	err = idA.client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("forger"), client.ForceOwnership)
+	assert.ErrorContains(t, err, "may write only the device inventory (gpus, sriov, numaNodes) of the status of Hypervisor node-a")
+	nvidia := &resourceapi.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: "node-a-gpu-nvidia-com"}, Spec: resourceapi.ResourceSliceSpec{
+		Driver: "gpu.nvidia.com", NodeName: ptr.To(a.name), Pool: resourceapi.ResourcePool{Name: a.name, ResourceSliceCount: 1}}}
+	_, err = idA.kube.ResourceV1().ResourceSlices().Create(ctx, nvidia, metav1.CreateOptions{})
+	assert.ErrorContains(t, err, "may write only devices.novacron.io ResourceSlices", "not another driver's, even on its node")
+	admin, err := kubernetes.NewForConfig(suite.Env.Config)
+	require.NoError(t, err)
+	_, err = admin.ResourceV1().ResourceSlices().Create(ctx, nvidia, metav1.CreateOptions{})
+	require.NoError(t, err)
+	err = idA.kube.ResourceV1().ResourceSlices().Delete(ctx, nvidia.Name, metav1.DeleteOptions{})
+	assert.ErrorContains(t, err, "may write only devices.novacron.io ResourceSlices", "nor delete one")
+	assert.Equal(t, "1eb8", a.hypervisor(t).Status.GPUs[0].Model)
+	assert.Empty(t, a.hypervisor(t).Status.CPUModel)
+
 	// A token bound to no pod carries no node: it writes nothing.
 	loose := identity(t, a.name, false)
 	assert.ErrorContains(t, applyGPUs(loose, a.name), "only with a token bound to a Pod on its node")
 
 	// Nothing of node B changed.
-	assert.Len(t, b.devices(t, t4Devices...), 4)
+	assert.Len(t, b.devices(t, t4Devices), 4)
 	assert.Len(t, b.hypervisor(t).Status.GPUs, 2)
 	assert.Equal(t, "1eb8", b.hypervisor(t).Status.GPUs[0].Model)
 }
