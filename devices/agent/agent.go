@@ -130,20 +130,12 @@ func (a *Agent) Run(ctx context.Context) {
 	}
 }
 
-// MaxDevicesPerSlice keeps every slice within the API's limit for slices
-// with taints (64; 128 without).
-const MaxDevicesPerSlice = 64
-
 // resources is the node's pool: its devices in slices of at most
-// MaxDevicesPerSlice.
+// discovery.MaxDevicesPerSlice.
 func (a *Agent) resources(devs []resourceapi.Device) *resourceslice.DriverResources {
 	var slices []resourceslice.Slice
-	for i := 0; i < len(devs); i += MaxDevicesPerSlice {
-		slices = append(slices, resourceslice.Slice{Devices: devs[i:min(i+MaxDevicesPerSlice, len(devs))]})
-	}
-	if len(slices) == 0 {
-		// An empty pool says the driver runs and the node has nothing.
-		slices = []resourceslice.Slice{{}}
+	for _, chunk := range discovery.Chunks(devs) {
+		slices = append(slices, resourceslice.Slice{Devices: chunk})
 	}
 	return &resourceslice.DriverResources{Pools: map[string]resourceslice.Pool{a.opts.Node: {Slices: slices}}}
 }

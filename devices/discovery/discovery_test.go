@@ -139,10 +139,11 @@ func TestUnhealthyGPUsAreTaintedNoSchedule(t *testing.T) {
 	root := machine(t, dgxH100())
 	inv, err := Discover(root, Config{GPUs: []string{"10de:2330"}}, pciIDs(t), dgxNVML())
 	require.NoError(t, err)
-	slice, err := ResourceSlice("dgx-1", root, inv)
+	slices, err := ResourceSlices("dgx-1", root, inv)
 	require.NoError(t, err)
+	require.Len(t, slices, 1)
 	var tainted []string
-	for _, d := range slice.Spec.Devices {
+	for _, d := range slices[0].Spec.Devices {
 		for _, taint := range d.Taints {
 			assert.Equal(t, resourceapi.DeviceTaintEffectNoSchedule, taint.Effect)
 			tainted = append(tainted, d.Name)
@@ -265,4 +266,15 @@ func TestNVMLFactsSurviveALostGPUAndARebinding(t *testing.T) {
 	assert.Equal(t, "h100-80gb-hbm3", inv.GPUs[1].Model, "not pci.ids' h100-sxm5-80gb")
 	assert.Equal(t, int64(81559<<20), inv.GPUs[1].MemoryBytes)
 	assert.Equal(t, "GPU-6f7a1c2e-0b4d-4e1a-9c3b-000000000001", inv.GPUs[1].UUID)
+}
+
+func TestChunks(t *testing.T) {
+	devs := make([]resourceapi.Device, 130)
+	var sizes []int
+	for _, c := range Chunks(devs) {
+		sizes = append(sizes, len(c))
+	}
+	assert.Equal(t, []int{64, 64, 2}, sizes)
+	assert.Len(t, Chunks(nil), 1, "an empty pool is one empty slice")
+	assert.Empty(t, Chunks(nil)[0])
 }

@@ -61,23 +61,45 @@ func HypervisorStatus(inv Inventory) novacronv1.HypervisorStatus {
 	return st
 }
 
-// ResourceSlice is the node's DRA ResourceSlice as the agent publishes it:
-// one pool named after the node holding Devices.
-func ResourceSlice(node, sysfsRoot string, inv Inventory) (*resourceapi.ResourceSlice, error) {
+// MaxDevicesPerSlice keeps every slice within the API's limit for slices
+// with taints (64; 128 without).
+const MaxDevicesPerSlice = 64
+
+// Chunks splits devices into slices' worth; no devices is one empty slice
+// (an empty pool says the driver runs and the node has nothing to offer).
+func Chunks(devs []resourceapi.Device) [][]resourceapi.Device {
+	out := [][]resourceapi.Device{nil}
+	for i := 0; i < len(devs); i += MaxDevicesPerSlice {
+		if i == 0 {
+			out = out[:0]
+		}
+		out = append(out, devs[i:min(i+MaxDevicesPerSlice, len(devs))])
+	}
+	return out
+}
+
+// ResourceSlices are the node's DRA ResourceSlices as the agent publishes
+// them: one pool named after the node holding Devices.
+func ResourceSlices(node, sysfsRoot string, inv Inventory) ([]*resourceapi.ResourceSlice, error) {
 	devs, err := Devices(sysfsRoot, inv)
 	if err != nil {
 		return nil, err
 	}
-	return &resourceapi.ResourceSlice{
-		TypeMeta:   metav1.TypeMeta{APIVersion: resourceapi.SchemeGroupVersion.String(), Kind: "ResourceSlice"},
-		ObjectMeta: metav1.ObjectMeta{GenerateName: node + "-" + DriverName + "-"},
-		Spec: resourceapi.ResourceSliceSpec{
-			Driver:   DriverName,
-			Pool:     resourceapi.ResourcePool{Name: node, Generation: 1, ResourceSliceCount: 1},
-			NodeName: ptr.To(node),
-			Devices:  devs,
-		},
-	}, nil
+	chunks := Chunks(devs)
+	var out []*resourceapi.ResourceSlice
+	for _, c := range chunks {
+		out = append(out, &resourceapi.ResourceSlice{
+			TypeMeta:   metav1.TypeMeta{APIVersion: resourceapi.SchemeGroupVersion.String(), Kind: "ResourceSlice"},
+			ObjectMeta: metav1.ObjectMeta{GenerateName: node + "-" + DriverName + "-"},
+			Spec: resourceapi.ResourceSliceSpec{
+				Driver:   DriverName,
+				Pool:     resourceapi.ResourcePool{Name: node, Generation: 1, ResourceSliceCount: int64(len(chunks))},
+				NodeName: ptr.To(node),
+				Devices:  c,
+			},
+		})
+	}
+	return out, nil
 }
 
 // Devices are the offered devices as DRA devices: the standard attributes

@@ -11,7 +11,7 @@ import (
 )
 
 // Report is what the node would publish, as YAML objects (the Hypervisor's
-// status, then the ResourceSlice), headed by comments naming each device
+// status, then the ResourceSlices), headed by comments naming each device
 // discovery left out and why: `novacron-node --once --dry-run -o yaml`.
 func Report(node, sysfsRoot string, inv Inventory) ([]byte, error) {
 	var out bytes.Buffer
@@ -32,11 +32,15 @@ func Report(node, sysfsRoot string, inv Inventory) ([]byte, error) {
 		ObjectMeta: metav1.ObjectMeta{Name: node},
 		Status:     HypervisorStatus(inv),
 	}
-	slice, err := ResourceSlice(node, sysfsRoot, inv)
+	slices, err := ResourceSlices(node, sysfsRoot, inv)
 	if err != nil {
 		return nil, err
 	}
-	for i, obj := range []any{hv, slice} {
+	objs := []any{hv}
+	for _, s := range slices {
+		objs = append(objs, s)
+	}
+	for i, obj := range objs {
 		b, err := yaml.Marshal(obj)
 		if err != nil {
 			return nil, err

@@ -293,7 +293,7 @@ func TestManyDevicesGoInSeveralSlices(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, list.Items, 2)
 	for _, s := range list.Items {
-		assert.LessOrEqual(t, len(s.Spec.Devices), agent.MaxDevicesPerSlice)
+		assert.LessOrEqual(t, len(s.Spec.Devices), discovery.MaxDevicesPerSlice)
 		assert.Equal(t, int64(2), s.Spec.Pool.ResourceSliceCount)
 	}
 }
