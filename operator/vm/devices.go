@@ -3,6 +3,7 @@ package vm
 import (
 	"context"
 	"fmt"
+	"k8s.io/apimachinery/pkg/api/meta"
 
 	"k8s.io/apimachinery/pkg/util/sets"
 
@@ -60,6 +61,7 @@ func (e *devicesHeld) Error() string { return e.msg }
 // the scheduler assigns afresh.
 func forgetDevices(vm *novacronv1.VirtualMachine) {
 	vm.Status.Devices, vm.Status.Interfaces = nil, nil
+	meta.RemoveStatusCondition(&vm.Status.Conditions, novacronv1.VMConditionDevicesHealthy)
 }
 
 // devicesTaken are the PCI addresses other VMs on node hold.

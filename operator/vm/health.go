@@ -61,7 +61,11 @@ func (r *Reconciler) showDeviceHealth(ctx context.Context, vm *novacronv1.Virtua
 		return nil
 	}
 	msg := fmt.Sprintf("on node %s: %s; the VM keeps running, new VMs are not placed on them", node, strings.Join(bad, "; "))
-	if r.setCondition(vm, novacronv1.VMConditionDevicesHealthy, metav1.ConditionFalse, novacronv1.ReasonDeviceUnhealthy, msg) {
+	// An event per change of what is wrong, not per spec change.
+	was := meta.FindStatusCondition(vm.Status.Conditions, novacronv1.VMConditionDevicesHealthy)
+	changed := was == nil || was.Status != metav1.ConditionFalse || was.Message != msg
+	r.setCondition(vm, novacronv1.VMConditionDevicesHealthy, metav1.ConditionFalse, novacronv1.ReasonDeviceUnhealthy, msg)
+	if changed {
 		r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, novacronv1.ReasonDeviceUnhealthy, novacronv1.ActionStart, "%s", msg)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -20,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/devices/agent"
 	"github.com/novacron/operator/devices/discovery"
 	"github.com/novacron/operator/test/testenv"
@@ -153,6 +155,12 @@ func TestAnAgentWritesOnlyItsOwnNode(t *testing.T) {
 	u.SetName(a.name)
 	err = idA.client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("forger"), client.ForceOwnership)
 	assert.ErrorContains(t, err, "may write only the device inventory (gpus, sriov, numaNodes) of the status of Hypervisor node-a")
+	hvA := a.hypervisor(t)
+	hvA.Status.CPUModel = "Icelake-Server" // the operator's part
+	require.NoError(t, suite.Env.Client.Status().Update(ctx, hvA, client.FieldOwner("novacron-operator")))
+	wipe := &novacronv1.Hypervisor{ObjectMeta: metav1.ObjectMeta{Name: a.name}}
+	assert.ErrorContains(t, idA.client.Status().Patch(ctx, wipe, client.RawPatch(types.MergePatchType, []byte(`{"status":null}`))),
+		"may write only the device inventory", "nor wipe the operator's part by removing the status")
 	nvidia := &resourceapi.ResourceSlice{ObjectMeta: metav1.ObjectMeta{Name: "node-a-gpu-nvidia-com"}, Spec: resourceapi.ResourceSliceSpec{
 		Driver: "gpu.nvidia.com", NodeName: ptr.To(a.name), Pool: resourceapi.ResourcePool{Name: a.name, ResourceSliceCount: 1}}}
 	_, err = idA.kube.ResourceV1().ResourceSlices().Create(ctx, nvidia, metav1.CreateOptions{})
@@ -164,7 +172,7 @@ func TestAnAgentWritesOnlyItsOwnNode(t *testing.T) {
 	err = idA.kube.ResourceV1().ResourceSlices().Delete(ctx, nvidia.Name, metav1.DeleteOptions{})
 	assert.ErrorContains(t, err, "may write only devices.novacron.io ResourceSlices", "nor delete one")
 	assert.Equal(t, "1eb8", a.hypervisor(t).Status.GPUs[0].Model)
-	assert.Empty(t, a.hypervisor(t).Status.CPUModel)
+	assert.Equal(t, "Icelake-Server", a.hypervisor(t).Status.CPUModel)
 
 	// A token bound to no pod carries no node: it writes nothing.
 	loose := identity(t, a.name, false)
