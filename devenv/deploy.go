@@ -187,7 +187,7 @@ func startShipped(ctx context.Context, c client.Client, env *envtest.Environment
 	}
 	removeLeftovers(ctx)
 	for _, n := range controlPlaneNodes {
-		if err := registerNode(ctx, c, n, map[string]string{"kubernetes.io/hostname": n, "kubernetes.io/os": "linux", "node-role.kubernetes.io/control-plane": ""}, nil); err != nil {
+		if _, err := registerNode(ctx, c, n, map[string]string{"kubernetes.io/hostname": n, "kubernetes.io/os": "linux", "node-role.kubernetes.io/control-plane": ""}, nil); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,8 @@ package devenv
 
 import (
 	"fmt"
+
+	resourceapi "k8s.io/api/resource/v1"
 	"os"
 	"path/filepath"
 
@@ -48,22 +50,30 @@ func (n SimNode) Machine() (sysfs.Machine, discovery.Config) {
 	return m, cfg
 }
 
-// discover runs novacron-node's discovery on the node's Machine, laid out
-// in a scratch sysfs that goes again afterwards.
-func (n SimNode) discover() (discovery.Inventory, error) {
+// discover runs novacron-node's discovery and publishing on the node's
+// Machine, laid out in a scratch sysfs that goes again afterwards: the
+// inventory, and the ResourceSlices the agent would publish from it.
+func (n SimNode) discover() (discovery.Inventory, []*resourceapi.ResourceSlice, error) {
 	dir, err := os.MkdirTemp("", "novacron-sysfs-")
 	if err != nil {
-		return discovery.Inventory{}, err
+		return discovery.Inventory{}, nil, err
 	}
 	defer os.RemoveAll(dir)
 	m, cfg := n.Machine()
 	root := filepath.Join(dir, "sys")
 	if err := sysfs.Write(root, m); err != nil {
-		return discovery.Inventory{}, fmt.Errorf("node %s: %w", n.Name, err)
+		return discovery.Inventory{}, nil, fmt.Errorf("node %s: %w", n.Name, err)
 	}
 	inv, err := discovery.Discover(root, cfg, &discovery.PCIIDs{}, nil)
 	if err != nil {
-		return discovery.Inventory{}, fmt.Errorf("node %s: %w", n.Name, err)
+		return discovery.Inventory{}, nil, fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	return inv, nil
+	if len(inv.GPUs)+len(inv.VFs) == 0 {
+		return inv, nil, nil
+	}
+	slices, err := discovery.ResourceSlices(n.Name, root, inv)
+	if err != nil {
+		return discovery.Inventory{}, nil, fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	return inv, slices, nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,15 +40,20 @@ func SimulatedNodes(dir string, nodes []SimNode, catalog domain.Catalog) (map[st
 }
 
 // Register publishes each node as the kubelet and novacron-node would: a Ready
-// Node with its capacity (GPUs and VFs as extended resources), and its
-// Hypervisor with the discovered devices. Tests register their nodes with it.
+// Node with its capacity, its Hypervisor with the discovered devices, and
+// those devices as DRA ResourceSlices (with NovaCron's DeviceClasses, which
+// a cluster gets from manifests/node). Tests register their nodes with it.
 func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[string]string, lab bool) error {
+	if err := deviceClasses(ctx, c); err != nil {
+		return err
+	}
 	for _, n := range nodes {
 		labels := map[string]string{"kubernetes.io/hostname": n.Name, "kubernetes.io/os": "linux"}
 		for k, v := range n.Kind.Labels {
 			labels[k] = v
 		}
-		if err := registerNode(ctx, c, n.Name, labels, n.Allocatable()); err != nil {
+		kn, err := registerNode(ctx, c, n.Name, labels, n.Allocatable())
+		if err != nil {
 			return err
 		}
 		hv := &novacronv1.Hypervisor{ObjectMeta: metav1.ObjectMeta{Name: n.Name},
@@ -62,9 +68,16 @@ func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[st
 		// A patch of what the node publishes: the operator's probe may have
 		// written the Reachable condition since the create.
 		hvCreated := hv.DeepCopy()
-		st, err := n.HypervisorStatus()
+		st, slices, err := n.publication()
 		if err != nil {
 			return err
+		}
+		for _, s := range slices {
+			// Owned by the Node, as the agent's are: they go with it.
+			s.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: kn.Name, UID: kn.UID}}
+			if err := c.Create(ctx, s); err != nil {
+				return fmt.Errorf("publishing the ResourceSlices of node %s: %w", n.Name, err)
+			}
 		}
 		hv.Status = st
 		now := metav1.Now()
@@ -76,11 +89,25 @@ func Register(ctx context.Context, c client.Client, nodes []SimNode, uris map[st
 	return nil
 }
 
+// deviceClasses creates NovaCron's DeviceClasses where they are not yet.
+func deviceClasses(ctx context.Context, c client.Client) error {
+	objs, err := decodeAll(scheme(), "node/deviceclasses.yaml")
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		if err := c.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating DeviceClass %s: %w", o.GetName(), err)
+		}
+	}
+	return nil
+}
+
 // registerNode publishes a Ready Node, as its kubelet would.
-func registerNode(ctx context.Context, c client.Client, name string, labels map[string]string, alloc corev1.ResourceList) error {
+func registerNode(ctx context.Context, c client.Client, name string, labels map[string]string, alloc corev1.ResourceList) (*corev1.Node, error) {
 	kn := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 	if err := c.Create(ctx, kn); err != nil {
-		return fmt.Errorf("creating Node %s: %w", name, err)
+		return nil, fmt.Errorf("creating Node %s: %w", name, err)
 	}
 	// Patches, not updates: kube-controller-manager (in novacron dev)
 	// writes the new Node too.
@@ -90,16 +117,16 @@ func registerNode(ctx context.Context, c client.Client, name string, labels map[
 		Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 			Message: "simulated by novacron dev", LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}}
 	if err := c.Status().Patch(ctx, kn, client.MergeFrom(created)); err != nil {
-		return fmt.Errorf("publishing Node %s status: %w", name, err)
+		return nil, fmt.Errorf("publishing Node %s status: %w", name, err)
 	}
 	// The API server taints new Nodes not-ready until the node lifecycle
 	// controller sees them Ready; tests run none, so do its part.
 	tainted := kn.DeepCopy()
 	kn.Spec.Taints = nil
 	if err := c.Patch(ctx, kn, client.MergeFrom(tainted)); err != nil {
-		return fmt.Errorf("untainting Node %s: %w", name, err)
+		return nil, fmt.Errorf("untainting Node %s: %w", name, err)
 	}
-	return nil
+	return kn, nil
 }
 
 // kubernetesVersion is the Kubernetes release this program is built with

@@ -4,12 +4,12 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
-	"github.com/novacron/operator/devices"
 	"github.com/novacron/operator/devices/discovery"
 )
 
@@ -125,9 +125,9 @@ func (p *Profile) Expand(n int) []SimNode {
 	return nodes
 }
 
-// Allocatable is what the node's kubelet and device plugins would publish:
-// CPU, memory, pods, and the GPUs and VFs as extended resources, in the names
-// launcher pods request.
+// Allocatable is what the node's kubelet would publish: CPU, memory and
+// pods. Its GPUs and VFs are DRA devices in its ResourceSlices, not
+// extended resources.
 func (n SimNode) Allocatable() corev1.ResourceList {
 	alloc := corev1.ResourceList{
 		corev1.ResourceCPU:    *resource.NewQuantity(n.Kind.CPUs, resource.DecimalSI),
@@ -136,18 +136,6 @@ func (n SimNode) Allocatable() corev1.ResourceList {
 	}
 	// The launcher pods request vCPUs divided by the overcommit ratio, so the
 	// node's CPU is what the kubelet reports: physical CPUs.
-	for _, g := range n.Kind.GPUs {
-		name := devices.GPUResourceName(novacronv1.Device{Type: novacronv1.DeviceTypeGPU, Vendor: g.Vendor, Model: g.Model})
-		q := alloc[name]
-		q.Add(*resource.NewQuantity(int64(g.Count), resource.DecimalSI))
-		alloc[name] = q
-	}
-	for _, s := range n.Kind.SRIOV {
-		name := corev1.ResourceName(s.ResourceName)
-		q := alloc[name]
-		q.Add(*resource.NewQuantity(int64(s.VFs), resource.DecimalSI))
-		alloc[name] = q
-	}
 	return alloc
 }
 
@@ -155,6 +143,13 @@ func (n SimNode) Allocatable() corev1.ResourceList {
 // of its profile, and its GPUs and VFs as novacron-node's discovery finds
 // them in the node's simulated sysfs (Machine).
 func (n SimNode) HypervisorStatus() (novacronv1.HypervisorStatus, error) {
+	st, _, err := n.publication()
+	return st, err
+}
+
+// publication is what the node's agent publishes: its Hypervisor status and
+// its DRA ResourceSlices (none for a node without devices).
+func (n SimNode) publication() (novacronv1.HypervisorStatus, []*resourceapi.ResourceSlice, error) {
 	st := novacronv1.HypervisorStatus{
 		Capacity: corev1.ResourceList{
 			corev1.ResourceCPU:    *resource.NewQuantity(n.Kind.CPUs, resource.DecimalSI),
@@ -164,11 +159,11 @@ func (n SimNode) HypervisorStatus() (novacronv1.HypervisorStatus, error) {
 		CPUVendor:         "Intel",
 		HypervisorVersion: "libvirt test driver",
 	}
-	inv, err := n.discover()
+	inv, slices, err := n.discover()
 	if err != nil {
-		return st, err
+		return st, nil, err
 	}
 	found := discovery.HypervisorStatus(inv)
 	st.GPUs, st.SRIOV, st.NUMANodes = found.GPUs, found.SRIOV, found.NUMANodes
-	return st, nil
+	return st, slices, nil
 }

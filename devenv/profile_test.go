@@ -5,7 +5,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	corev1 "k8s.io/api/core/v1"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 )
@@ -22,11 +21,13 @@ func TestDefaultProfile(t *testing.T) {
 	assert.Len(t, p.Expand(0), 3, "one node of each kind by default")
 
 	gpu := nodes[1]
-	alloc := gpu.Allocatable()
-	q := alloc[corev1.ResourceName("devices.novacron.io/nvidia-tesla-t4")]
-	assert.Equal(t, int64(2), q.Value())
-	st, err := gpu.HypervisorStatus()
+	assert.Len(t, gpu.Allocatable(), 3, "CPU, memory and pods: its GPUs are DRA devices, not extended resources")
+	st, slices, err := gpu.publication()
 	require.NoError(t, err)
+	require.Len(t, slices, 1, "the GPUs published as the agent publishes them")
+	assert.Equal(t, "gpu-1", slices[0].Spec.Pool.Name)
+	require.Len(t, slices[0].Spec.Devices, 2)
+	assert.Equal(t, "gpu-0000-3b-00-0", slices[0].Spec.Devices[0].Name)
 	require.Len(t, st.GPUs, 2)
 	assert.Equal(t, novacronv1.GPU{Vendor: "nvidia", Model: "tesla-t4", PCIAddress: "0000:3b:00.0", NUMANode: 0}, st.GPUs[0], "as novacron-node's discovery finds it")
 	assert.Equal(t, novacronv1.GPU{Vendor: "nvidia", Model: "tesla-t4", PCIAddress: "0000:3c:00.0", NUMANode: 1}, st.GPUs[1])
@@ -43,8 +44,13 @@ func TestDefaultProfile(t *testing.T) {
 		assert.False(t, seen[vf.PCIAddress], "VF addresses are distinct")
 		seen[vf.PCIAddress] = true
 	}
-	vfs := nodes[2].Allocatable()[corev1.ResourceName("intel.com/sriov_data")]
-	assert.Equal(t, int64(4), vfs.Value())
+	_, slices, err = nodes[2].publication()
+	require.NoError(t, err)
+	require.Len(t, slices, 1)
+	assert.Len(t, slices[0].Spec.Devices, 4)
+	_, slices, err = nodes[0].publication()
+	require.NoError(t, err)
+	assert.Empty(t, slices, "a node without devices publishes no slice")
 }
 
 func TestProfileErrorsNameTheField(t *testing.T) {

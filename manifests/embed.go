@@ -10,5 +10,5 @@ import "embed"
 // FS holds every YAML file under manifests/, at its path relative to this folder
 // (crd/bases/novacron.io_virtualmachines.yaml, samples/vm-basic.yaml, ...).
 //
-//go:embed crd/bases/*.yaml dev/crds/*.yaml images/*.yaml operator/*.yaml policies/*.yaml rbac/*.yaml samples/*.yaml scheduler/*.yaml webhook/*.yaml
+//go:embed crd/bases/*.yaml dev/crds/*.yaml images/*.yaml node/deviceclasses.yaml operator/*.yaml policies/*.yaml rbac/*.yaml samples/*.yaml scheduler/*.yaml webhook/*.yaml
 var FS embed.FS

@@ -1,8 +1,6 @@
 package v1alpha1
 
 import (
-	"encoding/json"
-	"fmt"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -29,11 +27,6 @@ const (
 	// LabelDrain marks the VirtualMachineMigrations a drain made with the
 	// node they leave.
 	LabelDrain = "novacron.io/drain"
-
-	// AnnotationAssignedDevices is set on a launcher pod by novacron-scheduler
-	// (in the binding itself) to the JSON form of DeviceAssignment: the concrete devices the
-	// VM gets on the pod's node.
-	AnnotationAssignedDevices = "novacron.io/assigned-devices"
 
 	// AnnotationPodSpecHash on a launcher pod is a hash of what the pod was made
 	// from in the VM's spec (size, devices, networks, placement): a domain is
@@ -91,17 +84,4 @@ type DeviceAssignment struct {
 	GPUs []AssignedDevice `json:"gpus,omitempty"`
 	// VFs maps each sr-iov network's name to the PCI address of its VF.
 	VFs map[string]string `json:"vfs,omitempty"`
-}
-
-// ParseDeviceAssignment reads AnnotationAssignedDevices from an object's
-// annotations; ok is false when there is none.
-func ParseDeviceAssignment(annotations map[string]string) (a DeviceAssignment, ok bool, err error) {
-	raw := annotations[AnnotationAssignedDevices]
-	if raw == "" {
-		return a, false, nil
-	}
-	if err := json.Unmarshal([]byte(raw), &a); err != nil {
-		return a, false, fmt.Errorf("annotation %s is not valid: %w", AnnotationAssignedDevices, err)
-	}
-	return a, true, nil
 }

@@ -31,6 +31,7 @@ func main() {
 	flag.StringVar(&opts.Launcher.Image, "launcher-image", opts.Launcher.Image, "image of the launcher pods that reserve VM capacity")
 	flag.Float64Var(&opts.Launcher.CPUAllocationRatio, "cpu-allocation-ratio", opts.Launcher.CPUAllocationRatio, "vCPUs per requested CPU in launcher pods (CPU overcommit)")
 	flag.Float64Var(&opts.Launcher.MemoryOvercommitRatio, "memory-overcommit-ratio", opts.Launcher.MemoryOvercommitRatio, "guest memory per requested byte in launcher pods")
+	flag.BoolVar(&opts.Launcher.AlignNUMA, "numa-alignment", opts.Launcher.AlignNUMA, "have DRA take all of a VM's GPUs and VFs from one NUMA node (a matchAttribute constraint on resource.kubernetes.io/numaNode in its claim)")
 	flag.DurationVar(&opts.StopGracePeriod, "stop-grace-period", opts.StopGracePeriod, "how long a guest gets to power off before it is forced off")
 	flag.StringVar(&opts.SerialLogDir, "serial-log-dir", opts.SerialLogDir, "folder on each node where guest serial consoles are logged")
 	flag.DurationVar(&opts.HypervisorProbeInterval, "hypervisor-probe-interval", opts.HypervisorProbeInterval, "how often each Hypervisor's Reachable condition is checked")

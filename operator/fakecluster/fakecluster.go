@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -74,8 +75,9 @@ func New(t *testing.T, objs ...client.Object) *Cluster {
 	c := fake.NewClientBuilder().WithScheme(s).
 		WithObjects(objs...).
 		WithStatusSubresource(&novacronv1.VirtualMachine{}, &novacronv1.VirtualMachineMigration{}, &novacronv1.VirtualMachineSnapshot{},
-			&novacronv1.VirtualMachineRestore{}, &novacronv1.Hypervisor{}, &novacronv1.VirtualMachinePolicy{}, &corev1.Pod{}, &corev1.Node{}).
+			&novacronv1.VirtualMachineRestore{}, &novacronv1.Hypervisor{}, &novacronv1.VirtualMachinePolicy{}, &corev1.Pod{}, &corev1.Node{}, &resourceapi.ResourceClaim{}).
 		WithIndex(&novacronv1.VirtualMachine{}, hypervisors.NodeNameIndex, hypervisors.VMNodeName).
+		WithIndex(&resourceapi.ResourceSlice{}, hypervisors.SliceNodeIndex, hypervisors.SliceNodeName).
 		Build()
 	return &Cluster{Client: c, Events: events.NewFakeRecorder(1000), Hosts: fakeprovider.NewConnector()}
 }

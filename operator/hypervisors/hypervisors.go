@@ -6,6 +6,7 @@ package hypervisors
 import (
 	"context"
 	"fmt"
+	resourceapi "k8s.io/api/resource/v1"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -56,6 +57,32 @@ func VMNodeName(o client.Object) []string {
 // controller that looks VMs up by node.
 func IndexVMs(ctx context.Context, indexer client.FieldIndexer) error {
 	return indexer.IndexField(ctx, &novacronv1.VirtualMachine{}, NodeNameIndex, VMNodeName)
+}
+
+// SliceNodeIndex indexes ResourceSlices by spec.nodeName (IndexSlices), to
+// find the devices on a node.
+const SliceNodeIndex = "spec.nodeName"
+
+// SliceNodeName is SliceNodeIndex's index function.
+func SliceNodeName(o client.Object) []string {
+	if s, ok := o.(*resourceapi.ResourceSlice); ok && s.Spec.NodeName != nil {
+		return []string{*s.Spec.NodeName}
+	}
+	return nil
+}
+
+// IndexSlices adds SliceNodeIndex to a cache.
+func IndexSlices(ctx context.Context, indexer client.FieldIndexer) error {
+	return indexer.IndexField(ctx, &resourceapi.ResourceSlice{}, SliceNodeIndex, SliceNodeName)
+}
+
+// SlicesOn lists the ResourceSlices on node, of every driver.
+func SlicesOn(ctx context.Context, c client.Reader, node string) ([]resourceapi.ResourceSlice, error) {
+	var list resourceapi.ResourceSliceList
+	if err := c.List(ctx, &list, client.MatchingFields{SliceNodeIndex: node}); err != nil {
+		return nil, fmt.Errorf("listing the ResourceSlices of node %s: %w", node, err)
+	}
+	return list.Items, nil
 }
 
 // VMsOn lists the VMs whose status.nodeName is node.

@@ -1,8 +1,8 @@
 // Package launcher is Kubernetes' side of a VM: the launcher pod that
 // reserves the VM's capacity on its node and carries its placement rules to
 // novacron-scheduler, sized by the VM and the cluster's allocation ratios
-// (plus QEMU's overhead), and the device assignment the scheduler records on
-// it. The VM itself runs in the node's hypervisor, not in the pod.
+// (plus QEMU's overhead), and the DRA claim its devices are allocated
+// through. The VM itself runs in the node's hypervisor, not in the pod.
 package launcher
 
 import (
@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
@@ -44,6 +45,8 @@ type Config struct {
 	CPUAllocationRatio float64
 	// MemoryOvercommitRatio divides a VM's memory into the pod's memory request.
 	MemoryOvercommitRatio float64
+	// AlignNUMA has DRA take all of a VM's devices from one NUMA node.
+	AlignNUMA bool
 }
 
 // PodName is the name of a VM's launcher pod.
@@ -66,32 +69,39 @@ func (c Config) Requests(vcpus int32, cpu, usedMemory float64) (cores, memory fl
 	return cpu / cpuRatio, usedMemory/memRatio + memoryOverheadBase + float64(vcpus)*memoryOverheadPerVCPU
 }
 
-// Resources is what a VM's launcher pod requests. vfPools maps each sr-iov
-// network to the VF pool (device plugin resource) its
-// NetworkAttachmentDefinition names.
-func Resources(spec *novacronv1.VirtualMachineInstanceSpec, cfg Config, vfPools map[string]string) corev1.ResourceRequirements {
+// Resources is what a VM's launcher pod requests: vCPUs and memory. Its
+// devices are DRA requests (ClaimTemplate), not counted resources.
+func Resources(spec *novacronv1.VirtualMachineInstanceSpec, cfg Config) corev1.ResourceRequirements {
 	cores, memory := cfg.Requests(spec.Resources.CPU, float64(spec.Resources.CPU), float64(spec.Resources.Memory.Value()))
-	requests := corev1.ResourceList{
+	return corev1.ResourceRequirements{Requests: corev1.ResourceList{
 		corev1.ResourceCPU:    *resource.NewMilliQuantity(int64(cores*1000+0.5), resource.DecimalSI),
 		corev1.ResourceMemory: *resource.NewQuantity(int64(memory+0.5), resource.BinarySI),
+	}}
+}
+
+// ClaimTemplate is the ResourceClaimTemplate a VM's launcher pods claim its
+// devices by (kube-controller-manager makes each pod its claim from it), nil
+// for a VM without devices. vfPools maps each sr-iov network to its VF pool.
+// Its name carries a hash of its spec: a template cannot change, and a pod
+// made while an older template is still cached must not claim from that.
+func ClaimTemplate(vm *novacronv1.VirtualMachine, cfg Config, vfPools map[string]string) *resourceapi.ResourceClaimTemplate {
+	req := devices.RequestFor(&vm.Spec.Template.Spec, vfPools)
+	if !req.HasDevices() {
+		return nil
 	}
-	limits := corev1.ResourceList{}
-	add := func(name corev1.ResourceName, n int64) {
-		q := requests[name]
-		q.Add(*resource.NewQuantity(n, resource.DecimalSI))
-		requests[name] = q
-		// Extended resources must have limits equal to requests.
-		limits[name] = q
+	spec := devices.ClaimSpec(&req, cfg.AlignNUMA)
+	raw, _ := json.Marshal(spec)
+	sum := sha256.Sum256(raw)
+	return &resourceapi.ResourceClaimTemplate{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      novacronv1.DerivedName(vm.Name, "-devices-"+hex.EncodeToString(sum[:4]), 253),
+			Namespace: vm.Namespace,
+			Labels:    map[string]string{novacronv1.LabelVM: vm.Name},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vm,
+				novacronv1.GroupVersion.WithKind("VirtualMachine"))},
+		},
+		Spec: resourceapi.ResourceClaimTemplateSpec{Spec: spec},
 	}
-	for _, d := range spec.Devices {
-		add(devices.GPUResourceName(d), int64(d.Count))
-	}
-	for _, n := range spec.Networks {
-		if pool := vfPools[n.Name]; n.Type == novacronv1.NetworkTypeSRIOV && pool != "" {
-			add(corev1.ResourceName(pool), 1)
-		}
-	}
-	return corev1.ResourceRequirements{Requests: requests, Limits: limits}
 }
 
 // nodeLost are the taints Kubernetes puts on a node whose kubelet stops
@@ -169,7 +179,7 @@ func BuildPod(vm *novacronv1.VirtualMachine, cfg Config, vfPools map[string]stri
 			Containers: []corev1.Container{{
 				Name:      container,
 				Image:     cfg.Image,
-				Resources: Resources(spec, cfg, vfPools),
+				Resources: Resources(spec, cfg),
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: ptr.To(false),
 					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
@@ -178,10 +188,25 @@ func BuildPod(vm *novacronv1.VirtualMachine, cfg Config, vfPools map[string]stri
 			}},
 		},
 	}
+	if t := ClaimTemplate(vm, cfg, vfPools); t != nil {
+		pod.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: devices.ClaimName, ResourceClaimTemplateName: &t.Name}}
+		pod.Spec.Containers[0].Resources.Claims = []corev1.ResourceClaim{{Name: devices.ClaimName}}
+	}
 	if vm.Status.NodeName != "" {
 		PinToNode(pod, vm.Status.NodeName)
 	}
 	return pod
+}
+
+// ClaimName is the name of the ResourceClaim kube-controller-manager made
+// the pod from its ClaimTemplate, "" while there is none.
+func ClaimName(pod *corev1.Pod) string {
+	for _, s := range pod.Status.ResourceClaimStatuses {
+		if s.Name == devices.ClaimName && s.ResourceClaimName != nil {
+			return *s.ResourceClaimName
+		}
+	}
+	return ""
 }
 
 // SpecHash is a hash of what in the VM's spec a launcher pod reserves or is
@@ -237,16 +262,6 @@ func SchedulingMessage(pod *corev1.Pod) (reason, message string) {
 		}
 	}
 	return novacronv1.ReasonPending, fmt.Sprintf("waiting for scheduler %s to place launcher pod %s", pod.Spec.SchedulerName, pod.Name)
-}
-
-// Devices reads the devices novacron-scheduler assigned the pod's VM on its
-// node (none when the VM asks for none).
-func Devices(pod *corev1.Pod) (novacronv1.DeviceAssignment, error) {
-	a, _, err := novacronv1.ParseDeviceAssignment(pod.Annotations)
-	if err != nil {
-		return a, fmt.Errorf("launcher pod %s: %w", pod.Name, err)
-	}
-	return a, nil
 }
 
 // nodeCount is the scheduler's count before a reason that names its node

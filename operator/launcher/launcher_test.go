@@ -24,11 +24,11 @@ func vm() *novacronv1.VirtualMachine {
 // needs beyond guest memory: 128Mi and 8Mi per vCPU.
 func TestRequestsAddQEMUsOverhead(t *testing.T) {
 	spec := &vm().Spec.Template.Spec
-	r := Resources(spec, Config{}, nil)
+	r := Resources(spec, Config{})
 	assert.Equal(t, "2", r.Requests.Cpu().String())
 	assert.Equal(t, int64(4240<<20), r.Requests.Memory().Value(), "4Gi + 128Mi + 2 x 8Mi")
 
-	r = Resources(spec, Config{CPUAllocationRatio: 4, MemoryOvercommitRatio: 2}, nil)
+	r = Resources(spec, Config{CPUAllocationRatio: 4, MemoryOvercommitRatio: 2})
 	assert.Equal(t, "500m", r.Requests.Cpu().String())
 	assert.Equal(t, int64(2192<<20), r.Requests.Memory().Value(), "the overhead is not overcommitted")
 
@@ -37,18 +37,41 @@ func TestRequestsAddQEMUsOverhead(t *testing.T) {
 	assert.InDelta(t, float64(1<<30+144<<20), mem, 1)
 }
 
-func TestDevicesAreExtendedResourcesWithLimits(t *testing.T) {
+// A VM's GPUs and VFs are one DRA claim of its pod, made from the VM's
+// template: a request per GPU entry (by vendor and model) and per sr-iov
+// network (by its VF pool); the pod requests no extended resources.
+func TestDevicesAreADRAClaimFromTheVMsTemplate(t *testing.T) {
 	v := vm()
 	v.Spec.Template.Spec.Devices = []novacronv1.Device{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Model: "tesla-t4", Count: 2}}
 	v.Spec.Template.Spec.Networks = []novacronv1.Network{{Name: "default", Type: novacronv1.NetworkTypeBridge}, {Name: "data", Type: novacronv1.NetworkTypeSRIOV}}
-	r := Resources(&v.Spec.Template.Spec, Config{}, map[string]string{"data": "intel.com/sriov_data"})
-	gpu := r.Requests[corev1.ResourceName("devices.novacron.io/nvidia-tesla-t4")]
-	assert.Equal(t, int64(2), gpu.Value())
-	assert.Equal(t, r.Requests["devices.novacron.io/nvidia-tesla-t4"], r.Limits["devices.novacron.io/nvidia-tesla-t4"], "extended resources need limit = request")
-	vf := r.Limits[corev1.ResourceName("intel.com/sriov_data")]
-	assert.Equal(t, int64(1), vf.Value())
-	_, cpuLimit := r.Limits[corev1.ResourceCPU]
-	assert.False(t, cpuLimit, "no CPU or memory limit: the pod only reserves")
+	pools := map[string]string{"data": "intel.com/sriov_data"}
+	tmpl := ClaimTemplate(v, Config{}, pools)
+	require.NotNil(t, tmpl)
+	assert.True(t, metav1.IsControlledBy(tmpl, v))
+	assert.Equal(t, "team", tmpl.Namespace)
+	reqs := tmpl.Spec.Spec.Devices.Requests
+	require.Len(t, reqs, 2)
+	assert.Equal(t, "gpu.devices.novacron.io", reqs[0].Exactly.DeviceClassName)
+	assert.Equal(t, int64(2), reqs[0].Exactly.Count)
+	assert.Equal(t, `device.attributes["devices.novacron.io"].vendor == "nvidia" && device.attributes["devices.novacron.io"].model == "tesla-t4"`, reqs[0].Exactly.Selectors[0].CEL.Expression)
+	assert.Equal(t, "vf.devices.novacron.io", reqs[1].Exactly.DeviceClassName)
+	assert.Equal(t, `device.attributes["devices.novacron.io"].resourceName == "intel.com/sriov_data"`, reqs[1].Exactly.Selectors[0].CEL.Expression)
+	assert.Empty(t, tmpl.Spec.Spec.Devices.Constraints)
+
+	aligned := ClaimTemplate(v, Config{AlignNUMA: true}, pools)
+	require.Len(t, aligned.Spec.Spec.Devices.Constraints, 1)
+	assert.Equal(t, "resource.kubernetes.io/numaNode", string(*aligned.Spec.Spec.Devices.Constraints[0].MatchAttribute))
+	assert.NotEqual(t, tmpl.Name, aligned.Name, "a template cannot change: another claim is another name")
+
+	pod := BuildPod(v, Config{}, pools)
+	require.Len(t, pod.Spec.ResourceClaims, 1)
+	assert.Equal(t, tmpl.Name, *pod.Spec.ResourceClaims[0].ResourceClaimTemplateName)
+	assert.Equal(t, []corev1.ResourceClaim{{Name: "devices"}}, pod.Spec.Containers[0].Resources.Claims)
+	assert.Len(t, pod.Spec.Containers[0].Resources.Requests, 2, "vCPUs and memory only")
+	assert.Empty(t, pod.Spec.Containers[0].Resources.Limits, "no limits: the pod only reserves")
+
+	assert.Nil(t, ClaimTemplate(vm(), Config{}, nil), "a VM without devices claims none")
+	assert.Empty(t, BuildPod(vm(), Config{}, nil).Spec.ResourceClaims)
 }
 
 func TestThePodCarriesTheVMAndIsPinnedOnceItHasANode(t *testing.T) {
@@ -84,20 +107,6 @@ func TestLongVMNamesMakeValidPodNames(t *testing.T) {
 	assert.NotEqual(t, name, PodName(strings.Repeat("a", 249)+"b"), "different VMs, different pods")
 }
 
-func TestDevicesReadsTheSchedulersAssignment(t *testing.T) {
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-launcher"}}
-	a, err := Devices(pod)
-	require.NoError(t, err)
-	assert.Empty(t, a.GPUs)
-	pod.Annotations = map[string]string{novacronv1.AnnotationAssignedDevices: `{"gpus":[{"type":"gpu","pciAddress":"0000:3b:00.0"}]}`}
-	a, err = Devices(pod)
-	require.NoError(t, err)
-	assert.Equal(t, "0000:3b:00.0", a.GPUs[0].PCIAddress)
-	pod.Annotations[novacronv1.AnnotationAssignedDevices] = "{"
-	_, err = Devices(pod)
-	assert.ErrorContains(t, err, "launcher pod web-launcher")
-}
-
 func TestSchedulingMessagesAreTidiedForPeople(t *testing.T) {
 	pod := &corev1.Pod{Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
 		Message: "0/3 nodes are available: 1 compute-1: no tesla-t4, 1 gpu-1: 1/2 tesla-t4 free, 2 needed, 1 node(s) had untolerated taint {x: y}. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."}}}}
@@ -111,13 +120,12 @@ func TestSchedulingMessagesAreTidiedForPeople(t *testing.T) {
 func TestTheTenantsTemplateCannotForgeNovaCronsKeys(t *testing.T) {
 	v := vm()
 	v.Spec.Template.Metadata.Labels = map[string]string{"app": "web", novacronv1.LabelComponent: "hook", novacronv1.LabelVM: "other"}
-	v.Spec.Template.Metadata.Annotations = map[string]string{"team": "a", novacronv1.AnnotationAssignedDevices: `{"gpus":[{"pciAddress":"0000:01:00.0"}]}`, novacronv1.AnnotationPodSpecHash: "forged"}
+	v.Spec.Template.Metadata.Annotations = map[string]string{"team": "a", novacronv1.AnnotationPodSpecHash: "forged"}
 	pod := BuildPod(v, Config{}, nil)
 	assert.Equal(t, "web", pod.Labels["app"])
 	assert.Equal(t, novacronv1.ComponentLauncher, pod.Labels[novacronv1.LabelComponent])
 	assert.Equal(t, "web", pod.Labels[novacronv1.LabelVM])
 	assert.Equal(t, "a", pod.Annotations["team"])
-	assert.NotContains(t, pod.Annotations, novacronv1.AnnotationAssignedDevices)
 	assert.Equal(t, SpecHash(v), pod.Annotations[novacronv1.AnnotationPodSpecHash])
 }
 

@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
-	"github.com/novacron/operator/devices"
 	"github.com/novacron/operator/migration"
 	"github.com/novacron/operator/operator/domain"
 	"github.com/novacron/operator/operator/hypervisors"
@@ -219,14 +218,11 @@ func (r *Reconciler) start(ctx context.Context, m *novacronv1.VirtualMachineMigr
 	if err := r.adoptLegacyVolumes(ctx, v, srcObj, src); err != nil {
 		return ctrl.Result{}, err
 	}
-	assigned, err := launcher.Devices(pod)
-	if err == nil {
-		// Migratable VMs have no devices (migration.Blockers); a target pod
-		// that brings some was written by someone else.
-		req := devices.RequestFor(&v.Spec.Template.Spec, nil)
-		if why := devices.Validate(assigned, &req, tgtObj, nil); why != "" {
-			err = fmt.Errorf("target pod %s: %s", pod.Name, why)
-		}
+	// Migratable VMs have no devices (migration.Blockers), so their target
+	// pods claim none.
+	var assigned novacronv1.DeviceAssignment
+	if len(pod.Spec.ResourceClaims) > 0 {
+		err = fmt.Errorf("target pod %s claims devices, which a migratable VM has none of", pod.Name)
 	}
 	if err == nil {
 		err = r.Targets.PrepareTarget(ctx, v, assigned, tgtObj, tgt)

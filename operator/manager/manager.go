@@ -283,6 +283,9 @@ func New(cfg *rest.Config, opts Options, hypervisors provider.Connector) (ctrl.M
 // share: the VMs-by-node index, the domain builder and the measured-usage
 // store.
 func addControllers(mgr ctrl.Manager, opts Options, connector provider.Connector, engine *policies.Engine) error {
+	if err := hypervisors.IndexSlices(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
 	if err := hypervisors.IndexVMs(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		return err
 	}

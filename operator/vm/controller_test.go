@@ -407,7 +407,6 @@ func TestAForgedLauncherPodIsReplacedNotUsed(t *testing.T) {
 	forged := launcher.BuildPod(v, launcher.Config{Image: "pause"}, nil)
 	forged.UID = "forged"
 	forged.Spec.NodeName = "node-1"
-	forged.Annotations[novacronv1.AnnotationAssignedDevices] = `{"gpus":[{"type":"gpu","pciAddress":"0000:01:00.0"}]}`
 	require.NoError(t, e.Client.Create(t.Context(), forged))
 	e.reconcile(t, "web") // finalizer
 	e.reconcile(t, "web")

@@ -15,6 +15,7 @@ import (
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/devices/discovery"
+	"github.com/novacron/operator/operator/hypervisors"
 )
 
 // +kubebuilder:rbac:groups=resource.k8s.io,resources=resourceslices,verbs=get;list;watch
@@ -39,11 +40,11 @@ func (r *Reconciler) showDeviceHealth(ctx context.Context, vm *novacronv1.Virtua
 		meta.RemoveStatusCondition(&vm.Status.Conditions, novacronv1.VMConditionDevicesHealthy)
 		return nil
 	}
-	var slices resourceapi.ResourceSliceList
-	if err := r.Client.List(ctx, &slices); err != nil {
-		return fmt.Errorf("listing ResourceSlices for the devices of VirtualMachine %s/%s: %w", vm.Namespace, vm.Name, err)
+	slices, err := hypervisors.SlicesOn(ctx, r.Client, node)
+	if err != nil {
+		return err
 	}
-	taints := discovery.Taints(slices.Items, node)
+	taints := discovery.Taints(slices, node)
 	var bad []string
 	for _, d := range devs {
 		var keys []string

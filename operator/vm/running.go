@@ -122,6 +122,11 @@ func (r *Reconciler) createLauncherPod(ctx context.Context, vm *novacronv1.Virtu
 	if err != nil {
 		return err
 	}
+	if t := launcher.ClaimTemplate(vm, r.Launcher, pools); t != nil {
+		if err := r.ensureClaimTemplate(ctx, vm, t); err != nil {
+			return err
+		}
+	}
 	pod := launcher.BuildPod(vm, r.Launcher, pools)
 	err = r.Client.Create(ctx, pod)
 	switch {

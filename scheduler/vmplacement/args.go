@@ -1,6 +1,8 @@
 package vmplacement
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -31,8 +33,6 @@ const (
 type Args struct {
 	// ScoringStrategy is pack, spread or balanced. Default spread.
 	ScoringStrategy ScoringStrategy `json:"scoringStrategy,omitempty"`
-	// NUMAAlignment puts all of a VM's devices on one NUMA node.
-	NUMAAlignment bool `json:"numaAlignment,omitempty"`
 	// FragmentationWeight weighs the device-fragmentation score against the
 	// strategy's (both 0-100). Default 1; 0 turns it off.
 	FragmentationWeight *int64 `json:"fragmentationWeight,omitempty"`
@@ -66,7 +66,15 @@ func (a *Args) Validate() error {
 // validated.
 func decodeArgs(obj runtime.Object) (Args, error) {
 	var args Args
-	if obj != nil {
+	if u, ok := obj.(*runtime.Unknown); ok {
+		// Strict: a field VMPlacement no longer has (numaAlignment, now the
+		// operator's --numa-alignment) must not be ignored in silence.
+		dec := json.NewDecoder(bytes.NewReader(u.Raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&args); err != nil {
+			return args, fmt.Errorf("%s args: %w", Name, err)
+		}
+	} else if obj != nil {
 		if err := frameworkruntime.DecodeInto(obj, &args); err != nil {
 			return args, fmt.Errorf("%s args: %w", Name, err)
 		}

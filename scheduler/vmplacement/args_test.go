@@ -13,13 +13,13 @@ func TestArgsDefaultsAndValidation(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, Spread, args.ScoringStrategy)
 	assert.Equal(t, int64(DefaultFragmentationWeight), *args.FragmentationWeight)
-	assert.False(t, args.NUMAAlignment)
 
-	args, err = decodeArgs(&runtime.Unknown{Raw: []byte(`{"scoringStrategy":"pack","fragmentationWeight":0,"numaAlignment":true}`)})
+	args, err = decodeArgs(&runtime.Unknown{Raw: []byte(`{"scoringStrategy":"pack","fragmentationWeight":0}`)})
 	require.NoError(t, err)
 	assert.Equal(t, Pack, args.ScoringStrategy)
 	assert.Zero(t, *args.FragmentationWeight, "an explicit 0 turns fragmentation scoring off")
-	assert.True(t, args.NUMAAlignment)
+	_, err = decodeArgs(&runtime.Unknown{Raw: []byte(`{"numaAlignment":true}`)})
+	assert.Error(t, err, "NUMA alignment is the operator's claim constraint now (--numa-alignment), not the scheduler's")
 
 	_, err = decodeArgs(&runtime.Unknown{Raw: []byte(`{"scoringStrategy":"fill"}`)})
 	assert.EqualError(t, err, `VMPlacement args: scoringStrategy "fill" is not pack, spread or balanced`)

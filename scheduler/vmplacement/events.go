@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 
@@ -19,15 +20,29 @@ var (
 )
 
 // EventsToRegister says which cluster changes can make a rejected VM fit:
-// Hypervisor inventory and policy changes, and VMs leaving nodes. The hints
-// keep everything else from waking VM pods up.
+// Hypervisor inventory and policy changes, VMs leaving nodes, and devices
+// DRA gives back. The hints keep everything else from waking VM pods up.
 func (p *Plugin) EventsToRegister(context.Context) ([]fwk.ClusterEventWithHint, error) {
 	return []fwk.ClusterEventWithHint{
 		{Event: fwk.ClusterEvent{Resource: hypervisorResource, ActionType: fwk.Add | fwk.Update}, QueueingHintFn: launcherOnly},
 		{Event: fwk.ClusterEvent{Resource: policyResource, ActionType: fwk.Add | fwk.Update | fwk.Delete}, QueueingHintFn: launcherOnly},
 		{Event: fwk.ClusterEvent{Resource: fwk.AssignedPod, ActionType: fwk.Delete}, QueueingHintFn: launcherLeft},
 		{Event: fwk.ClusterEvent{Resource: fwk.Node, ActionType: fwk.Add}, QueueingHintFn: launcherOnly},
+		// A launcher pod goes before its claim is deallocated (by
+		// kube-controller-manager, a moment later): the freed devices are
+		// counted only from then on.
+		{Event: fwk.ClusterEvent{Resource: fwk.ResourceClaim, ActionType: fwk.Update | fwk.Delete}, QueueingHintFn: devicesFreed},
 	}, nil
+}
+
+// devicesFreed requeues a VM pod when a claim gives its devices back.
+func devicesFreed(_ klog.Logger, pod *corev1.Pod, oldObj, newObj any) (fwk.QueueingHint, error) {
+	old, _ := oldObj.(*resourceapi.ResourceClaim)
+	claim, _ := newObj.(*resourceapi.ResourceClaim)
+	if isLauncher(pod) && old != nil && old.Status.Allocation != nil && (claim == nil || claim.Status.Allocation == nil) {
+		return fwk.Queue, nil
+	}
+	return fwk.QueueSkip, nil
 }
 
 func launcherOnly(_ klog.Logger, pod *corev1.Pod, _, _ any) (fwk.QueueingHint, error) {
@@ -51,8 +66,8 @@ func launcherLeft(_ klog.Logger, pod *corev1.Pod, oldObj, _ any) (fwk.QueueingHi
 // for the identical pods after it). Pods that are not VM launchers get an
 // empty signature: the plugin has no say on them. A launcher pod is signed by
 // what the plugin decides on, its VM's size and devices and the node it
-// migrates from; Reserve checks devices again, so a reused result can never
-// hand out a device twice. While placement policies are in force launcher pods
+// migrates from; DRA allocates each pod's claim itself, so a reused result
+// can never hand out a device twice. While placement policies are in force launcher pods
 // are not signed: a policy may look at any field of the VM.
 func (p *Plugin) SignPod(_ context.Context, pod *corev1.Pod) ([]fwk.SignFragment, *fwk.Status) {
 	if !isLauncher(pod) {

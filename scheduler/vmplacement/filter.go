@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	fwk "k8s.io/kube-scheduler/framework"
 
@@ -33,6 +32,11 @@ type cycleState struct {
 	source, sourceCPUModel string
 	// noDevicesReason is why a VM with devices does not fit a node without any.
 	noDevicesReason string
+	// alignNUMA is the VM's claim keeping its devices on one NUMA node;
+	// allocated holds, per node, the PCI addresses of the devices DRA has
+	// allocated there (to any pod, VM or not, in flight included).
+	alignNUMA bool
+	allocated map[string]sets.Set[string]
 }
 
 func (s *cycleState) Clone() fwk.StateData { return s }
@@ -78,9 +82,12 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 		if why := devices.Unsatisfiable(&s.req, p.hypervisors()); why != "" {
 			return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, why)
 		}
+		if st := p.readClaims(s, pod); st != nil {
+			return nil, st
+		}
 		// Most nodes have no devices at all; they all fail for the same
 		// reason, worked out once here rather than once per node.
-		_, s.noDevicesReason = devices.Assign(&s.req, &novacronv1.Hypervisor{}, nil, p.args.NUMAAlignment)
+		_, s.noDevicesReason = devices.Assign(&s.req, &novacronv1.Hypervisor{}, nil, s.alignNUMA)
 	}
 	if src := pod.Labels[novacronv1.LabelMigrationSource]; src != "" {
 		s.source = src
@@ -110,6 +117,49 @@ func (p *Plugin) PreFilter(ctx context.Context, state fwk.CycleState, pod *corev
 	s.denied, s.scores = res.Denied, res.Scores
 	state.Write(stateKey, s)
 	return nil, nil
+}
+
+// readClaims reads the pod's device claim (for its NUMA constraint) and the
+// devices DRA has allocated on every node, once per cycle: both come from
+// the scheduler's own DRA state, which counts claims being allocated by
+// pods still in flight, so two pods never see the same device free.
+func (p *Plugin) readClaims(s *cycleState, pod *corev1.Pod) *fwk.Status {
+	dra := p.handle.SharedDRAManager()
+	if dra == nil {
+		return fwk.AsStatus(fmt.Errorf("%s: the scheduler runs without DRA", Name))
+	}
+	if name := claimName(pod); name != "" {
+		if claim, err := dra.ResourceClaims().Get(pod.Namespace, name); err == nil {
+			s.alignNUMA = devices.AlignsNUMA(&claim.Spec)
+		}
+	}
+	ids, err := dra.ResourceClaims().ListAllAllocatedDevices()
+	if err != nil {
+		return fwk.AsStatus(err)
+	}
+	s.allocated = map[string]sets.Set[string]{}
+	for id := range ids {
+		// A devices.novacron.io pool is its node, and a device's name its
+		// PCI address; other drivers' devices are not in the inventory.
+		if pci, ok := devices.AllocatedPCIAddress(id.Driver.String(), id.Device.String()); ok {
+			node := id.Pool.String()
+			if s.allocated[node] == nil {
+				s.allocated[node] = sets.New[string]()
+			}
+			s.allocated[node].Insert(pci)
+		}
+	}
+	return nil
+}
+
+// claimName is the pod's device claim that kube-controller-manager made it.
+func claimName(pod *corev1.Pod) string {
+	for _, c := range pod.Status.ResourceClaimStatuses {
+		if c.Name == devices.ClaimName && c.ResourceClaimName != nil {
+			return *c.ResourceClaimName
+		}
+	}
+	return ""
 }
 
 // readNetwork reads a NetworkAttachmentDefinition's annotations for
@@ -145,65 +195,20 @@ type nadEntry struct {
 // other pods a preemption would remove.
 func (p *Plugin) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
 
-// nodeUse is what the VMs already on a node take: vCPUs, memory and devices,
-// counting pods reserved in this scheduler but not yet annotated.
+// nodeUse is what the VMs already on a node take: vCPUs and memory, and
+// the devices DRA allocated there.
 type nodeUse struct {
 	vcpus, memBytes int64
 	devices         sets.Set[string]
-	// withDevices are the pods whose devices are counted from their annotation.
-	withDevices sets.Set[types.UID]
 }
 
-// The pod being placed is not among the node's pods here: Filter, Score and
-// Reserve see the snapshot taken before it was assumed.
-//
-// A reservation counts until this cycle's snapshot holds the pod with its
-// devices annotation, and is dropped then. Dropping it when the pod's update
-// reaches the plugin's own informer would race with the scheduler's cache,
-// which hears of the same update on another goroutine: a cycle in between
-// would see the device free.
-func (p *Plugin) usage(e *hvEntry, ni fwk.NodeInfo, self *corev1.Pod) nodeUse {
+// usage is the node's use as this cycle sees it. The pod being placed is
+// not among the node's pods here: Filter and Score see the snapshot taken
+// before it was assumed.
+func (p *Plugin) usage(s *cycleState, e *hvEntry, ni fwk.NodeInfo) nodeUse {
 	u := p.podUsage(e, ni)
-	if p.reserved.Load() == 0 {
-		return u // the common case: no device pod in flight, no lock
-	}
-	node := ni.Node().Name
-	var extra []string
-	stale := false
-	p.mu.RLock()
-	for uid, devices := range p.reserve[node] {
-		switch {
-		case uid == self.UID:
-		case u.withDevices.Has(uid):
-			stale = true
-		default:
-			extra = append(extra, devices...)
-		}
-	}
-	p.mu.RUnlock()
-	if stale {
-		p.dropCounted(node, u.withDevices)
-	}
-	if len(extra) > 0 {
-		u.devices = u.devices.Clone().Insert(extra...)
-	}
+	u.devices = s.allocated[ni.Node().Name]
 	return u
-}
-
-// dropCounted ends the reservations on node of pods the snapshot already
-// counts from their annotation.
-func (p *Plugin) dropCounted(node string, counted sets.Set[types.UID]) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for uid := range p.reserve[node] {
-		if counted.Has(uid) {
-			delete(p.reserve[node], uid)
-			p.reserved.Add(-1)
-		}
-	}
-	if len(p.reserve[node]) == 0 {
-		delete(p.reserve, node)
-	}
 }
 
 // podUsage sums the VMs whose pods are on a node. It is computed once per
@@ -212,15 +217,14 @@ func (p *Plugin) dropCounted(node string, counted sets.Set[types.UID]) {
 // the plugin's time.
 //
 // A pod counts only as the pod its VM's status records (which tenants cannot
-// write), and by the VM's own size and recorded devices: anyone who may make
-// pods could otherwise label one a launcher and claim, or free, a node's
-// capacity with its annotations.
+// write), and by the VM's own size: anyone who may make pods could otherwise
+// label one a launcher and claim, or free, a node's capacity.
 func (p *Plugin) podUsage(e *hvEntry, ni fwk.NodeInfo) nodeUse {
 	gen, epoch := ni.GetGeneration(), p.vmEpoch.Load()
 	if c := e.use.Load(); c != nil && c.generation == gen && c.epoch == epoch {
 		return c.use
 	}
-	u := nodeUse{devices: sets.New[string](), withDevices: sets.New[types.UID]()}
+	var u nodeUse
 	for _, pi := range ni.GetPods() {
 		pod := pi.GetPod()
 		if !isLauncher(pod) {
@@ -232,27 +236,9 @@ func (p *Plugin) podUsage(e *hvEntry, ni fwk.NodeInfo) nodeUse {
 		}
 		u.vcpus += max(int64(vm.Spec.Template.Spec.Resources.CPU), 0)
 		u.memBytes += max(vm.Spec.Template.Spec.Resources.Memory.Value(), 0)
-		a, ok := countedDevices(vm, pod)
-		if !ok {
-			continue
-		}
-		u.withDevices.Insert(pod.UID)
-		u.devices.Insert(a.PCIAddresses()...)
 	}
 	e.use.Store(&cachedUse{generation: gen, epoch: epoch, use: u})
 	return u
-}
-
-// countedDevices are the devices a VM's pod holds: those the operator
-// checked and recorded once it saw the pod, and until then what Bind wrote on
-// it. ok is false while neither is there.
-func countedDevices(vm *novacronv1.VirtualMachine, pod *corev1.Pod) (novacronv1.DeviceAssignment, bool) {
-	if pod.UID == vm.Status.LauncherPodUID {
-		if a := vm.Status.AssignedDevices(); !a.Empty() {
-			return a, true
-		}
-	}
-	return parseAssignment(pod)
 }
 
 type cachedUse struct {
@@ -296,7 +282,7 @@ func (p *Plugin) filter(s *cycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.St
 	if s.source != "" && s.sourceCPUModel != "" && hv.Status.CPUModel != s.sourceCPUModel {
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("CPU model %s differs from the source node's %s", hv.Status.CPUModel, s.sourceCPUModel))
 	}
-	use := p.usage(e, ni, pod)
+	use := p.usage(s, e, ni)
 	// The VM ledger of the one capacity model; NodeResourcesFit checks the
 	// launcher pod's requests against the Node.
 	capacity := migration.Resources{VCPUs: float64(e.capCPU), Memory: float64(e.capMem)}
@@ -308,7 +294,9 @@ func (p *Plugin) filter(s *cycleState, pod *corev1.Pod, ni fwk.NodeInfo) *fwk.St
 		if e.devices == 0 {
 			return fwk.NewStatus(fwk.Unschedulable, s.noDevicesReason)
 		}
-		if _, reason := devices.Assign(&s.req, hv, use.devices, p.args.NUMAAlignment); reason != "" {
+		// DRA allocates; this says why it cannot here in the VM's words
+		// ("0/2 tesla-t4 free"), from the same slices and claims.
+		if _, reason := devices.Assign(&s.req, hv, use.devices, s.alignNUMA); reason != "" {
 			return fwk.NewStatus(fwk.Unschedulable, reason)
 		}
 	}

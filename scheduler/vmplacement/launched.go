@@ -70,7 +70,6 @@ type countedFacts struct {
 	launcherPod, launcherPodUID, targetPodUID string
 	cpu                                       int32
 	memory                                    int64
-	devices                                   novacronv1.DeviceAssignment
 }
 
 func counted(vm *novacronv1.VirtualMachine) *countedFacts {
@@ -78,7 +77,7 @@ func counted(vm *novacronv1.VirtualMachine) *countedFacts {
 		return nil
 	}
 	f := &countedFacts{launcherPod: vm.Status.LauncherPod, launcherPodUID: string(vm.Status.LauncherPodUID),
-		cpu: vm.Spec.Template.Spec.Resources.CPU, memory: vm.Spec.Template.Spec.Resources.Memory.Value(), devices: vm.Status.AssignedDevices()}
+		cpu: vm.Spec.Template.Spec.Resources.CPU, memory: vm.Spec.Template.Spec.Resources.Memory.Value()}
 	if m := vm.Status.MigrationState; m != nil {
 		f.targetPodUID = string(m.TargetPodUID)
 	}

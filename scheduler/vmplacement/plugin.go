@@ -2,8 +2,10 @@
 // pods on hypervisor nodes by the Hypervisor inventory (vCPUs and memory with
 // the node's overcommit ratios, GPUs by vendor/model/count, SR-IOV VFs per
 // network, optional NUMA alignment) and by the platform team's placement
-// policies, picks the concrete devices in Reserve and records them on the pod
-// for the operator as it binds it.
+// policies. A VM's devices are DRA requests of its launcher pod, which
+// kube-scheduler's DynamicResources plugin allocates; VMPlacement only steers
+// which node (and says why a node cannot take them, from the same slices and
+// allocated claims).
 package vmplacement
 
 import (
@@ -20,7 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
@@ -49,12 +50,7 @@ type Plugin struct {
 	dyn    dynamic.Interface
 	vms    cache.GenericLister
 	engine *policies.Engine
-	mu     sync.RWMutex
-	// reserve holds, per node, the devices of pods between Reserve and their
-	// annotation reaching the scheduler's snapshot (see usage). vCPUs and
-	// memory need no reservation: the assumed pod carries their annotations.
-	reserve  map[string]map[types.UID][]string
-	reserved atomic.Int64 // pods in reserve, read without the lock
+	mu     sync.Mutex
 	// vmEpoch counts changes of what podUsage reads of VMs.
 	vmEpoch atomic.Int64
 	nads    map[string]nadEntry
@@ -84,8 +80,6 @@ var (
 	_ fwk.PreFilterPlugin   = (*Plugin)(nil)
 	_ fwk.FilterPlugin      = (*Plugin)(nil)
 	_ fwk.ScorePlugin       = (*Plugin)(nil)
-	_ fwk.ReservePlugin     = (*Plugin)(nil)
-	_ fwk.BindPlugin        = (*Plugin)(nil)
 	_ fwk.EnqueueExtensions = (*Plugin)(nil)
 	_ fwk.SignPlugin        = (*Plugin)(nil)
 )
@@ -105,7 +99,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err != nil {
 		return nil, err
 	}
-	p := &Plugin{args: args, handle: h, dyn: dyn, engine: engine, reserve: map[string]map[types.UID][]string{}, nads: map[string]nadEntry{}, hvCache: map[string]*hvEntry{}}
+	p := &Plugin{args: args, handle: h, dyn: dyn, engine: engine, nads: map[string]nadEntry{}, hvCache: map[string]*hvEntry{}}
 
 	if err := p.watch(ctx, h); err != nil {
 		return nil, err
@@ -166,22 +160,7 @@ func (p *Plugin) watch(ctx context.Context, h fwk.Handle) error {
 	}); err != nil {
 		return err
 	}
-	podInformer := h.SharedInformerFactory().Core().V1().Pods().Informer()
-	indexByNamespace(ctx, podInformer)
-	// A reservation ends when the scheduler's snapshot counts the pod's devices
-	// from its annotation (see usage), on Unreserve, or when the pod is gone.
-	if _, err := podInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		DeleteFunc: func(o any) {
-			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
-				o = d.Obj
-			}
-			if pod, ok := o.(*corev1.Pod); ok {
-				p.forget(pod.UID)
-			}
-		},
-	}); err != nil {
-		return err
-	}
+	indexByNamespace(ctx, h.SharedInformerFactory().Core().V1().Pods().Informer())
 	f.Start(ctx.Done())
 	for gvr, ok := range f.WaitForCacheSync(ctx.Done()) {
 		if !ok {
@@ -203,20 +182,6 @@ func (p *Plugin) loadPolicy(ctx context.Context, logger klog.Logger, o any) {
 		// The operator reports compile errors in the policy's status; the last
 		// good version stays in force here too.
 		logger.V(2).Info("policy does not compile; keeping its last good version", "policy", pol.Name, "err", err)
-	}
-}
-
-func (p *Plugin) forget(uid types.UID) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for node, pods := range p.reserve {
-		if _, ok := pods[uid]; ok {
-			delete(pods, uid)
-			p.reserved.Add(-1)
-			if len(pods) == 0 {
-				delete(p.reserve, node)
-			}
-		}
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	fwk "k8s.io/kube-scheduler/framework"
 
-	novacronv1 "github.com/novacron/operator/api/v1alpha1"
 	"github.com/novacron/operator/devices"
 )
 
@@ -23,7 +22,7 @@ func (p *Plugin) Score(ctx context.Context, state fwk.CycleState, pod *corev1.Po
 		return 0, nil
 	}
 	// Cheap: the node's use is cached by its generation (see podUsage).
-	use := p.usage(e, ni, pod)
+	use := p.usage(s, e, ni)
 	capCPU, capMem := e.capCPU, e.capMem
 	cpu := frac(use.vcpus+s.vcpus, capCPU)
 	mem := frac(use.memBytes+s.memBytes, capMem)
@@ -107,9 +106,4 @@ func abs(f float64) float64 {
 		return -f
 	}
 	return f
-}
-
-func parseAssignment(pod *corev1.Pod) (novacronv1.DeviceAssignment, bool) {
-	a, ok, err := novacronv1.ParseDeviceAssignment(pod.Annotations)
-	return a, ok && err == nil
 }

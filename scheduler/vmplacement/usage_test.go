@@ -1,7 +1,6 @@
 package vmplacement
 
 import (
-	"encoding/json"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -19,21 +18,13 @@ import (
 
 // launcher is a bound launcher pod the way the operator makes one: controlled
 // by its VM (vmOf), which records its UID.
-func launcher(uid string, devices ...string) *corev1.Pod {
+func launcher(uid string) *corev1.Pod {
 	vm := vmOf(uid)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: uid, Namespace: "ns", UID: types.UID(uid),
 		Labels:          map[string]string{novacronv1.LabelComponent: novacronv1.ComponentLauncher, novacronv1.LabelVM: uid},
 		Annotations:     map[string]string{},
 		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(vm, novacronv1.GroupVersion.WithKind("VirtualMachine"))}},
 		Spec: corev1.PodSpec{NodeName: "gpu-1"}}
-	if len(devices) > 0 {
-		var a novacronv1.DeviceAssignment
-		for _, d := range devices {
-			a.GPUs = append(a.GPUs, novacronv1.AssignedDevice{Type: novacronv1.DeviceTypeGPU, PCIAddress: d})
-		}
-		raw, _ := json.Marshal(a)
-		pod.Annotations[novacronv1.AnnotationAssignedDevices] = string(raw)
-	}
 	return pod
 }
 
@@ -58,7 +49,7 @@ func withVMCache(t *testing.T, vms ...*novacronv1.VirtualMachine) (*Plugin, cach
 	for _, vm := range vms {
 		require.NoError(t, idx.Add(vm))
 	}
-	return &Plugin{reserve: map[string]map[types.UID][]string{}, vms: cache.NewGenericLister(idx, vmsGVR.GroupResource())}, idx
+	return &Plugin{vms: cache.NewGenericLister(idx, vmsGVR.GroupResource())}, idx
 }
 
 // gpuHost is a node with three T4s.
@@ -76,61 +67,39 @@ func nodeInfo(pods ...*corev1.Pod) *framework.NodeInfo {
 	return ni
 }
 
-// A device reserved for a pod stays taken until the snapshot the scheduler
-// works from carries the pod's annotation, whatever the informers heard.
-func TestReservationLastsUntilTheSnapshotCountsThePod(t *testing.T) {
-	p := withVMs(t, vmOf("a"), vmOf("b"))
-	e := &hvEntry{hv: gpuHost(), devices: 6}
-	next := launcher("next")
-
-	// Reserved, assumed: the snapshot has the pod, not yet its annotation.
-	p.hold("gpu-1", "a", []string{"0000:3b:00.0"})
-	u := p.usage(e, nodeInfo(launcher("a")), next)
-	assert.True(t, u.devices.Has("0000:3b:00.0"))
-	assert.Equal(t, int64(1), p.reserved.Load())
-	assert.Equal(t, int64(2), u.vcpus)
-
-	// The pod itself does not count its own reservation (Reserve again).
-	assert.False(t, p.usage(e, nodeInfo(launcher("a")), launcher("a")).devices.Has("0000:3b:00.0"))
-
-	// Bound with its annotation in the snapshot: counted from the pod, the
-	// reservation is over.
-	u = p.usage(e, nodeInfo(launcher("a", "0000:3b:00.0")), next)
-	assert.True(t, u.devices.Has("0000:3b:00.0"))
-	assert.Zero(t, p.reserved.Load())
-	assert.Empty(t, p.reserve)
-
-	// Unreserve (or the pod's deletion) gives a device back at once.
-	p.hold("gpu-1", "b", []string{"0000:3c:00.0"})
-	p.forget("b")
-	require.Zero(t, p.reserved.Load())
-	assert.False(t, p.usage(e, nodeInfo(launcher("b")), next).devices.Has("0000:3c:00.0"))
-}
-
-// Anyone who may make pods can label one a launcher and write its
-// annotations: only the pod a VM records counts, by the VM's size, with the
-// devices the operator recorded once it had checked them.
-func TestOnlyThePodsVMsRecordCountAndByTheVMsOwnSize(t *testing.T) {
+// A node's devices in use are what DRA allocated there this cycle (to any
+// pod, VM or not), not what a VM or pod says.
+func TestDevicesInUseAreDRAsAllocations(t *testing.T) {
 	recorded := vmOf("a")
 	recorded.Status.Devices = []novacronv1.AssignedDevice{{Type: novacronv1.DeviceTypeGPU, PCIAddress: "0000:3b:00.0"}}
-	p := withVMs(t, recorded, vmOf("b"), vmOf("c"))
+	p := withVMs(t, recorded)
+	e := &hvEntry{hv: gpuHost(), devices: 3}
+	s := &cycleState{allocated: map[string]sets.Set[string]{"gpu-1": sets.New("0000:3c:00.0"), "gpu-2": sets.New("0000:3d:00.0")}}
+	u := p.usage(s, e, nodeInfo(launcher("a")))
+	assert.Equal(t, []string{"0000:3c:00.0"}, sets.List(u.devices), "this node's allocations only")
+	assert.Equal(t, int64(2), u.vcpus)
+}
+
+// Anyone who may make pods can label one a launcher: only the pod a VM
+// records counts, by the VM's size.
+func TestOnlyThePodsVMsRecordCountAndByTheVMsOwnSize(t *testing.T) {
+	p := withVMs(t, vmOf("a"), vmOf("b"), vmOf("c"))
 	e := &hvEntry{hv: gpuHost(), devices: 3}
 
-	own := launcher("a", "0000:3c:00.0") // annotation rewritten after the operator recorded 3b
+	own := launcher("a")
 	own.Spec.Containers = []corev1.Container{{Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1m")}}}}
 
-	forged := launcher("b", "0000:3d:00.0") // b's name and owner, not the pod b records
+	forged := launcher("b") // b's name and owner, not the pod b records
 	forged.UID, forged.Name = "forged", "b-launcher-2"
 
 	noOwner := launcher("c")
 	noOwner.OwnerReferences = nil
 
-	orphan := launcher("gone", "0000:3d:00.0") // no such VM
+	orphan := launcher("gone") // no such VM
 
 	u := p.podUsage(e, nodeInfo(own, forged, noOwner, orphan))
 	assert.Equal(t, int64(2), u.vcpus, "a alone, by its spec")
 	assert.Equal(t, int64(1024), u.memBytes)
-	assert.Equal(t, []string{"0000:3b:00.0"}, sets.List(u.devices), "the recorded device, not the annotation")
 }
 
 // A pod becomes the VM's when the VM records it; the cached use must see

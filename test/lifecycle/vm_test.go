@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -133,10 +134,15 @@ func TestCreateRunsOnTheBoundNodeOnly(t *testing.T) {
 	assert.Equal(t, "2", req.Cpu().String())
 	// 4Gi of guest memory plus the documented overhead: 128Mi + 8Mi per vCPU.
 	assert.Equal(t, int64(4<<30+128<<20+2*8<<20), req.Memory().Value())
-	gpu := req[corev1.ResourceName("devices.novacron.io/nvidia-tesla-t4")]
-	assert.Equal(t, int64(1), gpu.Value())
-	vf := req[corev1.ResourceName("intel.com/sriov_data")]
-	assert.Equal(t, int64(1), vf.Value(), "a VF from the pool the network's NetworkAttachmentDefinition names")
+	assert.Len(t, req, 2, "vCPUs and memory: the devices are a DRA claim")
+	require.Len(t, pod.Spec.ResourceClaims, 1)
+	tmpl := &resourceapi.ResourceClaimTemplate{}
+	require.NoError(t, env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: *pod.Spec.ResourceClaims[0].ResourceClaimTemplateName}, tmpl))
+	reqs := tmpl.Spec.Spec.Devices.Requests
+	require.Len(t, reqs, 2)
+	assert.Contains(t, reqs[0].Exactly.Selectors[0].CEL.Expression, `.model == "tesla-t4"`)
+	assert.Contains(t, reqs[1].Exactly.Selectors[0].CEL.Expression, `.resourceName == "intel.com/sriov_data"`,
+		"a VF from the pool the network's NetworkAttachmentDefinition names")
 	waitVM(t, v.Name, "phase Scheduling", phaseIs(novacronv1.VMScheduling))
 
 	bind(t, v.Name, "node-2", &novacronv1.DeviceAssignment{GPUs: []novacronv1.AssignedDevice{{Type: novacronv1.DeviceTypeGPU, Vendor: "nvidia", Model: "tesla-t4", PCIAddress: "0000:3b:00.0"}},

@@ -11,11 +11,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devices"
 	"github.com/novacron/operator/operator/domain"
 	"github.com/novacron/operator/operator/provider"
 	"github.com/novacron/operator/test/testenv"
@@ -153,6 +156,51 @@ func TestConcurrentGPUVMsNeverShareADevice(t *testing.T) {
 		assert.False(t, seen[key], "device %s assigned twice", key)
 		seen[key] = true
 	}
+}
+
+// Another workload's pod claiming NovaCron's GPUs through DRA (not a VM)
+// takes them from the same slices as VMs do: a VM never gets a device that
+// pod holds, and a VM waiting for one says the node has none free.
+func TestAnotherWorkloadsGPUPodIsNeverGivenAVMsDevice(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t, "gpu-neighbours")
+	claim := &resourceapi.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "training"},
+		Spec: resourceapi.ResourceClaimSpec{Devices: resourceapi.DeviceClaim{Requests: []resourceapi.DeviceRequest{{Name: "gpus",
+			Exactly: &resourceapi.ExactDeviceRequest{DeviceClassName: devices.GPUClass, AllocationMode: resourceapi.DeviceAllocationModeExactCount, Count: 2}}}}}}
+	require.NoError(t, env.Client.Create(ctx, claim))
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "training"}, Spec: corev1.PodSpec{
+		SchedulerName: "novacron-scheduler", NodeSelector: map[string]string{corev1.LabelHostname: "gpu-1"},
+		ResourceClaims: []corev1.PodResourceClaim{{Name: "gpus", ResourceClaimName: ptr.To("training")}},
+		Containers:     []corev1.Container{{Name: "train", Image: "trainer", Resources: corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "gpus"}}}}}}}
+	require.NoError(t, env.Client.Create(ctx, pod))
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, pod) })
+	require.Eventually(t, func() bool {
+		return env.Client.Get(ctx, client.ObjectKeyFromObject(claim), claim) == nil && claim.Status.Allocation != nil
+	}, timeout, 50*time.Millisecond, "the pod's claim is allocated")
+	held := map[string]bool{}
+	for _, r := range claim.Status.Allocation.Devices.Results {
+		assert.Equal(t, "gpu-1", r.Pool)
+		held[r.Device] = true
+	}
+	require.Len(t, held, 2, "both of gpu-1's T4s")
+
+	a, b := gpuVM(ns, "a"), gpuVM(ns, "b")
+	create(t, a, b)
+	for _, v := range []*novacronv1.VirtualMachine{a, b} {
+		got := running(t, v)
+		assert.Equal(t, "gpu-2", got.Status.NodeName, "gpu-1's GPUs are the other pod's")
+	}
+	c := gpuVM(ns, "c")
+	create(t, c)
+	pending := env.WaitVM(t, client.ObjectKeyFromObject(c), timeout, "the scheduler's reason", func(v *novacronv1.VirtualMachine) bool {
+		return strings.Contains(scheduledCondition(v), "Unschedulable")
+	})
+	assert.Contains(t, scheduledCondition(pending), "gpu-1: 0/2 tesla-t4 free, 1 needed")
+
+	// The pod leaves: its GPUs go to the waiting VM.
+	require.NoError(t, env.Client.Delete(ctx, pod, client.GracePeriodSeconds(0)))
+	got := running(t, c)
+	assert.Equal(t, "gpu-1", got.Status.NodeName)
 }
 
 // A GPU request no node could ever hold says so, with what the cluster has,

@@ -20,15 +20,15 @@ import (
 
 const victimGPU = `{"gpus":[{"type":"gpu","vendor":"nvidia","model":"tesla-t4","pciAddress":"0000:3b:00.0"}]}`
 
-// Finding 1: NovaCron's own keys on the launcher pod (the device
-// assignment above all) cannot come from the tenant's template, and the
+// Finding 1: NovaCron's own keys on the launcher pod (where the device
+// assignment once was) cannot come from the tenant's template, and the
 // scheduler that writes them cannot be swapped for one that does not count.
 func TestATenantCannotWriteNovaCronsKeysOrPickTheScheduler(t *testing.T) {
 	ctx := context.Background()
 	mallory := tenant(t, "mallory-keys", "mallory")
 
 	v := newVM("mallory-keys", "forged-annotation")
-	v.Spec.Template.Metadata.Annotations = map[string]string{novacronv1.AnnotationAssignedDevices: victimGPU}
+	v.Spec.Template.Metadata.Annotations = map[string]string{"novacron.io/assigned-devices": victimGPU}
 	msg := refused(t, mallory.Create(ctx, v), `spec.template.metadata.annotations[novacron.io/assigned-devices]`)
 	assert.Contains(t, msg, "the novacron.io/ prefix is reserved for NovaCron")
 
@@ -57,7 +57,7 @@ func TestATenantCannotWriteStatus(t *testing.T) {
 
 // Finding 1, with pod rights (Kubernetes' edit role): a hand-made pod of
 // the launcher pod's name, controlled by the VM, bound to the GPU node and
-// naming the victim's GPU, is replaced, never used.
+// with the annotation that once named devices, is replaced, never used.
 func TestAHandMadeLauncherPodIsReplacedNotAdopted(t *testing.T) {
 	ctx := context.Background()
 	eve := tenant(t, "eve-pods", "eve")
@@ -69,7 +69,7 @@ func TestAHandMadeLauncherPodIsReplacedNotAdopted(t *testing.T) {
 
 	forged := launcher.BuildPod(v, launcher.Config{Image: "pause"}, nil)
 	forged.Spec.NodeName = "gpu-1"
-	forged.Annotations[novacronv1.AnnotationAssignedDevices] = victimGPU
+	forged.Annotations["novacron.io/assigned-devices"] = victimGPU
 	require.NoError(t, eve.Create(ctx, forged))
 	require.NoError(t, eve.Patch(ctx, v, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"running":true}}`))))
 
@@ -103,7 +103,7 @@ func TestTheSchedulerCountsOnlyPodsVMsRecord(t *testing.T) {
 	forgedPod := func(name, node string) *corev1.Pod {
 		p := launcher.BuildPod(decoy, launcher.Config{Image: "pause"}, nil)
 		p.Name, p.Spec.NodeName = name, node
-		p.Annotations[novacronv1.AnnotationAssignedDevices] = `{"gpus":[{"type":"gpu","pciAddress":"0000:3b:00.0"},{"type":"gpu","pciAddress":"0000:3c:00.0"}]}`
+		p.Annotations["novacron.io/assigned-devices"] = `{"gpus":[{"type":"gpu","pciAddress":"0000:3b:00.0"},{"type":"gpu","pciAddress":"0000:3c:00.0"}]}`
 		require.NoError(t, eve.Create(ctx, p))
 		return p
 	}

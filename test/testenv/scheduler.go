@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	"github.com/novacron/operator/devenv"
 	"github.com/novacron/operator/manifests"
 	"github.com/novacron/operator/scheduler/server"
 )
@@ -70,7 +71,9 @@ func WithProfileVariant(name string, args map[string]any) SchedulerEdit {
 
 // RunScheduler runs novacron-scheduler in this process, configured as
 // manifests/scheduler/config.yaml configures it plus edits, until stop is
-// called. dir holds its configuration file. Only one may run per process.
+// called, with kube-controller-manager's resourceclaim controller, which
+// makes each launcher pod the device claim the scheduler allocates. dir
+// holds their files. Only one may run per process.
 func (e *Env) RunScheduler(dir string, edits ...SchedulerEdit) (stop func(), err error) {
 	doc, err := e.SchedulerConfig(edits...)
 	if err != nil {
@@ -80,8 +83,34 @@ func (e *Env) RunScheduler(dir string, edits ...SchedulerEdit) (stop func(), err
 	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
 		return nil, err
 	}
+	stopKCM, err := e.RunControllerManager(dir, "resourceclaim-controller")
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- server.Run(ctx, cfg) }()
+	return func() { cancel(); <-done; stopKCM() }, nil
+}
+
+// RunControllerManager runs the real kube-controller-manager with only the
+// controllers named (resourceclaim-controller, for suites whose launcher
+// pods claim devices) until stop is called. dir holds its files.
+func (e *Env) RunControllerManager(dir string, controllers ...string) (stop func(), err error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	assets, err := assetsDir(root)
+	if err != nil {
+		return nil, err
+	}
+	kcmDir := filepath.Join(dir, "kube-controller-manager")
+	if err := os.MkdirAll(kcmDir, 0o700); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- devenv.ControllerManager(ctx, e.env, assets, e.Kubeconfig, kcmDir, controllers) }()
 	return func() { cancel(); <-done }, nil
 }

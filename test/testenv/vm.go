@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	novacronv1 "github.com/novacron/operator/api/v1alpha1"
+	"github.com/novacron/operator/devices"
+	"github.com/novacron/operator/devices/discovery"
 	"github.com/novacron/operator/operator/launcher"
 	"github.com/novacron/operator/operator/manager"
 	"github.com/novacron/operator/operator/provider"
@@ -113,21 +116,16 @@ func (e *Env) LauncherPod(t testing.TB, key client.ObjectKey, timeout time.Durat
 	return nil
 }
 
-// Bind does what a scheduler does with a VM's launcher pod: records the chosen
-// devices, then binds the pod to node.
+// Bind does what kube-controller-manager and a scheduler do with a VM's
+// launcher pod: with devices, makes the pod's claim from its
+// ResourceClaimTemplate and allocates it those devices of node's
+// devices.novacron.io pool, reserved for the pod; then binds the pod to node.
 func (e *Env) Bind(t testing.TB, key client.ObjectKey, node string, devices *novacronv1.DeviceAssignment, timeout time.Duration) *corev1.Pod {
 	t.Helper()
 	ctx := context.Background()
 	pod := e.LauncherPod(t, key, timeout)
 	if devices != nil {
-		raw, err := json.Marshal(devices)
-		if err != nil {
-			t.Fatal(err)
-		}
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, novacronv1.AnnotationAssignedDevices, string(raw))
-		if err := e.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
-			t.Fatal(err)
-		}
+		e.allocate(t, key, pod, node, devices)
 	}
 	cs, err := kubernetes.NewForConfig(e.Config)
 	if err != nil {
@@ -140,6 +138,69 @@ func (e *Env) Bind(t testing.TB, key client.ObjectKey, node string, devices *nov
 		t.Fatal(err)
 	}
 	return pod
+}
+
+// allocate makes and allocates the launcher pod's device claim: the GPUs go
+// to the template's GPU requests in order, each VF to its network's request.
+func (e *Env) allocate(t testing.TB, key client.ObjectKey, pod *corev1.Pod, node string, a *novacronv1.DeviceAssignment) {
+	t.Helper()
+	ctx := context.Background()
+	if len(pod.Spec.ResourceClaims) != 1 || pod.Spec.ResourceClaims[0].ResourceClaimTemplateName == nil {
+		t.Fatalf("launcher pod %s claims no devices", pod.Name)
+	}
+	tmpl := &resourceapi.ResourceClaimTemplate{}
+	if err := e.Client.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: *pod.Spec.ResourceClaims[0].ResourceClaimTemplateName}, tmpl); err != nil {
+		t.Fatal(err)
+	}
+	vm := &novacronv1.VirtualMachine{}
+	if err := e.Client.Get(ctx, key, vm); err != nil {
+		t.Fatal(err)
+	}
+	var sriov []string
+	for _, n := range vm.Spec.Template.Spec.Networks {
+		if n.Type == novacronv1.NetworkTypeSRIOV {
+			sriov = append(sriov, n.Name)
+		}
+	}
+	var results []resourceapi.DeviceRequestAllocationResult
+	result := func(req, kind, pci string) {
+		results = append(results, resourceapi.DeviceRequestAllocationResult{Request: req, Driver: discovery.DriverName, Pool: node, Device: discovery.DeviceName(kind, pci)})
+	}
+	gpus := a.GPUs
+	for _, r := range tmpl.Spec.Spec.Devices.Requests {
+		switch r.Exactly.DeviceClassName {
+		case devices.GPUClass:
+			for n := int64(0); n < r.Exactly.Count && len(gpus) > 0; n++ {
+				result(r.Name, discovery.TypeGPU, gpus[0].PCIAddress)
+				gpus = gpus[1:]
+			}
+		case devices.VFClass:
+			var i int
+			if _, err := fmt.Sscanf(r.Name, "vf-%d", &i); err != nil || i >= len(sriov) {
+				t.Fatalf("request %s of template %s names no sr-iov network", r.Name, tmpl.Name)
+			}
+			if pci, ok := a.VFs[sriov[i]]; ok {
+				result(r.Name, discovery.TypeVF, pci)
+			}
+		}
+	}
+	claim := &resourceapi.ResourceClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name + "-" + devices.ClaimName, Namespace: pod.Namespace,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}},
+		Spec: tmpl.Spec.Spec,
+	}
+	if err := e.Client.Create(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	claim.Status.Allocation = &resourceapi.AllocationResult{Devices: resourceapi.DeviceAllocationResult{Results: results}}
+	claim.Status.ReservedFor = []resourceapi.ResourceClaimConsumerReference{{Resource: "pods", Name: pod.Name, UID: pod.UID}}
+	if err := e.Client.Status().Update(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.ResourceClaimStatuses = []corev1.PodResourceClaimStatus{{Name: devices.ClaimName, ResourceClaimName: &claim.Name}}
+	if err := e.Client.Status().Update(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // PatchRunning sets spec.running as `kubectl patch --type merge` would.
